@@ -1,0 +1,51 @@
+"""nflow: serve nFlow designer playbooks (Drawflow JSON with JavaScript steps) over HTTP."""
+
+from __future__ import annotations
+
+from nflow._http import Request, Response
+from nflow.config import Config, load_config
+from nflow.engine import Execution, StepResult, TraceEntry
+from nflow.errors import (
+    AppNotFound,
+    ConfigError,
+    ExecutionError,
+    ModuleNotFound,
+    NflowError,
+    PlaybookError,
+    Problem,
+    ProcessKilled,
+    ScriptError,
+    ScriptTimeout,
+    StepLimitExceeded,
+    StoreError,
+)
+from nflow.playbook import Node, Playbook, Starter, load_playbook, parse_playbook
+from nflow.runtime import Runtime
+
+__all__ = [
+    "AppNotFound",
+    "Config",
+    "ConfigError",
+    "Execution",
+    "ExecutionError",
+    "ModuleNotFound",
+    "NflowError",
+    "Node",
+    "Playbook",
+    "PlaybookError",
+    "Problem",
+    "ProcessKilled",
+    "Request",
+    "Response",
+    "Runtime",
+    "ScriptError",
+    "ScriptTimeout",
+    "Starter",
+    "StepLimitExceeded",
+    "StepResult",
+    "StoreError",
+    "TraceEntry",
+    "load_config",
+    "load_playbook",
+    "parse_playbook",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from nflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,282 @@
+"""Request and Response values shared by every layer, free of any HTTP server."""
+
+from __future__ import annotations
+
+__all__ = ["Request", "Response", "ResponseWriter"]
+
+from collections.abc import Iterable, Mapping
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+
+class Request:
+    """One HTTP request as the engine sees it.
+
+    Built by the server adapters (RSGI, ASGI) or by hand (``nflow run``, tests, embedding).
+    Parsing of query, form and cookies is lazy: most requests never need them.
+    """
+
+    __slots__ = (
+        "_cookies",
+        "_form",
+        "_headers",
+        "_json",
+        "_query",
+        "body",
+        "client",
+        "header_items",
+        "host",
+        "method",
+        "path",
+        "query_string",
+        "scheme",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        query_string: str = "",
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        client: str = "127.0.0.1:0",
+        scheme: str = "http",
+        host: str = "",
+    ) -> None:
+        self.method = method.upper()
+        self.path = path or "/"
+        self.query_string = query_string
+        self.header_items: list[tuple[str, str]] = list(headers)
+        self.body = body
+        self.client = client
+        self.scheme = scheme
+        self.host = host or self.header("host")
+        self._headers: dict[str, list[str]] | None = None
+        self._query: dict[str, list[str]] | None = None
+        self._form: dict[str, list[str]] | None = None
+        self._cookies: dict[str, str] | None = None
+        self._json: object = _UNSET
+
+    @classmethod
+    def from_url(cls, method: str, url: str, **kwargs: object) -> Request:
+        """Build a request from ``/path?query`` (used by ``nflow run`` and tests)."""
+        path, _, query = url.partition("?")
+        return cls(method, path, query_string=query, **kwargs)  # type: ignore[arg-type]
+
+    # headers -----------------------------------------------------------------
+    @property
+    def headers(self) -> dict[str, list[str]]:
+        """Headers with Go-canonical names (``Content-Type``) and list values, as goja saw them."""
+        if self._headers is None:
+            out: dict[str, list[str]] = {}
+            for name, value in self.header_items:
+                out.setdefault(canonical_header(name), []).append(value)
+            self._headers = out
+        return self._headers
+
+    def header(self, name: str) -> str:
+        """First value of a header, or ``""``."""
+        lname = name.lower()
+        for key, value in self.header_items:
+            if key.lower() == lname:
+                return value
+        return ""
+
+    @property
+    def content_type(self) -> str:
+        return self.header("content-type").split(";", 1)[0].strip().lower()
+
+    # query and form ----------------------------------------------------------
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        """Query plus url-encoded or multipart body fields (Echo's ``FormParams``)."""
+        if self._form is None:
+            merged: dict[str, list[str]] = {k: list(v) for k, v in self.query.items()}
+            ctype = self.content_type
+            if self.body and ctype == "application/x-www-form-urlencoded":
+                text = self.body.decode("utf-8", "replace")
+                for key, values in parse_qs(text, keep_blank_values=True).items():
+                    merged.setdefault(key, []).extend(values)
+            elif self.body and ctype == "multipart/form-data":
+                for key, value in _parse_multipart(self.body, self.header("content-type")):
+                    merged.setdefault(key, []).append(value)
+            self._form = merged
+        return self._form
+
+    def json(self) -> object:
+        """The body decoded as JSON when the content type says so, else ``None``."""
+        if self._json is _UNSET:
+            value: object = None
+            if self.body and self.content_type in ("application/json", "text/json"):
+                try:
+                    value = orjson.loads(self.body)
+                except orjson.JSONDecodeError:
+                    value = None
+            self._json = value
+        return self._json
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            jar: SimpleCookie = SimpleCookie()
+            out: dict[str, str] = {}
+            for name, value in self.header_items:
+                if name.lower() == "cookie":
+                    try:
+                        jar.load(value)
+                    except Exception:  # a malformed cookie header must not fail the request
+                        continue
+            for key, morsel in jar.items():
+                out[key] = morsel.value
+            self._cookies = out
+        return self._cookies
+
+    @property
+    def client_ip(self) -> str:
+        host = self.client.rsplit(":", 1)[0] if ":" in self.client else self.client
+        return host.strip("[]")
+
+    @property
+    def uri(self) -> str:
+        return self.path + ("?" + self.query_string if self.query_string else "")
+
+    def decoded_path(self) -> str:
+        return unquote(self.path)
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
+
+
+def _parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """Text fields of a multipart body; file parts are skipped (no file API yet)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    try:
+        message = BytesParser(policy=HTTP).parsebytes(head + body)
+    except Exception:
+        return []
+    fields: list[tuple[str, str]] = []
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_filename():
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            fields.append((name, payload.decode("utf-8", "replace")))
+    return fields
+
+
+def canonical_header(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-forwarded-for`` → ``X-Forwarded-For``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+class Response:
+    """A finished response: status, headers in order, body bytes."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+
+    def header(self, name: str) -> str:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return ""
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> object:
+        return orjson.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, body={self.body[:80]!r})"
+
+
+class ResponseWriter:
+    """Collects what scripts write, with Echo's rules.
+
+    The first write fixes status and content type; later writes only append their body
+    (Echo warned "response already committed" and appended). Headers set before the first
+    write are kept; cookies may be added at any time because they are sent at the end.
+    """
+
+    __slots__ = ("_body", "committed", "content_type", "headers", "max_bytes", "status")
+
+    def __init__(self, *, max_bytes: int = 10 * 1024 * 1024) -> None:
+        self.status = 200
+        self.committed = False
+        self.content_type = ""
+        self.headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self.max_bytes = max_bytes
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self._body)
+
+    def write(self, status: int, content_type: str, body: bytes) -> None:
+        if self.size + len(body) > self.max_bytes:
+            raise ResponseTooLarge(self.max_bytes)
+        if not self.committed:
+            self.committed = True
+            self.status = status
+            self.content_type = content_type
+        self._body.append(body)
+
+    def set_header(self, name: str, value: str) -> None:
+        lname = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != lname]
+        self.headers.append((name, value))
+
+    def add_header(self, name: str, value: str) -> None:
+        self.headers.append((name, value))
+
+    def get_header(self, name: str) -> str:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return ""
+
+    def finish(self, extra_headers: Mapping[str, str] | None = None) -> Response:
+        headers = list(self.headers)
+        if self.content_type:
+            headers.append(("content-type", self.content_type))
+        if extra_headers:
+            headers.extend(extra_headers.items())
+        return Response(self.status, b"".join(self._body), headers)
+
+
+class ResponseTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response larger than {limit} bytes (limits.max_response_bytes)")
+        self.limit = limit

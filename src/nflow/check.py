@@ -1,0 +1,78 @@
+"""``nflow check``: every problem of an app, found without running it."""
+
+from __future__ import annotations
+
+__all__ = ["check_playbook"]
+
+from collections.abc import Mapping
+
+from nflow.errors import Problem
+from nflow.playbook import Playbook
+from nflow.sandbox import JsError, new_runtime
+
+
+def check_playbook(playbook: Playbook, *, modules: Mapping[str, str | None]) -> list[Problem]:
+    """Structural problems of the document plus missing modules and JS syntax errors.
+
+    Only nodes a starter can reach are held to the module rule: orphan nodes never run on
+    their own, so a missing module there is a warning like the orphan itself.
+    """
+    problems = list(playbook.problems)
+    reachable: set[str] = set()
+    for starter in playbook.starters:
+        reachable |= playbook.reachable(starter.node.id)
+    runtime = new_runtime()
+    checked: dict[str, JsError | None] = {}
+    try:
+        for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+            if node.type != "js":
+                continue
+            severity = "error" if node.id in reachable else "warning"
+            code = node.data.get("code")
+            script = node.data.get("script")
+            field = "code"
+            source: str | None = None
+            if isinstance(code, str) and code.strip():
+                source = code
+            elif isinstance(script, str) and script:
+                field = "script"
+                if script not in modules:
+                    problems.append(
+                        Problem(
+                            severity,
+                            f"module {script!r} is not in the modules table",
+                            tab=node.tab,
+                            node=node.id,
+                            field="script",
+                        )
+                    )
+                    continue
+                source = modules[script]
+            elif script is not None and not isinstance(script, str):
+                problems.append(
+                    Problem("error", "script must be a string", tab=node.tab, node=node.id, field="script")
+                )
+            if not source:
+                continue
+            if source not in checked:
+                try:
+                    runtime.check_syntax(source)
+                    checked[source] = None
+                except JsError as exc:
+                    checked[source] = exc
+            error = checked[source]
+            if error is not None:
+                label = f"module {script!r}: " if field == "script" else ""
+                problems.append(
+                    Problem(
+                        severity,
+                        f"{label}{error.name}: {error.message}",
+                        tab=node.tab,
+                        node=node.id,
+                        field=field,
+                        line=error.line,
+                    )
+                )
+    finally:
+        runtime.close()
+    return problems

@@ -1,0 +1,325 @@
+"""The ``nflow`` command: serve, import, export, check, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from nflow.errors import ConfigError, NflowError, PlaybookError
+
+__all__ = ["main"]
+
+
+def _config(path: str | None) -> tuple[object, str | None]:
+    from nflow.config import load_config
+
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"  # the Go runtime read config.toml from the working directory
+    return load_config(path), path
+
+
+def _print(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# serve --------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nflow.config import Config
+    from nflow.logs import configure_logging
+    from nflow.runtime import Runtime
+    from nflow.server import serve
+
+    config, path = _config(args.config)
+    assert isinstance(config, Config)
+    configure_logging(level=config.logging.level, fmt=config.logging.format, verbose=args.verbose)
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    workers = args.workers or config.server.effective_workers
+    example = not args.app
+    runtime = Runtime(config, app_files=args.app, example_if_empty=example)
+
+    async def preflight() -> None:
+        await runtime.open()
+        try:
+            _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
+            _print(f"database: {runtime.store.url}")
+            apps = runtime.router.playbooks
+            if not apps:
+                _print("no apps to serve: import one with `nflow import app.json` or pass --app")
+            for playbook in apps:
+                _print(f"app {playbook.name!r}:")
+                for starter in playbook.starters:
+                    _print(f"  {starter.method:<6} {starter.pattern}   ({starter.node.tab})")
+            errors = [p for p in runtime.problems if p.severity == "error"]
+            for problem in errors:
+                _err(f"  {problem}")
+        finally:
+            await runtime.close()
+
+    asyncio.run(preflight())
+    serve(
+        config_path=os.path.abspath(path) if path else None,
+        app_files=args.app,
+        example_if_empty=example,
+        host=host,
+        port=port,
+        workers=workers,
+        verbose=args.verbose,
+    )
+    return 0
+
+
+# import / export ----------------------------------------------------------------------------
+def _store_from(args: argparse.Namespace) -> object:
+    from nflow.config import Config
+    from nflow.store import Store
+
+    config, _ = _config(args.config)
+    assert isinstance(config, Config)
+    return Store(config.database_url)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from nflow.playbook import load_playbook
+    from nflow.store import Store
+
+    store = _store_from(args)
+    assert isinstance(store, Store)
+
+    async def run() -> int:
+        await store.open()
+        failed = 0
+        try:
+            for file in args.files:
+                text = Path(file).read_bytes()
+                doc = orjson.loads(text) if text.strip().startswith(b"{") else None
+                name = args.name or Path(file).stem
+                if isinstance(doc, dict) and "drawflow" in doc:
+                    try:
+                        playbook = load_playbook(text, name=name, source=file)
+                    except PlaybookError as exc:
+                        _err(str(exc))
+                        failed += 1
+                        continue
+                    errors = playbook.errors
+                    if errors and not args.force:
+                        _err(f"{file}: not imported, {len(errors)} error(s) (use --force):")
+                        for problem in errors:
+                            _err(f"  {problem}")
+                        failed += 1
+                        continue
+                summary = await store.import_file(file, app_name=name)
+                _print(
+                    f"{file}: {summary.apps} app(s), {summary.modules} module(s), "
+                    f"{summary.templates} template(s), {summary.queries} quer(y/ies)"
+                    + (f" as app {name!r}" if summary.apps else "")
+                )
+        finally:
+            await store.close()
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nflow.store import Store
+
+    store = _store_from(args)
+    assert isinstance(store, Store)
+
+    async def run() -> None:
+        await store.open()
+        try:
+            for path in await store.export_all(args.directory, app_name=args.name):
+                _print(str(path))
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+# check ------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    from nflow.check import check_playbook
+    from nflow.playbook import load_playbook
+    from nflow.store import Store
+
+    modules: dict[str, str | None] = {}
+    apps: list[str] = []
+    for file in args.files:
+        try:
+            doc = orjson.loads(Path(file).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            apps.append(file)  # load_playbook reports it with line and column
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("modules"), list):
+            for row in doc["modules"]:
+                if isinstance(row, dict) and isinstance(row.get("name"), str):
+                    code = row.get("code")
+                    modules[row["name"]] = code if isinstance(code, str) else None
+        else:
+            apps.append(file)
+    if not args.no_db:
+        store = _store_from(args)
+        assert isinstance(store, Store)
+
+        async def stored() -> None:
+            await store.open()
+            try:
+                for module in await store.list_modules():
+                    modules.setdefault(module.name, module.code)
+            finally:
+                await store.close()
+
+        try:
+            asyncio.run(stored())
+        except NflowError as exc:
+            _err(f"note: modules table not read ({exc})")
+    errors = 0
+    for file in apps:
+        try:
+            playbook = load_playbook(Path(file).read_bytes(), name=Path(file).stem, source=file)
+        except OSError as exc:
+            _err(f"{file}: cannot read: {exc.strerror}")
+            errors += 1
+            continue
+        except PlaybookError as exc:
+            _print(f"{file}: {exc}")
+            errors += 1
+            continue
+        problems = check_playbook(playbook, modules=modules)
+        n_err = sum(1 for p in problems if p.severity == "error")
+        n_warn = len(problems) - n_err
+        _print(f"{file}: {len(playbook.starters)} starter(s), {n_err} error(s), {n_warn} warning(s)")
+        for problem in problems:
+            if problem.severity == "error" or not args.quiet:
+                _print(f"  {problem}")
+        errors += n_err
+    return 1 if errors else 0
+
+
+# run --------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from nflow._http import Request, Response
+    from nflow.config import Config
+    from nflow.runtime import Runtime
+
+    config, _ = _config(args.config)
+    assert isinstance(config, Config)
+    headers = []
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            _err(f"--header {item!r}: expected Name: value")
+            return 2
+        headers.append((name.strip(), value.strip()))
+    body = b""
+    if args.data is not None:
+        body = Path(args.data[1:]).read_bytes() if args.data.startswith("@") else args.data.encode()
+        if not any(k.lower() == "content-type" for k, _ in headers):
+            stripped = body.lstrip()
+            ctype = (
+                "application/json"
+                if stripped[:1] in (b"{", b"[")
+                else "application/x-www-form-urlencoded"
+            )
+            headers.append(("Content-Type", ctype))
+    runtime = Runtime(config, app_files=[args.app], serve_stored_apps=False)
+
+    async def run() -> Response:
+        await runtime.open()
+        try:
+            request = Request.from_url(args.method, args.path, headers=headers, body=body)
+            response = await runtime.handle(request)
+            runtime.wait_forks(10.0)
+            return response
+        finally:
+            await runtime.close()
+
+    response = asyncio.run(run())
+    if args.include:
+        _print(f"HTTP {response.status}")
+        for key, value in response.headers:
+            _print(f"{key}: {value}")
+        _print()
+    sys.stdout.buffer.write(response.body)
+    sys.stdout.flush()
+    return 0 if response.status < 400 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nflow", description="Serve nFlow designer playbooks over HTTP."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve apps over HTTP")
+    p.add_argument("--config", help="config.toml (default: ./config.toml if present)")
+    p.add_argument("--app", action="append", default=[], metavar="FILE.json", help="serve this app file (repeatable)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--workers", type=int, help="worker processes (default: number of CPUs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("import", help="load app documents and module/template/query files into the database")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--config")
+    p.add_argument("--name", help="app name for app documents (default: the file name)")
+    p.add_argument("--force", action="store_true", help="import apps even if they have errors")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write apps, modules, templates and queries to a directory")
+    p.add_argument("directory")
+    p.add_argument("--config")
+    p.add_argument("--name", help="export only this app")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check", help="validate apps without running them")
+    p.add_argument("files", nargs="+", help="app documents, plus modules files to check against")
+    p.add_argument("--config")
+    p.add_argument("--no-db", action="store_true", help="do not read modules from the database")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="run one request through an app without a server")
+    p.add_argument("app", metavar="FILE.json")
+    p.add_argument("method")
+    p.add_argument("path", help="path with optional ?query")
+    p.add_argument("--data", "-d", help="request body, or @file")
+    p.add_argument("--header", "-H", action="append", help="'Name: value' (repeatable)")
+    p.add_argument("--config")
+    p.add_argument("-i", "--include", action="store_true", help="print status and headers")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigError, PlaybookError) as exc:
+        _err(f"nflow: {exc}")
+        return 2
+    except NflowError as exc:
+        _err(f"nflow: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

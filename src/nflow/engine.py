@@ -1,0 +1,507 @@
+"""The execution loop (spec §2.2–2.4): one place where every node starts and ends.
+
+The engine is synchronous and knows no HTTP server: it takes a Request value and returns an
+Execution holding the Response. Host I/O inside steps goes through the I/O loop, so the same
+code runs on the server's event loop, in a worker thread, under ``nflow run`` and in tests.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Engine", "Execution", "StepResult", "TraceEntry", "VMProvider"]
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from nflow._http import Request, Response, ResponseWriter
+from nflow.errors import (
+    ExecutionError,
+    ModuleNotFound,
+    ProcessKilled,
+    ScriptError,
+    ScriptTimeout,
+    StepLimitExceeded,
+)
+from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, Sessions
+from nflow.jsapi import user_line as js_user_line
+from nflow.jsapi._gojson import dumps as go_json
+from nflow.playbook import Node, Playbook, flag
+from nflow.processes import Process
+from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
+
+log = logging.getLogger("nflow.engine")
+
+DEFAULT_SOURCE = "function main(){}"
+FORM_SESSION = "nflow_form"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a step decided: the output to follow ("" ends the flow) and the new payload."""
+
+    next: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    node: str
+    type: str
+    next: str
+    duration_ms: float
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Execution:
+    """A finished run: its wid, the node trace and the response."""
+
+    wid: str
+    app: str
+    response: Response
+    trace: list[TraceEntry] = field(default_factory=list)
+    suspended: bool = False
+    error: ExecutionError | None = None
+    forks: list[str] = field(default_factory=list)
+
+
+class VMProvider:
+    """One warm NflowVM per thread, replaced when a run leaves it unusable."""
+
+    def __init__(self, *, host: HostTable, limits: EngineLimits) -> None:
+        self._host = host
+        self._limits = limits
+        self._local = threading.local()
+        self.created = 0
+
+    def get(self) -> NflowVM:
+        vm: NflowVM | None = getattr(self._local, "vm", None)
+        if vm is None or vm.broken:
+            if vm is not None:
+                vm.close()
+            vm = NflowVM(host=self._host, limits=self._limits)
+            self._local.vm = vm
+            self.created += 1
+        return vm
+
+    def discard(self) -> None:
+        vm: NflowVM | None = getattr(self._local, "vm", None)
+        if vm is not None:
+            vm.close()
+            self._local.vm = None
+
+
+StepFunction = Callable[["Engine", "_Run", Node, dict[str, Any]], StepResult]
+
+
+class Engine:
+    """Runs playbooks. ``services`` carries config, store, caches and the process registry."""
+
+    def __init__(self, *, services: Any, vms: VMProvider) -> None:
+        self.services = services
+        self.vms = vms
+        self.steps: dict[str, StepFunction] = {
+            "js": _step_js,
+            "gorutine": _step_fork,
+            "starter": _step_starter,
+            "dromedary": _step_legacy_plugin,
+            "dromedary_callback": _step_legacy_plugin,
+        }
+        self._data_json: dict[tuple[str, str], tuple[str, str]] = {}
+
+    # public -----------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        playbook: Playbook,
+        start: str,
+        request: Request,
+        endpoint: str,
+        vars: Mapping[str, str] | None = None,
+        sessions: Sessions | None = None,
+        resume: bool = False,
+        auth: bool = False,
+        wid: str | None = None,
+        payload: dict[str, Any] | None = None,
+        isolated: bool = False,
+    ) -> Execution:
+        services = self.services
+        limits = services.limits
+        wid = wid or str(uuid.uuid4())
+        sessions = sessions if sessions is not None else Sessions()
+        writer = ResponseWriter(max_bytes=limits.max_response_bytes)
+        process = services.processes.start(
+            Process(wid=wid, app=playbook.name, endpoint=endpoint, fork=isolated)
+        )
+        ctx = RunContext(
+            wid=wid,
+            request=request,
+            writer=writer,
+            app=playbook.name,
+            endpoint=endpoint,
+            vars=dict(vars or {}),
+            sessions=sessions,
+            services=services,
+            process=process,
+            deadline=time.monotonic() + limits.request_timeout_seconds,
+            isolated=isolated,
+            max_host_calls=limits.max_host_calls,
+        )
+        execution = Execution(wid=wid, app=playbook.name, response=Response())
+        run = _Run(self, playbook, ctx, execution)
+        vm = self.vms.get()
+        run.vm = vm
+        try:
+            vm.begin(ctx)
+            if not resume and not isolated:
+                _seed_form(sessions, request)
+            first = start
+            if auth:
+                first = run.auth(start)
+            if first:
+                run.loop(first, payload)
+            process.state = "end"
+        except ExecutionError as exc:
+            process.state = "error"
+            execution.error = exc
+            run.fail(exc)
+        finally:
+            if not vm.end():
+                log.warning("discarding a JS runtime a script left dirty", extra={"wid": wid})
+            services.processes.finish(wid)
+        headers: dict[str, str] = {"Nflow-Wid-1": wid}
+        headers.update(ctx.extra_headers)
+        response = ctx.writer.finish(headers)
+        for cookie in ctx.cookies_out:
+            response.headers.append(("set-cookie", cookie))
+        execution.response = response
+        return execution
+
+
+class _Run:
+    """State of one execution while the loop runs."""
+
+    def __init__(self, engine: Engine, playbook: Playbook, ctx: RunContext, ex: Execution) -> None:
+        self.engine = engine
+        self.playbook = playbook
+        self.ctx = ctx
+        self.execution = ex
+        self.vm: NflowVM
+        self.prev = ""
+
+    def loop(self, first: str, initial: dict[str, Any] | None) -> None:
+        ctx = self.ctx
+        limits = self.engine.services.limits
+        form = ctx.sessions.get(FORM_SESSION)
+        payload: dict[str, Any] = dict(initial or {})
+        next_id = first
+        steps = 0
+        process = ctx.process
+        assert process is not None
+        while next_id:
+            if process.killed:
+                raise ProcessKilled(f"run {ctx.wid} was killed", node=next_id)
+            steps += 1
+            if steps > limits.max_steps:
+                raise StepLimitExceeded(
+                    f"more than {limits.max_steps} steps in one run (limits.max_steps); "
+                    f"the flow loops through node {next_id}",
+                    node=next_id,
+                )
+            node = self.playbook.nodes.get(next_id)
+            if node is None:
+                raise ExecutionError(
+                    f"node {self.prev or '?'} routes to node {next_id!r}, "
+                    f"which is not in app {self.playbook.name!r}",
+                    node=self.prev,
+                )
+            merged = dict(payload)
+            for key, value in form.items():
+                if key != "break":
+                    merged[key] = value
+            process.state = "run"
+            process.current = node.id
+            process.current_type = node.type
+            ctx.node_id = node.id
+            started = time.perf_counter()
+            step = self.engine.steps.get(node.type, _step_unknown)
+            try:
+                result = step(self.engine, self, node, merged)
+            except ExecutionError as exc:
+                self._trace(node, "", started, str(exc))
+                raise
+            self._trace(node, result.next, started)
+            payload = result.payload
+            form.update(payload)
+            ctx.sessions.mark(FORM_SESSION)
+            if _truthy_break(payload.get("break")):
+                self.execution.suspended = True
+                return
+            self.prev = node.id
+            next_id = (node.outputs.get(result.next) or "") if result.next else ""
+        if not ctx.isolated:
+            ctx.sessions.clear(FORM_SESSION)
+
+    def auth(self, start: str) -> str:
+        """The auth trigger (spec §4.3); returns the node to start at, or "" to stop."""
+        services = self.engine.services
+        ctx = self.ctx
+        auth_session = ctx.sessions.get("auth-session")
+        auth_session["redirect_url"] = ctx.request.path
+        ctx.sessions.mark("auth-session")
+        source = services.auth_trigger
+        preset = {
+            "profile": _profile_of(auth_session),
+            "auth_flag": "true",
+            "url_access": ctx.request.path,
+            "next": start,
+        }
+        vm = self.vm
+        try:
+            vm.begin(ctx, preset)
+            key = vm.compile(_auth_source(source))
+            outcome = vm.run_auth(key, timeout=max(0.01, min(ctx.remaining(), 5.0)))
+        except JsError as exc:
+            raise ExecutionError(f"auth trigger failed: {exc}") from None
+        except JsTimeout:
+            raise ScriptTimeout("auth trigger exceeded its time limit") from None
+        if outcome == "login":
+            if not ctx.writer.committed:
+                ctx.writer.set_header("Location", services.login_path)
+                ctx.writer.write(307, "", b"")
+            return ""
+        if outcome in ("break", ""):
+            return ""
+        return outcome
+
+    def fail(self, exc: ExecutionError) -> None:
+        """Replace whatever was written with a clear error response."""
+        ctx = self.ctx
+        node = self.playbook.nodes.get(exc.node) if exc.node else None
+        if isinstance(exc, ScriptError | ScriptTimeout):
+            body: dict[str, Any] = {
+                "actor": _actor(node) if node else {},
+                "message": (
+                    "Script execution exceeded resource limits: " + exc.message
+                    if isinstance(exc, ScriptTimeout)
+                    else exc.message
+                ),
+                "node": exc.node,
+            }
+            if isinstance(exc, ScriptError) and exc.line is not None:
+                body["line"] = exc.line
+        else:
+            body = {"error": exc.message, "node": exc.node}
+            if isinstance(exc, UnknownNodeType):
+                body = {"error": "Type node not found", "type": exc.node_type, "node": exc.node}
+        log.warning(
+            "run failed: %s",
+            exc.message,
+            extra={"wid": ctx.wid, "app": ctx.app, "node": exc.node, "status": exc.status},
+        )
+        if ctx.isolated:
+            return
+        # Whatever a script wrote before failing is replaced: appending the error JSON to a
+        # half-written page, as Echo did, helps nobody.
+        writer = ResponseWriter(max_bytes=ctx.writer.max_bytes)
+        writer.headers = ctx.writer.headers
+        writer.write(exc.status, "application/json", go_json(body))
+        ctx.writer = writer
+
+    def _trace(self, node: Node, next_out: str, started: float, error: str = "") -> None:
+        self.execution.trace.append(
+            TraceEntry(
+                node=node.id,
+                type=node.type,
+                next=next_out,
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+                error=error,
+            )
+        )
+
+    def source_for(self, node: Node) -> str:
+        data = node.data
+        code = data.get("code")
+        if isinstance(code, str) and code.strip():
+            return code
+        script = data.get("script")
+        if isinstance(script, str) and script:
+            modules: Mapping[str, str | None] = self.engine.services.modules
+            if script not in modules:
+                raise ModuleNotFound(
+                    f"node {node.label} uses module {script!r}, which is not in the modules "
+                    "table (import it with `nflow import`)",
+                    node=node.id,
+                )
+            return modules[script] or DEFAULT_SOURCE
+        return DEFAULT_SOURCE
+
+    def data_json(self, node: Node) -> tuple[str, str]:
+        cache = self.engine._data_json
+        key = (self.playbook.digest, node.id)
+        hit = cache.get(key)
+        if hit is None:
+            data = orjson.dumps(dict(node.data)).decode()
+            outputs = orjson.dumps({k: v for k, v in node.outputs.items() if v}).decode()
+            hit = (data, outputs)
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+
+class UnknownNodeType(ExecutionError):
+    def __init__(self, node: Node) -> None:
+        super().__init__(f"node {node.label} has unknown type {node.type!r}", node=node.id)
+        self.node_type = node.type
+
+
+def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    ctx = run.ctx
+    vm = run.vm
+    limits = engine.services.limits
+    remaining = ctx.remaining()
+    if remaining <= 0:
+        raise ScriptTimeout(
+            f"time limit of {limits.request_timeout_seconds}s for the run exceeded "
+            f"before node {node.label}",
+            node=node.id,
+        )
+    timeout = min(limits.step_timeout_seconds, remaining)
+    source = run.source_for(node)
+    data_json, outputs_json = run.data_json(node)
+    try:
+        key = vm.compile(source, timeout=timeout)
+        next_out, payload_json = vm.run_step(
+            key,
+            payload_json=orjson.dumps(payload).decode() if payload else "",
+            data_json=data_json,
+            outputs_json=outputs_json,
+            flow=node.tab,
+            app=run.playbook.name,
+            box=node.id,
+            prev=run.prev,
+            timeout=timeout,
+        )
+    except JsMemoryError:
+        vm.broken = True
+        raise ExecutionError(
+            f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
+            node=node.id,
+        ) from None
+    except JsError as exc:
+        line = js_user_line(exc)
+        where = f" (line {line})" if line else ""
+        raise ScriptError(
+            f"{exc.name}: {exc.message} in node {node.label}{where}",
+            node=node.id,
+            name=exc.name,
+            line=line,
+        ) from None
+    except JsTimeout:
+        raise ScriptTimeout(
+            f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
+            node=node.id,
+        ) from None
+    except RunKilled:
+        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
+    except HostLimitExceeded as exc:
+        raise ExecutionError(str(exc), node=node.id) from None
+    except (TypeError, ValueError) as exc:
+        # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
+        raise ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError") from None
+    try:
+        new_payload = orjson.loads(payload_json)
+    except orjson.JSONDecodeError:
+        new_payload = {}
+    return StepResult(next_out, new_payload if isinstance(new_payload, dict) else {})
+
+
+def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    target = node.outputs.get("output_2")
+    if target:
+        fork_wid = str(uuid.uuid4())
+        ctx = run.ctx
+        if not ctx.isolated:
+            ctx.extra_headers["Dromedary-Wid-2"] = fork_wid
+        run.execution.forks.append(fork_wid)
+        clone = orjson.loads(orjson.dumps(payload))
+        engine.services.spawn_fork(
+            playbook=run.playbook,
+            start=target,
+            request=ctx.request,
+            endpoint=ctx.endpoint,
+            vars=dict(ctx.vars),
+            sessions=ctx.sessions.copy(),
+            payload=clone,
+            wid=fork_wid,
+        )
+    return StepResult("output_1", orjson.loads(orjson.dumps(payload)))
+
+
+def _step_starter(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    raise ExecutionError("Starter can not run with play button", node=node.id)
+
+
+def _step_legacy_plugin(
+    engine: Engine, run: _Run, node: Node, payload: dict[str, Any]
+) -> StepResult:
+    raise ExecutionError(
+        f"node {node.label} is a legacy {node.type!r} Go-plugin node, which nflow does not run; "
+        "replace it with a js node or a custom Python step",
+        node=node.id,
+    )
+
+
+def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    raise UnknownNodeType(node)
+
+
+def _truthy_break(value: object) -> bool:
+    return value is True or value == "true"
+
+
+def _seed_form(sessions: Sessions, request: Request) -> None:
+    """A fresh request starts a new form: query and form fields, single values as strings."""
+    form: dict[str, Any] = {}
+    for key, values in request.form.items():
+        if key == "nflow_next_node_run":
+            continue
+        form[key] = values[0] if len(values) == 1 else list(values)
+    sessions.values["nflow_form"] = form
+    sessions.mark("nflow_form")
+
+
+def _actor(node: Node) -> dict[str, Any]:
+    return {
+        "data": dict(node.data),
+        "outputs": {
+            name: {"connections": [{"node": target, "output": "input_1"}] if target else []}
+            for name, target in node.outputs.items()
+        },
+    }
+
+
+def _profile_of(auth_session: Mapping[str, Any]) -> Any:
+    raw = auth_session.get("profile")
+    if isinstance(raw, str) and raw:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+    return raw
+
+
+def _auth_source(source: str) -> str:
+    # The trigger file defines auth(); the step wrapper calls main().
+    return source + "\nfunction main(){ return auth(); }"
+
+
+def is_auth_entry(node: Node) -> bool:
+    return "nflow_auth" in node.data and flag(node.data.get("nflow_auth"))

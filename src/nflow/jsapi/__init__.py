@@ -1,0 +1,19 @@
+"""The script API: the ``c`` object, nFlow globals, and the host functions behind them."""
+
+from __future__ import annotations
+
+from nflow.jsapi._context import HostError, RunContext, Sessions
+from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
+from nflow.jsapi._vm import NflowVM, quote, user_line
+
+__all__ = [
+    "HostError",
+    "HostLimitExceeded",
+    "HostTable",
+    "NflowVM",
+    "RunContext",
+    "RunKilled",
+    "Sessions",
+    "quote",
+    "user_line",
+]

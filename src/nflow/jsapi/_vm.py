@@ -1,0 +1,261 @@
+"""An nflow JS world on top of one sandbox runtime: prelude, compiled steps, per-request reset."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from nflow.jsapi._context import RunContext
+from nflow.jsapi._host import HostTable
+from nflow.sandbox import EngineLimits, JsError, JsRuntime, new_runtime
+
+log = logging.getLogger("nflow.js")
+
+_PRELUDE = resources.files("nflow.jsapi").joinpath("prelude.js").read_text("utf-8")
+_FRAME = re.compile(r"at (\S+) \((?:eval_script|check):(\d+):\d+\)")
+# Function names of the prelude: frames to skip when looking for the user's line.
+_PRELUDE_FRAMES = frozenset(
+    {
+        "call",
+        "lazy",
+        "code",
+        "toBytes",
+        "<anonymous>",
+        "run",
+        "<eval>",
+        "JSON",
+        "JSONPretty",
+        "JSONP",
+        "JSONBlob",
+        "String",
+        "HTML",
+        "HTMLBlob",
+        "XMLBlob",
+        "Blob",
+        "NoContent",
+        "Redirect",
+        "Error",
+        "QueryParam",
+        "FormValue",
+        "GetHeader",
+        "SetHeader",
+        "Cookie",
+        "SetCookie",
+        "find_element",
+        "url_values_to_map",
+        "clean_json",
+        "require",
+        "atob",
+        "btoa",
+    }
+)
+STEP_FUNCTION = "__nf_step"
+
+
+def quote(text: str) -> str:
+    """A JS string literal for ``text`` (JSON strings are valid JS string literals)."""
+    return orjson.dumps(text).decode()
+
+
+class NflowVM:
+    """One runtime with nflow's globals. Owned by one thread; runs one execution at a time."""
+
+    def __init__(self, *, host: HostTable, limits: EngineLimits | None = None) -> None:
+        self._host = host
+        self._token = secrets.token_hex(16)
+        self._qtoken = quote(self._token)
+        self.ctx: RunContext | None = None
+        self._rt: JsRuntime = new_runtime(limits=limits, on_console=self._console)
+        self._rt.bind("__h_call", self._call)
+        self._rt.bind("__h_req", self._req)
+        prelude = _PRELUDE.replace("__NF_TOKEN__", self._qtoken).replace(
+            "__NF_NAMES__", orjson.dumps(host.names()).decode()
+        )
+        self._rt.eval(prelude, timeout=10.0)
+        self._steps: set[str] = set()
+        self.runs = 0
+        self.broken = False
+
+    # host entry points ------------------------------------------------------------------
+    def _call(self, name: str, args: list[Any]) -> list[Any]:
+        ctx = self.ctx
+        if ctx is None:
+            return ["no run is active", None]
+        return self._host.call(ctx, name, args)
+
+    def _req(self, name: str) -> object:
+        ctx = self.ctx
+        if ctx is None:
+            return None
+        return request_value(ctx, name)
+
+    def _console(self, level: str, args: list[object]) -> None:
+        ctx = self.ctx
+        text = " ".join(a if isinstance(a, str) else orjson.dumps(a).decode() for a in args)
+        pylevel = {"error": logging.ERROR, "warn": logging.WARNING, "debug": logging.DEBUG}.get(
+            level, logging.INFO
+        )
+        log.log(
+            pylevel,
+            "console.%s: %s",
+            level,
+            text[:10_000],
+            extra={
+                "wid": ctx.wid if ctx else "",
+                "node": ctx.node_id if ctx else "",
+                "app": ctx.app if ctx else "",
+            },
+        )
+
+    # steps ------------------------------------------------------------------------------
+    @staticmethod
+    def step_key(source: str) -> str:
+        return hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def compile(self, source: str, *, timeout: float = 5.0) -> str:
+        """Define the step function for ``source`` (once per runtime) and return its key."""
+        key = self.step_key(source)
+        if key in self._steps:
+            return key
+        # A step must be a valid script on its own; this also stops source that closes the
+        # wrapper function early from running at global level.
+        self._rt.check_syntax(source)
+        # The wrapper starts on the source's first line so error lines match the editor's.
+        # Top-level declarations (including main) are local to one run of the step.
+        code = (
+            f"__nf.define({self._qtoken},{quote(key)},function {STEP_FUNCTION}(){{{source}"
+            "\n;return main();});0"
+        )
+        self._rt.eval(code, timeout=timeout)
+        self._steps.add(key)
+        return key
+
+    def check_syntax(self, source: str) -> None:
+        self._rt.check_syntax(source)
+
+    def begin(self, ctx: RunContext, preset: dict[str, Any] | None = None) -> None:
+        self.ctx = ctx
+        self.runs += 1
+        arg = quote(orjson.dumps(preset).decode()) if preset else '""'
+        self._rt.eval(f"__nf.begin({self._qtoken},{arg});0", timeout=1.0)
+
+    def run_step(
+        self,
+        key: str,
+        *,
+        payload_json: str,
+        data_json: str,
+        outputs_json: str,
+        flow: str,
+        app: str,
+        box: str,
+        prev: str,
+        timeout: float,
+    ) -> tuple[str, str]:
+        code = (
+            f"__nf.run({self._qtoken},{quote(key)},{quote(payload_json)},{quote(data_json)},"
+            f"{quote(outputs_json)},{quote(flow)},{quote(app)},{quote(box)},{quote(prev)})"
+        )
+        result = self._rt.eval(code, timeout=timeout)
+        assert isinstance(result, list)
+        return str(result[0]), str(result[1])
+
+    def run_auth(self, key: str, *, timeout: float) -> str:
+        result = self._rt.eval(f"__nf.eval_auth({self._qtoken},{quote(key)})", timeout=timeout)
+        return str(result)
+
+    def end(self) -> bool:
+        """Forget the run; False when the runtime could not be cleaned and must be discarded."""
+        try:
+            clean = bool(self._rt.eval(f"__nf.end({self._qtoken})", timeout=1.0))
+        except Exception:
+            clean = False
+        self.ctx = None
+        if not clean:
+            self.broken = True
+        return clean
+
+    def close(self) -> None:
+        self._rt.close()
+
+
+def user_line(exc: JsError) -> int | None:
+    """The line in the step's own source where the error happened, if the stack shows it."""
+    frames = _FRAME.findall(exc.stack)
+    for name, line in frames:
+        if name == STEP_FUNCTION:
+            return int(line)
+        if name not in _PRELUDE_FRAMES:
+            return int(line)
+    return exc.line
+
+
+def request_value(ctx: RunContext, name: str) -> object:
+    request = ctx.request
+    if name == "header":
+        return request.headers
+    if name == "form":
+        return request.form
+    if name == "post_data":
+        return post_data(ctx)
+    if name in ("vars", "path_vars"):
+        return dict(ctx.vars)
+    if name == "nflow_endpoint":
+        return ctx.endpoint
+    if name == "wid":
+        return ctx.wid
+    if name == "__query":
+        return request.query
+    if name == "__cookies":
+        return request.cookies
+    if name == "__request":
+        return {
+            "method": request.method,
+            "user_agent": request.header("user-agent"),
+            "host": request.host,
+            "remote_addr": request.client,
+            "uri": request.uri,
+            "referer": request.header("referer"),
+            "content_length": len(request.body),
+            "query_string": request.query_string,
+            "path": request.path,
+            "real_ip": real_ip(ctx),
+            "scheme": request.scheme,
+        }
+    return None
+
+
+def real_ip(ctx: RunContext) -> str:
+    """Echo's RealIP: X-Forwarded-For (first), X-Real-Ip, then the peer address."""
+    request = ctx.request
+    xff = request.header("x-forwarded-for")
+    if xff:
+        return xff.split(",")[0].strip()
+    xri = request.header("x-real-ip")
+    if xri:
+        return xri.strip()
+    return request.client_ip
+
+
+def post_data(ctx: RunContext) -> dict[str, object]:
+    """Echo's DefaultBinder into a map: path param, query (GET/DELETE/HEAD), then the body."""
+    request = ctx.request
+    out: dict[str, object] = {"*": request.path.lstrip("/")}
+    if request.method in ("GET", "DELETE", "HEAD"):
+        for key, values in request.query.items():
+            if values:
+                out[key] = values[0]
+    body = request.json()
+    if isinstance(body, dict):
+        out.update(body)
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        for key, values in request.form.items():
+            if values:
+                out[key] = values[0]
+    return out

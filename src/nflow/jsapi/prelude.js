@@ -1,0 +1,534 @@
+// The JS side of nflow's script API. Evaluated once per runtime, before any user code.
+//
+// Three jobs:
+//  1. Lock the realm down: no eval/Function, frozen intrinsics, host entry points hidden in
+//     this closure, so user code reaches the host only through the functions defined here.
+//  2. Give scripts the nFlow globals (payload, next, c, header, ...) backed by a per-request
+//     record R that is replaced wholesale between requests, so nothing leaks across them.
+//  3. Compile each step once per runtime (define) and run it (run), returning next+payload.
+//
+// __NF_TOKEN__ and __NF_NAMES__ are substituted by the host; the token never appears in a
+// function that guests can call .toString() on.
+(function () {
+  "use strict";
+  const TOKEN = __NF_TOKEN__;
+  const HOST_NAMES = __NF_NAMES__;
+  const G = globalThis;
+  const HC = G.__h_call;
+  const REQ = G.__h_req;
+  delete G.__h_call;
+  delete G.__h_req;
+
+  const O = Object;
+  const defineProperty = O.defineProperty;
+  const freeze = O.freeze;
+  const getOwnPropertyDescriptor = O.getOwnPropertyDescriptor;
+  const getPrototypeOf = O.getPrototypeOf;
+  const ownKeys = Reflect.ownKeys;
+  const jsonParse = JSON.parse;
+  const jsonStringify = JSON.stringify;
+  const nativeAtob = G.atob;
+  const nativeBtoa = G.btoa;
+  const ErrorCtor = Error;
+  const MapCtor = Map;
+  const StringCtor = String;
+
+  function call(name, args) {
+    const r = HC(name, args);
+    if (r[0] !== null) throw new ErrorCtor(r[0]);
+    return r[1];
+  }
+
+  // ---- 1. lockdown --------------------------------------------------------------------
+  function thrower(what) {
+    return function () {
+      throw new TypeError(what + " is disabled in nflow scripts");
+    };
+  }
+  const FunctionProto = Function.prototype;
+  const evalThrower = thrower("eval");
+  const functionThrower = thrower("Function constructor");
+  functionThrower.prototype = FunctionProto;
+  const fnProtos = [
+    FunctionProto,
+    getPrototypeOf(async function () {}),
+    getPrototypeOf(function* () {}),
+    getPrototypeOf(async function* () {}),
+  ];
+  for (const proto of fnProtos) {
+    defineProperty(proto, "constructor", {
+      value: functionThrower,
+      writable: false,
+      enumerable: false,
+      configurable: false,
+    });
+  }
+  defineProperty(G, "eval", { value: evalThrower, writable: false, enumerable: false, configurable: false });
+  defineProperty(G, "Function", { value: functionThrower, writable: false, enumerable: false, configurable: false });
+  for (const name of ["WeakRef", "FinalizationRegistry", "SharedArrayBuffer", "Atomics", "queueMicrotask"]) {
+    delete G[name];
+  }
+
+  // Frozen prototypes make `obj.toString = f` fail silently in sloppy code (the "override
+  // mistake"). Turn the properties people commonly override into accessors whose setter
+  // defines an own property on the receiver instead.
+  function enableOverride(obj, name) {
+    const desc = getOwnPropertyDescriptor(obj, name);
+    if (!desc || !("value" in desc) || !desc.configurable) return;
+    const value = desc.value;
+    defineProperty(obj, name, {
+      get() {
+        return value;
+      },
+      set(v) {
+        if (this === obj) throw new TypeError("cannot assign to read only property '" + StringCtor(name) + "'");
+        defineProperty(this, name, { value: v, writable: true, enumerable: true, configurable: true });
+      },
+      enumerable: desc.enumerable,
+      configurable: false,
+    });
+  }
+  for (const n of ["toString", "valueOf", "constructor", "hasOwnProperty", "toLocaleString", "isPrototypeOf"]) {
+    enableOverride(O.prototype, n);
+  }
+  const errorCtors = [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError];
+  if (typeof AggregateError === "function") errorCtors.push(AggregateError);
+  if (typeof InternalError === "function") errorCtors.push(InternalError);
+  for (const E of errorCtors) {
+    for (const n of ["name", "message", "toString", "constructor"]) enableOverride(E.prototype, n);
+  }
+  for (const n of ["toString", "constructor", "push", "length"]) enableOverride(Array.prototype, n);
+  enableOverride(FunctionProto, "toString");
+
+  const seen = new Set([G]);
+  function deepFreeze(root) {
+    const stack = [root];
+    while (stack.length) {
+      const obj = stack.pop();
+      if ((typeof obj !== "object" && typeof obj !== "function") || obj === null || seen.has(obj)) continue;
+      seen.add(obj);
+      freeze(obj);
+      stack.push(getPrototypeOf(obj));
+      for (const key of ownKeys(obj)) {
+        const desc = getOwnPropertyDescriptor(obj, key);
+        if (!desc) continue;
+        if ("value" in desc) stack.push(desc.value);
+        else {
+          stack.push(desc.get);
+          stack.push(desc.set);
+        }
+      }
+    }
+  }
+  // Intrinsics that no global name reaches directly.
+  const hidden = [
+    getPrototypeOf([][Symbol.iterator]()),
+    getPrototypeOf(new Map().entries()),
+    getPrototypeOf(new Set().values()),
+    getPrototypeOf(""[Symbol.iterator]()),
+    getPrototypeOf(/a/[Symbol.matchAll]("")),
+    getPrototypeOf((function* () {})()),
+    getPrototypeOf((async function* () {})()),
+    getPrototypeOf(Int8Array),
+  ].concat(fnProtos);
+
+  // ---- 2. per-request state -----------------------------------------------------------
+  let R = O.create(null); // the current request's values; replaced by begin()
+  let rid = 0; // incremented per request, so a stale closure can tell it is stale
+
+  function lazy(name) {
+    if (!(name in R)) R[name] = REQ(name);
+    return R[name];
+  }
+  // Globals scripts may read and assign; stored in R so a new request starts clean.
+  const REQUEST_GLOBALS = {
+    payload: null,
+    next: null,
+    nflow_data: null,
+    dromedary_data: null,
+    __outputs: null,
+    __flow_name: null,
+    __flow_app: null,
+    current_box: null,
+    prev_box: null,
+    profile: null,
+    auth_flag: null,
+    url_access: null,
+    header: lazy,
+    form: lazy,
+    post_data: lazy,
+    vars: lazy,
+    path_vars: lazy,
+    nflow_endpoint: lazy,
+    wid: lazy,
+  };
+  for (const name of O.keys(REQUEST_GLOBALS)) {
+    const loader = REQUEST_GLOBALS[name];
+    defineProperty(G, name, {
+      get: loader
+        ? function () {
+            return loader(name);
+          }
+        : function () {
+            return R[name];
+          },
+      set(v) {
+        R[name] = v;
+      },
+      enumerable: true,
+      configurable: false,
+    });
+  }
+
+  // ---- the c object (Echo context) ----------------------------------------------------
+  function code(n) {
+    return typeof n === "number" ? n : parseInt(n, 10);
+  }
+  function toBytes(data) {
+    if (typeof data === "string") return data;
+    if (data instanceof Uint8Array) return data;
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (Array.isArray(data)) return new Uint8Array(data);
+    return StringCtor(data);
+  }
+  const requestInfo = {
+    method() {
+      return lazy("__request").method;
+    },
+    userAgent() {
+      return lazy("__request").user_agent;
+    },
+    host() {
+      return lazy("__request").host;
+    },
+    remoteAddr() {
+      return lazy("__request").remote_addr;
+    },
+    requestURI() {
+      return lazy("__request").uri;
+    },
+    referer() {
+      return lazy("__request").referer;
+    },
+    contentLength() {
+      return lazy("__request").content_length;
+    },
+  };
+  const c = {
+    JSON(status, data) {
+      call("c.write_json", [code(status), data === undefined ? null : data, ""]);
+    },
+    JSONPretty(status, data, indent) {
+      call("c.write_json", [code(status), data === undefined ? null : data, typeof indent === "string" ? indent : "  "]);
+    },
+    JSONP(status, callback, data) {
+      call("c.write_jsonp", [code(status), StringCtor(callback), data === undefined ? null : data]);
+    },
+    JSONBlob(status, bytes) {
+      call("c.write", [code(status), "application/json", toBytes(bytes)]);
+    },
+    String(status, s) {
+      call("c.write", [code(status), "text/plain; charset=UTF-8", StringCtor(s)]);
+    },
+    HTML(status, html) {
+      call("c.write", [code(status), "text/html; charset=UTF-8", StringCtor(html)]);
+    },
+    HTMLBlob(status, bytes) {
+      call("c.write", [code(status), "text/html; charset=UTF-8", toBytes(bytes)]);
+    },
+    XMLBlob(status, bytes) {
+      call("c.write", [code(status), "application/xml; charset=UTF-8", toBytes(bytes)]);
+    },
+    Blob(status, contentType, bytes) {
+      call("c.write", [code(status), StringCtor(contentType), toBytes(bytes)]);
+    },
+    NoContent(status) {
+      call("c.write", [code(status), "", ""]);
+    },
+    Redirect(status, url) {
+      call("c.redirect", [code(status), StringCtor(url)]);
+    },
+    Error(err) {
+      call("c.error", [err && err.message ? StringCtor(err.message) : StringCtor(err)]);
+    },
+    File() {
+      throw new TypeError("c.File is disabled: scripts cannot read server files");
+    },
+    Attachment() {
+      throw new TypeError("c.Attachment is disabled: scripts cannot read server files");
+    },
+    Inline() {
+      throw new TypeError("c.Inline is disabled: scripts cannot read server files");
+    },
+    Stream() {
+      throw new TypeError("c.Stream is not supported; use c.Blob");
+    },
+    QueryParam(name) {
+      const q = lazy("__query");
+      const v = q[StringCtor(name)];
+      return v && v.length ? v[0] : "";
+    },
+    QueryParams() {
+      return lazy("__query");
+    },
+    QueryString() {
+      return lazy("__request").query_string;
+    },
+    FormValue(name) {
+      const f = lazy("form");
+      const v = f[StringCtor(name)];
+      return v && v.length ? v[0] : "";
+    },
+    FormParams() {
+      return lazy("form");
+    },
+    MultipartForm() {
+      return { value: lazy("form"), file: {} };
+    },
+    FormFile() {
+      throw new TypeError("c.FormFile is not supported");
+    },
+    Param(name) {
+      if (StringCtor(name) === "*") return lazy("__request").path.replace(/^\//, "");
+      return "";
+    },
+    ParamNames() {
+      return ["*"];
+    },
+    ParamValues() {
+      return [lazy("__request").path.replace(/^\//, "")];
+    },
+    Path() {
+      return "/*";
+    },
+    GetHeader(name) {
+      return call("c.get_header", [StringCtor(name)]);
+    },
+    SetHeader(name, value) {
+      call("c.set_header", [StringCtor(name), StringCtor(value)]);
+    },
+    Cookie(name) {
+      const v = lazy("__cookies")[StringCtor(name)];
+      if (v === undefined) throw new ErrorCtor("http: named cookie not present");
+      return { name: StringCtor(name), value: v, Name: StringCtor(name), Value: v };
+    },
+    Cookies() {
+      const all = lazy("__cookies");
+      return O.keys(all).map((k) => ({ name: k, value: all[k], Name: k, Value: all[k] }));
+    },
+    SetCookie(cookie) {
+      call("c.set_cookie", [cookie]);
+    },
+    RealIP() {
+      return lazy("__request").real_ip;
+    },
+    Scheme() {
+      return lazy("__request").scheme;
+    },
+    IsTLS() {
+      return lazy("__request").scheme === "https";
+    },
+    IsWebSocket() {
+      return false;
+    },
+    Request() {
+      return requestInfo;
+    },
+    Get(key) {
+      const store = R.__store || (R.__store = new MapCtor());
+      return store.get(StringCtor(key));
+    },
+    Set(key, value) {
+      const store = R.__store || (R.__store = new MapCtor());
+      store.set(StringCtor(key), value);
+    },
+    Bind() {
+      return undefined;
+    },
+    Validate() {
+      throw new ErrorCtor("validator not registered");
+    },
+    Render() {
+      throw new ErrorCtor("renderer not registered");
+    },
+  };
+
+  // ---- plain helpers (pure JS, no host) -----------------------------------------------
+  function find_element(path, obj) {
+    let cur = obj;
+    for (const part of StringCtor(path).split(".")) {
+      if (cur === null || cur === undefined) throw new ErrorCtor("find_element: no element at '" + path + "'");
+      if (Array.isArray(cur)) {
+        const i = parseInt(part, 10);
+        if (isNaN(i) || i < 0 || i >= cur.length) throw new ErrorCtor("find_element: no element at '" + path + "'");
+        cur = cur[i];
+      } else if (typeof cur === "object") {
+        if (!O.prototype.hasOwnProperty.call(cur, part)) throw new ErrorCtor("find_element: no element at '" + path + "'");
+        cur = cur[part];
+      } else {
+        throw new ErrorCtor("find_element: no element at '" + path + "'");
+      }
+    }
+    return cur;
+  }
+  function url_values_to_map(values) {
+    const out = {};
+    if (values && typeof values === "object") {
+      for (const k of O.keys(values)) {
+        const v = values[k];
+        out[k] = Array.isArray(v) ? v.slice() : [StringCtor(v)];
+      }
+    }
+    return out;
+  }
+  function clean_json(s) {
+    let t = StringCtor(s).trim();
+    if (t.startsWith("```json")) t = t.slice(7);
+    else if (t.startsWith("```")) t = t.slice(3);
+    if (t.endsWith("```")) t = t.slice(0, -3);
+    return t.trim();
+  }
+  const pad = (n) => n;
+  const globals = {
+    c: c,
+    echo_context: c,
+    find_element: find_element,
+    url_values_to_map: url_values_to_map,
+    new_map: function () {
+      return {};
+    },
+    clean_json: clean_json,
+    atob: function (s) {
+      try {
+        return nativeAtob(StringCtor(s));
+      } catch (e) {
+        return "";
+      }
+    },
+    btoa: function (s) {
+      return nativeBtoa(StringCtor(s));
+    },
+    time_now_unix: function () {
+      return Math.floor(Date.now() / 1000);
+    },
+    time_now_unix_nano: function () {
+      return call("time_now_unix_nano", []);
+    },
+    time_now_day: () => pad(new Date().getDate()),
+    time_now_month: () => pad(new Date().getMonth() + 1),
+    time_now_year: () => new Date().getFullYear(),
+    time_now_hour: () => new Date().getHours(),
+    time_now_minute: () => new Date().getMinutes(),
+    time_now_second: () => new Date().getSeconds(),
+    time_now_weekday: () => new Date().getDay(),
+    config: {},
+    ctx: {},
+    require: function (name) {
+      if (name === "console") return G.console;
+      throw new ErrorCtor("require('" + StringCtor(name) + "') is not allowed in nflow scripts");
+    },
+  };
+  // Host-backed functions named by the host (sessions, users, tokens, templates, plugins...).
+  for (const name of HOST_NAMES) {
+    if (name.indexOf(".") >= 0 || name in globals) continue;
+    globals[name] = function () {
+      return call(name, Array.prototype.slice.call(arguments));
+    };
+  }
+  for (const name of O.keys(globals)) {
+    defineProperty(G, name, { value: globals[name], writable: false, enumerable: false, configurable: false });
+  }
+
+  // Freeze everything reachable from the globals that exist now (builtins, c, helpers),
+  // and make every existing global binding permanent, so the only way a script can leave
+  // state behind is by adding new globals, which end() deletes.
+  for (const key of ownKeys(G)) {
+    const desc = getOwnPropertyDescriptor(G, key);
+    if ("value" in desc) deepFreeze(desc.value);
+    else {
+      deepFreeze(desc.get);
+      deepFreeze(desc.set);
+    }
+    if (desc.configurable) {
+      if ("value" in desc) {
+        defineProperty(G, key, { value: desc.value, writable: false, enumerable: desc.enumerable, configurable: false });
+      } else {
+        defineProperty(G, key, { get: desc.get, set: desc.set, enumerable: desc.enumerable, configurable: false });
+      }
+    }
+  }
+  for (const h of hidden) deepFreeze(h);
+  deepFreeze(REQUEST_GLOBALS);
+  deepFreeze(requestInfo);
+
+  // ---- 3. step compilation and running ------------------------------------------------
+  const steps = new MapCtor();
+  const nf = {
+    define(token, key, fn) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      steps.set(key, fn);
+    },
+    has(token, key) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      return steps.has(key);
+    },
+    begin(token, preset) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      R = O.create(null);
+      rid++;
+      if (preset) {
+        const p = jsonParse(preset);
+        for (const k of O.keys(p)) R[k] = p[k];
+      }
+    },
+    run(token, key, payload, data, outputs, flow, app, box, prev) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      const fn = steps.get(key);
+      R.payload = payload ? jsonParse(payload) : {};
+      R.next = "output_1";
+      const d = jsonParse(data);
+      R.nflow_data = d;
+      R.dromedary_data = d;
+      R.__outputs = jsonParse(outputs);
+      R.__flow_name = flow;
+      R.__flow_app = app;
+      R.current_box = box;
+      R.prev_box = prev;
+      fn();
+      let p = R.payload;
+      // A payload that is not a plain object becomes {} (the original crashed the server).
+      if (p === null || typeof p !== "object" || Array.isArray(p)) p = {};
+      const n = R.next;
+      return [n === undefined || n === null ? "" : StringCtor(n), jsonStringify(p)];
+    },
+    eval_auth(token, key) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      const fn = steps.get(key);
+      fn();
+      const n = R.next;
+      return n === undefined || n === null ? "" : StringCtor(n);
+    },
+    end(token) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      R = O.create(null);
+      // Every pre-existing global is permanent, so a count equal to the baseline means the
+      // request added none; otherwise delete what it added. A global it made permanent
+      // itself cannot be deleted: report that, and the host discards this runtime.
+      if (ownKeys(G).length === BASE.size) return true;
+      for (const key of ownKeys(G)) {
+        if (!BASE.has(key)) {
+          try {
+            delete G[key];
+          } catch (e) {
+            return false;
+          }
+        }
+      }
+      return ownKeys(G).length === BASE.size;
+    },
+  };
+  freeze(nf);
+  defineProperty(G, "__nf", { value: nf, writable: false, enumerable: false, configurable: false });
+  const BASE = new Set(ownKeys(G));
+})();
+0;

@@ -1,0 +1,418 @@
+"""The assembled runtime: config, store, caches, router and engine behind one object.
+
+``Runtime.handle(request)`` is the whole request path; server adapters (RSGI, ASGI), the CLI's
+``nflow run`` and embedding programs all call it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunLimits", "Runtime", "Services"]
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from nflow._http import Request, Response
+from nflow._io import IoLoop
+from nflow.config import Config
+from nflow.engine import Engine, Execution, VMProvider, is_auth_entry
+from nflow.errors import AppNotFound, PlaybookError, Problem, StoreError
+from nflow.jsapi import HostTable, Sessions
+from nflow.jsapi._core import core
+from nflow.jsapi._gojson import dumps as go_json
+from nflow.jsapi._users import users
+from nflow.playbook import Playbook, Starter, load_playbook
+from nflow.processes import ProcessRegistry
+from nflow.router import Match, Router, split_markers
+from nflow.sandbox import EngineLimits
+from nflow.store import Store
+
+log = logging.getLogger("nflow")
+
+# Host functions that wait on I/O or time. A route whose reachable scripts name one runs in
+# a worker thread, so the wait does not hold up the server's event loop.
+_BLOCKING = re.compile(
+    r"\b(validate_user|get_user|validate_token|get_token|sleep|http_\w+|send_mail\w*|"
+    r"openai|ollama|gemini|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
+)
+DEFAULT_AUTH_TRIGGER = 'function auth(){ if (!exist_profile()) { next = "login" } }'
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """The limits the engine enforces, resolved from config."""
+
+    max_steps: int = 1000
+    request_timeout_seconds: float = 30.0
+    step_timeout_seconds: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_response_bytes: int = 10 * 1024 * 1024
+    max_host_calls: int = 100_000
+    sleep_max_ms: int = 5000
+
+    @classmethod
+    def from_config(cls, config: Config) -> RunLimits:
+        lim = config.limits
+        return cls(
+            max_steps=lim.max_steps,
+            request_timeout_seconds=lim.request_timeout_seconds,
+            step_timeout_seconds=config.effective_step_timeout_seconds,
+            max_body_bytes=lim.max_body_bytes,
+            max_response_bytes=lim.max_response_bytes,
+            max_host_calls=lim.max_host_calls,
+            sleep_max_ms=lim.sleep_max_ms,
+        )
+
+
+@dataclass(slots=True)
+class Services:
+    """What the engine and host functions share for the life of a worker."""
+
+    config: Config
+    limits: RunLimits
+    store: Store
+    io: IoLoop
+    processes: ProcessRegistry
+    env: dict[str, str]
+    modules: dict[str, str | None] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)
+    auth_trigger: str = DEFAULT_AUTH_TRIGGER
+    login_path: str = "/nflow_login"
+    runtime: Runtime | None = None
+
+    def spawn_fork(self, **kwargs: Any) -> None:
+        assert self.runtime is not None
+        self.runtime.spawn_fork(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    match: Match
+    blocking: bool
+    resume: str = ""
+
+
+class Runtime:
+    """One worker's nflow: build it, ``await open()``, then ``await handle(request)``."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        app_files: Sequence[str | os.PathLike[str]] = (),
+        serve_stored_apps: bool = True,
+        example_if_empty: bool = False,
+        threads: int | None = None,
+        hosts: Iterable[HostTable] = (),
+    ) -> None:
+        self.config = config or Config()
+        self.app_files = [Path(p) for p in app_files]
+        self.serve_stored_apps = serve_stored_apps
+        self.example_if_empty = example_if_empty
+        self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
+        self.host = core.merged([users, *hosts])
+        self.router = Router()
+        self.problems: list[Problem] = []
+        self._io: IoLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._routes: dict[tuple[str, str], bool] = {}
+        self._forks: set[Future[Any]] = set()
+        self._forks_lock = threading.Lock()
+        self.services: Services
+        self.engine: Engine
+        self.started = time.time()
+        self.is_open = False
+
+    # life cycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.is_open:
+            return
+        config = self.config
+        self._io = IoLoop()
+        store = Store(config.database_url)
+        try:
+            await self._io.run(store.open())
+        except BaseException:
+            self._io.close()
+            raise
+        self.services = Services(
+            config=config,
+            limits=RunLimits.from_config(config),
+            store=store,
+            io=self._io,
+            processes=ProcessRegistry(),
+            env=dict(config.env),
+        )
+        self.services.runtime = self
+        limits = EngineLimits(
+            memory_bytes=config.vm_pool.max_memory_mb * 1024 * 1024,
+            stack_bytes=config.limits.max_stack_kb * 1024,
+        )
+        self.engine = Engine(services=self.services, vms=VMProvider(host=self.host, limits=limits))
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
+        await self.reload()
+        self.is_open = True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.wait_forks, 10.0)
+            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool = None
+        if self._io is not None:
+            try:
+                await self._io.run(self.services.store.close())
+            finally:
+                self._io.close()
+                self._io = None
+        self.is_open = False
+
+    async def __aenter__(self) -> Runtime:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    async def store_call(self, coro: Any) -> Any:
+        assert self._io is not None
+        return await self._io.run(coro)
+
+    # loading ----------------------------------------------------------------------------
+    async def reload(self) -> None:
+        """(Re)load modules, templates, queries and apps; build the routing table."""
+        store = self.services.store
+        modules = await self.store_call(store.list_modules())
+        templates = await self.store_call(store.list_templates())
+        queries = await self.store_call(store.list_queries())
+        self.services.modules = {m.name: m.code for m in modules}
+        self.services.templates = {t.name: t.content for t in templates}
+        self.services.queries = dict(queries)
+        playbooks: list[Playbook] = []
+        problems: list[Problem] = []
+        for path in self.app_files:
+            try:
+                text = path.read_bytes()
+            except OSError as exc:
+                raise PlaybookError(f"cannot read app file {path}: {exc.strerror}") from None
+            playbook = load_playbook(text, name=path.stem, source=str(path))
+            playbooks.append(playbook)
+        if self.serve_stored_apps:
+            for name in await self.store_call(store.list_apps()):
+                record = await self.store_call(store.get_app(name))
+                if record is None:
+                    continue
+                try:
+                    playbooks.append(load_playbook(record.json, name=name, source=f"app {name!r}"))
+                except PlaybookError as exc:
+                    log.error("app %r in the database cannot be served: %s", name, exc)
+                    problems.extend(exc.problems)
+        if not playbooks and self.example_if_empty:
+            text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
+            playbooks.append(load_playbook(text, name="example", source="bundled example"))
+        router = Router(playbooks)
+        routes: dict[tuple[str, str], bool] = {}
+        for playbook in playbooks:
+            problems.extend(playbook.problems)
+            for problem in playbook.errors:
+                log.error("app %r: %s", playbook.name, problem)
+            for starter in playbook.starters:
+                routes[(playbook.digest, starter.node.id)] = self._blocking(playbook, starter)
+        self.router = router
+        self._routes = routes
+        self.problems = problems
+
+    def _blocking(self, playbook: Playbook, starter: Starter) -> bool:
+        modules = self.services.modules
+        for node_id in playbook.reachable(starter.node.id):
+            data = playbook.nodes[node_id].data
+            for source in (data.get("code"), modules.get(str(data.get("script", "")))):
+                if isinstance(source, str) and _BLOCKING.search(source):
+                    return True
+        return False
+
+    # requests ---------------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        route = self._route(request)
+        if isinstance(route, Response):
+            return route
+        if route.blocking:
+            assert self._pool is not None
+            loop = asyncio.get_running_loop()
+            execution = await loop.run_in_executor(self._pool, self._execute, request, route)
+        else:
+            execution = self._execute(request, route)
+        return execution.response
+
+    def handle_sync(self, request: Request) -> Execution | Response:
+        """Run one request on this thread (``nflow run``, tests): the Execution, or a 4xx."""
+        route = self._route(request)
+        if isinstance(route, Response):
+            return route
+        return self._execute(request, route)
+
+    def _route(self, request: Request) -> _Route | Response:
+        limits = self.services.limits
+        if len(request.body) > limits.max_body_bytes:
+            return json_response(
+                413,
+                {
+                    "code": 413,
+                    "message": f"request body larger than {limits.max_body_bytes} bytes "
+                    "(limits.max_body_bytes)",
+                },
+            )
+        endpoint, resume = split_markers(request.path)
+        match = self.router.match(request.method, endpoint)
+        if match is None:
+            return json_response(404, {"code": 404, "message": "not found"})
+        if not resume:
+            if request.method in ("POST", "PUT"):
+                values = request.form.get("nflow_next_node_run")
+            elif request.method == "GET":
+                values = request.query.get("nflow_next_node_run")
+            else:
+                values = None
+            resume = values[0] if values else ""
+        if resume:
+            playbook = match.playbook
+            if resume not in playbook.reachable(match.starter.node.id) or (
+                resume == match.starter.node.id
+            ):
+                return json_response(
+                    400,
+                    {
+                        "code": 400,
+                        "message": f"cannot resume at node {resume!r}: it is not a step of "
+                        f"the flow that starts at {match.starter.pattern}",
+                    },
+                )
+        blocking = self._routes.get((match.playbook.digest, match.starter.node.id), False)
+        return _Route(match=match, blocking=blocking, resume=resume)
+
+    def _execute(self, request: Request, route: _Route) -> Execution:
+        match = route.match
+        resume = route.resume
+        playbook = match.playbook
+        start = resume or match.starter.first
+        entry = playbook.nodes[resume] if resume else match.starter.node
+        return self.engine.run(
+            playbook=playbook,
+            start=start,
+            request=request,
+            endpoint=match.endpoint,
+            vars=match.vars,
+            sessions=Sessions(),
+            resume=bool(resume),
+            auth=is_auth_entry(entry),
+        )
+
+    # background forks -------------------------------------------------------------------
+    def spawn_fork(
+        self,
+        *,
+        playbook: Playbook,
+        start: str,
+        request: Request,
+        endpoint: str,
+        vars: Mapping[str, str],
+        sessions: Sessions,
+        payload: dict[str, Any],
+        wid: str,
+    ) -> None:
+        pool = self._pool
+        if pool is None:
+            log.error("fork %s dropped: the runtime is closed", wid)
+            return
+
+        def run() -> None:
+            try:
+                execution = self.engine.run(
+                    playbook=playbook,
+                    start=start,
+                    request=request,
+                    endpoint=endpoint,
+                    vars=vars,
+                    sessions=sessions,
+                    resume=True,
+                    wid=wid,
+                    payload=payload,
+                    isolated=True,
+                )
+            except Exception:
+                log.exception("background branch %s crashed", wid, extra={"wid": wid})
+                return
+            if execution.error is not None:
+                log.error(
+                    "background branch %s failed at node %s: %s",
+                    wid,
+                    execution.error.node,
+                    execution.error.message,
+                    extra={"wid": wid, "node": execution.error.node},
+                )
+
+        future = pool.submit(run)
+        with self._forks_lock:
+            self._forks.add(future)
+        future.add_done_callback(self._fork_done)
+
+    def _fork_done(self, future: Future[Any]) -> None:
+        with self._forks_lock:
+            self._forks.discard(future)
+
+    def wait_forks(self, timeout: float | None = None) -> bool:
+        """Wait for background branches to finish; False if some are still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._forks_lock:
+                pending = list(self._forks)
+            if not pending:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            _wait(pending[0], remaining)
+
+
+def _wait(future: Future[Any], timeout: float | None) -> None:
+    try:
+        future.result(timeout=timeout)
+    except Exception:  # the fork logs its own failure
+        return
+
+
+def json_response(status: int, body: object) -> Response:
+    return Response(status, go_json(body), [("content-type", "application/json")])
+
+
+def new_wid() -> str:
+    return str(uuid.uuid4())
+
+
+def app_summary(runtime: Runtime) -> list[dict[str, str]]:
+    return [
+        {
+            "app": playbook.name,
+            "method": starter.method,
+            "pattern": starter.pattern,
+            "tab": starter.node.tab,
+        }
+        for playbook, starter in runtime.router.routes()
+    ]
+

@@ -1,0 +1,66 @@
+"""HTTP serving: granian with RSGI for ``nflow serve``; an ASGI app for embedding."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import orjson
+
+from nflow.runtime import Runtime
+from nflow.server._apps import AsgiApp, RsgiApp, dispatch
+
+__all__ = ["AsgiApp", "RsgiApp", "dispatch", "serve", "worker_app"]
+
+_SPEC_ENV = "NFLOW_SERVE_SPEC"
+
+
+def serve(
+    *,
+    config_path: str | None,
+    app_files: Sequence[str],
+    example_if_empty: bool,
+    host: str,
+    port: int,
+    workers: int,
+    verbose: bool = False,
+) -> None:
+    """Run granian in the foreground with ``workers`` processes, each its own Runtime."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    os.environ[_SPEC_ENV] = orjson.dumps(
+        {
+            "config": config_path,
+            "apps": [os.path.abspath(p) for p in app_files],
+            "example": example_if_empty,
+            "verbose": verbose,
+        }
+    ).decode()
+    server = Granian(
+        target="nflow.server:worker_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI,
+        workers=workers,
+        loop=Loops.auto,
+        websockets=False,
+        log_enabled=verbose,
+        backlog=2048,
+    )
+    server.serve()
+
+
+def worker_app() -> RsgiApp:
+    """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
+    from nflow.config import load_config
+    from nflow.logs import configure_logging
+
+    spec = orjson.loads(os.environ[_SPEC_ENV])
+    config = load_config(spec["config"])
+    configure_logging(
+        level=config.logging.level, fmt=config.logging.format, verbose=bool(spec.get("verbose"))
+    )
+    runtime = Runtime(config, app_files=spec["apps"], example_if_empty=spec["example"])
+    return RsgiApp(runtime)

@@ -1,0 +1,123 @@
+"""Routes nflow answers itself, before any playbook: health and the debug API."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import platform
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from nflow._http import Request, Response
+
+if TYPE_CHECKING:
+    from nflow.runtime import Runtime
+
+log = logging.getLogger("nflow.server")
+
+
+async def builtin(runtime: Runtime, request: Request) -> Response | None:
+    """A response for nflow's own routes, or None to let playbooks handle the request."""
+    from nflow.runtime import json_response
+
+    config = runtime.config
+    path = request.path
+    if config.monitor.enabled and path == config.monitor.health_check_path:
+        if request.method not in ("GET", "HEAD"):
+            return None
+        return json_response(
+            200,
+            {
+                "status": "healthy",
+                "timestamp": int(time.time()),
+                "uptime_seconds": round(time.time() - runtime.started, 3),
+                "version": _version(),
+                "processes": len(runtime.services.processes),
+            },
+        )
+    if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
+        return await _debug(runtime, request)
+    return None
+
+
+def _client_ip(request: Request) -> str:
+    # The peer address only: X-Forwarded-For is trivially spoofed (the original trusted it).
+    return request.client_ip
+
+
+def _allowed(runtime: Runtime, request: Request) -> Response | None:
+    from nflow.runtime import json_response
+
+    debug = runtime.config.debug
+    token = request.header("x-debug-token") or (request.query.get("debug_token") or [""])[0]
+    if debug.auth_token and not hmac.compare_digest(token.encode(), debug.auth_token.encode()):
+        log.warning("debug access refused: bad token", extra={"ip": _client_ip(request)})
+        return json_response(401, {"error": "Invalid or missing debug token"})
+    if debug.allowed_ips:
+        ip = _client_ip(request)
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            addr = None
+        if addr is None or not any(
+            addr in ipaddress.ip_network(net, strict=False) for net in debug.allowed_ips
+        ):
+            log.warning("debug access refused: ip not allowed", extra={"ip": ip})
+            return json_response(403, {"error": f"IP {ip} not allowed"})
+    return None
+
+
+async def _debug(runtime: Runtime, request: Request) -> Response:
+    from nflow.runtime import app_summary, json_response
+
+    refused = _allowed(runtime, request)
+    if refused is not None:
+        return refused
+    log.info("debug access %s %s", request.method, request.path, extra={"ip": _client_ip(request)})
+    parts = [p for p in request.path.split("/") if p][1:]
+    processes = runtime.services.processes
+    if request.method == "GET" and parts == ["info"]:
+        return json_response(
+            200,
+            {
+                "service": "nflow",
+                "version": _version(),
+                "python_version": sys.version.split()[0],
+                "os": sys.platform,
+                "arch": platform.machine(),
+                "cpus": os.cpu_count(),
+                "pid": os.getpid(),
+                "uptime_seconds": round(time.time() - runtime.started, 3),
+            },
+        )
+    if request.method == "GET" and parts == ["processes"]:
+        procs = processes.list()
+        return json_response(
+            200, {"total": len(procs), "processes": {p.wid: p.as_dict() for p in procs}}
+        )
+    if len(parts) == 2 and parts[0] == "process":
+        process = processes.get(parts[1])
+        if request.method == "GET":
+            if process is None:
+                return json_response(404, {"error": "Process not found"})
+            return json_response(200, process.as_dict())
+        if request.method == "DELETE":
+            if not processes.kill(parts[1]):
+                return json_response(404, {"error": "Process not found"})
+            return json_response(200, {"message": "Process killed", "wid": parts[1]})
+    if request.method == "GET" and parts == ["starters"]:
+        routes = app_summary(runtime)
+        return json_response(200, {"total_starters": len(routes), "starters": routes})
+    return json_response(404, {"error": "unknown debug endpoint"})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nflow")
+    except PackageNotFoundError:
+        return "0"
