@@ -1,0 +1,1241 @@
+"""Typed configuration: the Go runtime's ``config.toml`` plus nflow's own sections.
+
+Every section of the original file is accepted, so an existing ``config.toml`` keeps working.
+Keys the Go runtime parsed but never used are still validated, because a typo found at start-up
+is cheaper than a feature that silently stays off. ``docs/config.md`` is the reference table.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RESTART_REQUIRED_KEYS",
+    "Config",
+    "DatabaseConfig",
+    "DatabaseNflowConfig",
+    "DebugConfig",
+    "HttpsConfig",
+    "LimitsConfig",
+    "LoggingConfig",
+    "MailConfig",
+    "MongoConfig",
+    "MonitorConfig",
+    "PgSessionConfig",
+    "PluginConfig",
+    "RateLimitConfig",
+    "RedisConfig",
+    "SecurityConfig",
+    "ServerConfig",
+    "SessionConfig",
+    "TrackerConfig",
+    "TwilioConfig",
+    "UrlConfig",
+    "VmPoolConfig",
+    "changed_keys",
+    "load_config",
+    "redacted",
+    "restart_required_keys",
+    "with_overrides",
+]
+
+import difflib
+import fnmatch
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+from sqlalchemy.engine import URL, make_url
+
+from nflow.errors import ConfigError
+
+_ENV_PREFIX = "NFLOW_"
+_MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Value helpers shared by the models
+
+
+def _problem(key: str, detail: str) -> PydanticCustomError:
+    # The detail travels in the context, not the template, so braces in user values
+    # (regexes such as ``\d{6}``) are never taken for format fields.
+    return PydanticCustomError("nflow_config", "{detail}", {"detail": detail, "key": key})
+
+
+def _problems(found: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several cross-field findings of one model, raised together so none hides another."""
+    key, detail = found[0]
+    return PydanticCustomError(
+        "nflow_config", "{detail}", {"detail": detail, "key": key, "more": found[1:]}
+    )
+
+
+def _string_list(value: object) -> object:
+    # TOML arrays arrive as lists; tuples keep the frozen config really immutable.
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _comma_list(value: object) -> object:
+    # The Go runtime took these as one comma-separated string; arrays are accepted as well.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return _string_list(value)
+
+
+def _port_string(value: object) -> object:
+    # Go declared these ports as strings, so old files may quote them.
+    if isinstance(value, str):
+        text = value.strip().lstrip(":")
+        if text == "":
+            return 0
+        if text.isdigit():
+            return int(text)
+    return value
+
+
+def _mail_port(value: object) -> object:
+    return 25 if value == "" else _port_string(value)  # Go's empty string meant "not set"
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+_StrList = Annotated[tuple[str, ...], BeforeValidator(_string_list)]
+_CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+
+
+def _check_networks(key: str, values: Iterable[str]) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise _problem(
+                key, f"{json.dumps(value)} is not an IP address or a CIDR network"
+            ) from None
+
+
+def _check_paths(key: str, values: Iterable[str]) -> None:
+    for value in values:
+        if not value.startswith("/"):
+            raise _problem(key, f"expected a path starting with /, got {json.dumps(value)}")
+
+
+def _check_patterns(patterns: Iterable[tuple[str, str]]) -> None:
+    # Python's re is close to Go's RE2 for the patterns people write; a typo fails here, not
+    # at the first request that would have used the pattern.
+    for key, pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _problem(key, f"invalid regular expression ({exc})") from None
+
+
+class _Section(BaseModel):
+    # Strict: TOML is typed, so "10" where a number belongs is a mistake worth reporting.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, validate_by_name=True, validate_by_alias=True
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Database URLs
+
+
+_ASYNCPG_SSL_MODES = frozenset({"allow", "prefer", "require", "verify-ca", "verify-full"})
+# Query parameters SQLAlchemy hands to asyncpg.connect() unchanged, which it accepts as strings.
+_ASYNCPG_PASSTHROUGH = frozenset({"ssl", "target_session_attrs", "prepared_statement_cache_size"})
+
+
+def _asyncpg_query(params: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        if name == "sslmode":
+            if value == "disable":
+                continue
+            if value not in _ASYNCPG_SSL_MODES:
+                raise ValueError(f'unknown sslmode "{value}"')
+            out["ssl"] = value
+        elif name in _ASYNCPG_PASSTHROUGH or (name == "host" and value.startswith("/")):
+            out[name] = value
+        else:
+            # SQLAlchemy passes query parameters to asyncpg.connect() as keyword arguments,
+            # so a libpq-only parameter would fail at the first connection instead of here.
+            raise ValueError(f'parameter "{name}" is not supported with asyncpg')
+    return out
+
+
+_LIBPQ_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)")
+
+
+def _parse_libpq(dsn: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    pos = 0
+    while dsn[pos:].strip():
+        match = _LIBPQ_PAIR.match(dsn, pos)
+        if match is None:
+            raise ValueError(f"cannot read key=value pairs at {dsn[pos:].strip()[:20]!r}")
+        raw = match.group(2)
+        if raw.startswith("'"):
+            raw = raw[1:-1]
+        pairs[match.group(1)] = re.sub(r"\\(.)", r"\1", raw)
+        pos = match.end()
+    return pairs
+
+
+def _postgres_url(dsn: str) -> str:
+    params: dict[str, str] = {}
+    if "://" in dsn:
+        try:
+            url = make_url(dsn)
+        except Exception as exc:  # SQLAlchemy raises ArgumentError or ValueError
+            raise ValueError(f"cannot parse the URL ({exc})") from None
+        scheme = url.drivername.split("+")[0]
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError(f"expected a postgres:// or postgresql:// URL, got {scheme}://")
+        parts = {
+            "user": url.username,
+            "password": url.password,
+            "host": url.host,
+            "port": str(url.port) if url.port else None,
+            "dbname": url.database,
+        }
+        params = {name: value for name, value in parts.items() if value}
+        for name, value in url.query.items():
+            if isinstance(value, tuple):
+                raise ValueError(f'parameter "{name}" is given more than once')
+            params[name] = value  # libpq lets the query repeat user, password, host ...
+    elif "=" in dsn:
+        params = _parse_libpq(dsn)
+    else:
+        raise ValueError(
+            "expected a PostgreSQL DSN (postgres://user@host/db or "
+            f"host=... dbname=... pairs), got {json.dumps(dsn)}"
+        )
+    host = params.pop("host", "") or params.pop("hostaddr", "")
+    params.pop("hostaddr", None)
+    port_text = params.pop("port", "")
+    if port_text and not port_text.isdigit():
+        raise ValueError(f"port must be a number, got {json.dumps(port_text)}")
+    if host.startswith("/"):  # a socket directory: asyncpg takes it as the host argument
+        params["host"] = host
+        host = ""
+    user = params.pop("user", "") or None
+    password = params.pop("password", "") or None
+    database = params.pop("dbname", "") or None
+    return URL.create(
+        "postgresql+asyncpg",
+        username=user,
+        password=password,
+        host=host or None,
+        port=int(port_text) if port_text else None,
+        database=database,
+        query=_asyncpg_query(params),
+    ).render_as_string(hide_password=False)
+
+
+def _sqlite_url(dsn: str) -> str:
+    if not dsn:
+        raise ValueError("expected a file path or :memory:, got an empty string")
+    if "://" in dsn:
+        try:
+            url = make_url(dsn)
+        except Exception as exc:
+            raise ValueError(f"cannot parse the URL ({exc})") from None
+        if url.drivername.split("+")[0] != "sqlite":
+            raise ValueError(f"expected a file path or a sqlite:// URL, got {url.drivername}://")
+        return url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if dsn.startswith("file:"):
+        # go-sqlite3 accepts SQLite URI filenames; sqlite3 in Python needs uri=true for them.
+        separator = "&" if "?" in dsn else "?"
+        return f"sqlite+aiosqlite:///{dsn}{separator}uri=true"
+    # Three slashes then the path: an absolute path therefore gets four, as SQLAlchemy expects.
+    return f"sqlite+aiosqlite:///{dsn}"
+
+
+def _sqlalchemy_url(driver: str, dsn: str) -> str:
+    if driver == "postgres":
+        return _postgres_url(dsn.strip())
+    return _sqlite_url(dsn.strip())
+
+
+# --------------------------------------------------------------------------------------------
+# Sections of the Go runtime
+
+
+class DatabaseNflowConfig(_Section):
+    driver: Annotated[Literal["sqlite3", "sqlite", "postgres"], BeforeValidator(_lower)] = "sqlite3"
+    dsn: str = "nflow.db"
+    query: str = Field(default="SELECT name,query FROM queries", min_length=1)
+
+    @model_validator(mode="after")
+    def _dsn_usable(self) -> DatabaseNflowConfig:
+        # After-validation, so a driver switched to postgres with the default dsn is caught too.
+        try:
+            _sqlalchemy_url(self.driver, self.dsn)
+        except ValueError as exc:
+            raise _problem("database_nflow.dsn", str(exc)) from None
+        return self
+
+
+class RedisConfig(_Section):
+    host: str = ""
+    password: str = ""
+    maxconnectionpool: int = Field(default=0, ge=0)
+    db: int = Field(default=0, ge=0)
+    prefix: str = "nflow:"
+
+
+class PgSessionConfig(_Section):
+    url: str = ""
+
+
+class UrlConfig(_Section):
+    url_base: str = ""
+
+
+class TwilioConfig(_Section):
+    enable: bool = False
+    account_sid: str = ""
+    auth_token: str = ""
+    verify_service_id: str = ""
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> TwilioConfig:
+        if self.enable:
+            missing = [
+                (f"twilio.{name}", "required when twilio.enable is true")
+                for name in ("account_sid", "auth_token", "verify_service_id")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise _problems(missing)
+        return self
+
+
+class MailConfig(_Section):
+    smtp: str = ""
+    port: Annotated[int, BeforeValidator(_mail_port)] = Field(default=25, ge=1, le=65535)
+    from_: str = Field(default="", alias="from")
+    password: str = ""
+    starttls: bool = False
+    tls: bool = False
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> MailConfig:
+        if self.starttls and self.tls:
+            raise _problem("mail.tls", "choose tls (implicit TLS, port 465) or starttls, not both")
+        return self
+
+
+class DatabaseConfig(_Section):
+    url: str = ""
+    driver: str = ""
+    init: str = ""
+
+
+class MongoConfig(_Section):
+    url: str = ""
+
+
+class PluginConfig(_Section):
+    plugins: _StrList = ()
+
+
+class HttpsConfig(_Section):
+    enable: bool = False
+    cert: str = ""
+    key: str = ""
+    address: str = ""
+    description: str = ""
+    httpbasic: bool = False
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> HttpsConfig:
+        if self.enable:
+            missing = [
+                (name, "required when enable is true")
+                for name in ("cert", "key")
+                if not getattr(self, name)
+            ]
+            if missing:
+                # Relative keys: this class serves two sections, and only the parent knows which.
+                raise _problems(missing)
+        return self
+
+
+class VmPoolConfig(_Section):
+    max_size: int = Field(default=50, ge=1)
+    preload_size: int | None = Field(default=None, ge=0)
+    idle_timeout: int = Field(default=10, ge=1)
+    cleanup_interval: int = Field(default=5, ge=0)
+    enable_metrics: bool = False
+    max_memory_mb: int = Field(default=128, ge=1)
+    max_execution_seconds: float = Field(default=30.0, gt=0)
+    max_operations: int = Field(default=10_000_000, ge=0)
+    enable_filesystem: bool = False
+    enable_network: bool = False
+    enable_process: bool = False
+
+    @field_validator("enable_filesystem", "enable_network", "enable_process")
+    @classmethod
+    def _no_host_access(cls, value: bool, info: ValidationInfo) -> bool:
+        if value:
+            key = f"vm_pool.{info.field_name}"
+            raise _problem(
+                key,
+                "scripts never get direct filesystem, network or process access in "
+                "nflow (they use the host functions it exposes); remove the key or set false",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _preload_fits(self) -> VmPoolConfig:
+        if self.preload_size is not None and self.preload_size > self.max_size:
+            raise _problem(
+                "vm_pool.preload_size",
+                f"must not exceed vm_pool.max_size ({self.max_size}), got {self.preload_size}",
+            )
+        return self
+
+    @property
+    def effective_preload_size(self) -> int:
+        """Runtimes to warm at start: the Go default of half the pool when unset."""
+        return self.max_size // 2 if self.preload_size is None else self.preload_size
+
+
+class TrackerConfig(_Section):
+    enabled: bool = False
+    workers: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=100, ge=1)
+    flush_interval: int = Field(default=250, ge=1)
+    channel_buffer: int = Field(default=100_000, ge=1)
+    verbose_logging: bool = False
+    stats_interval: int = Field(default=300, ge=1)
+
+
+class DebugConfig(_Section):
+    enabled: bool = False
+    auth_token: str = ""
+    allowed_ips: _CommaList = ()
+    enable_pprof: bool = False
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_networks("debug.allowed_ips", value)
+        return value
+
+
+class MonitorConfig(_Section):
+    enabled: bool = True
+    health_check_path: str = "/health"
+    metrics_path: str = "/metrics"
+    enable_detailed_metrics: bool = False
+    metrics_port: Annotated[int, BeforeValidator(_port_string)] = Field(default=0, ge=0, le=65535)
+
+    @field_validator("health_check_path", "metrics_path")
+    @classmethod
+    def _paths(cls, value: str, info: ValidationInfo) -> str:
+        _check_paths(f"monitor.{info.field_name}", (value,))
+        return value
+
+
+class RateLimitConfig(_Section):
+    enabled: bool = False
+    ip_rate_limit: int = 100
+    ip_window_minutes: int = 1
+    ip_burst_size: int = Field(default=10, ge=0)
+    backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = "memory"
+    cleanup_interval: int = Field(default=10, ge=1)
+    retry_after_header: bool = True
+    error_message: str = "Rate limit exceeded. Please try again later."
+    excluded_ips: _CommaList = ()
+    excluded_paths: _CommaList = ("/health", "/metrics")
+
+    @field_validator("ip_rate_limit")
+    @classmethod
+    def _limit_positive(cls, value: int) -> int:
+        if value <= 0:
+            raise _problem(
+                "rate_limit.ip_rate_limit",
+                f"must be greater than 0, got {value} (0 would reject "
+                "every request; set rate_limit.enabled = false to turn limiting off)",
+            )
+        return value
+
+    @field_validator("ip_window_minutes")
+    @classmethod
+    def _window_positive(cls, value: int) -> int:
+        if value <= 0:
+            raise _problem(
+                "rate_limit.ip_window_minutes",
+                f"must be greater than 0, got {value} "
+                "(the Go runtime divided by it and crashed on every request)",
+            )
+        return value
+
+    @field_validator("excluded_ips")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_networks("rate_limit.excluded_ips", value)
+        return value
+
+    @field_validator("excluded_paths")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_paths("rate_limit.excluded_paths", value)
+        return value
+
+
+_BUILTIN_SENSITIVE = ("email", "phone", "ssn", "credit_card", "api_key", "jwt")
+
+
+class SecurityConfig(_Section):
+    enable_static_analysis: bool = True
+    block_on_high_severity: bool = True
+    log_security_warnings: bool = True
+    cache_analysis_results: bool = True
+    cache_ttl_minutes: int = Field(default=5, ge=0)
+    allowed_patterns: _StrList = ()
+    enable_encryption: bool = False
+    encryption_key: str = ""
+    encrypt_sensitive_data: bool = False
+    encrypt_in_place: bool = True
+    always_encrypt_fields: _StrList = ("password", "token", "secret", "api_key")
+    sensitive_patterns: _StrList = _BUILTIN_SENSITIVE
+    custom_patterns: dict[str, str] = Field(default_factory=dict)
+    enable_log_sanitization: bool = True
+    log_masking_char: str = Field(default="*", min_length=1, max_length=1)
+    log_preserve_length: bool = False
+    log_show_type: bool = True
+    log_custom_patterns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("custom_patterns", "log_custom_patterns")
+    @classmethod
+    def _regexes(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        _check_patterns((f"security.{info.field_name}.{k}", p) for k, p in value.items())
+        return value
+
+    @field_validator("allowed_patterns")
+    @classmethod
+    def _allowed_regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_patterns((f"security.allowed_patterns[{i}]", p) for i, p in enumerate(value))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecurityConfig:
+        found: list[tuple[str, str]] = []
+        if self.enable_encryption and not self.encryption_key:
+            found.append(
+                (
+                    "security.encryption_key",
+                    "required when security.enable_encryption is true "
+                    "(set it in the file or with NFLOW_SECURITY__ENCRYPTION_KEY)",
+                )
+            )
+        if self.encrypt_sensitive_data and not self.enable_encryption:
+            found.append(
+                (
+                    "security.encrypt_sensitive_data",
+                    "needs security.enable_encryption = true",
+                )
+            )
+        known = set(_BUILTIN_SENSITIVE) | set(self.custom_patterns)
+        for name in self.sensitive_patterns:
+            if name not in known:
+                found.append(
+                    (
+                        "security.sensitive_patterns",
+                        f"unknown pattern {json.dumps(name)} "
+                        f"(built in: {', '.join(_BUILTIN_SENSITIVE)}; or a key of "
+                        "security.custom_patterns)",
+                    )
+                )
+        if found:
+            raise _problems(found)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# nflow's own sections
+
+
+class LimitsConfig(_Section):
+    max_steps: int = Field(default=1000, ge=1)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    step_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=10 * _MIB, ge=1)
+    max_response_bytes: int = Field(default=10 * _MIB, ge=1)
+    max_stack_kb: int = Field(default=1024, ge=1)
+    max_host_calls: int = Field(default=100_000, ge=1)
+    sleep_max_ms: int = Field(default=5000, ge=0)
+
+
+class SessionConfig(_Section):
+    backend: Annotated[Literal["cookie", "redis"], BeforeValidator(_lower)] = "cookie"
+    secret: str = ""
+    cookie_secure: bool = False
+    max_age_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _strong(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise _problem(
+                "session.secret",
+                f"must be at least 32 characters, got {len(value)} characters",
+            )
+        return value
+
+
+class ServerConfig(_Section):
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=0, ge=0)
+    mode: Annotated[Literal["development", "production"], BeforeValidator(_lower)] = "development"
+
+    @property
+    def effective_workers(self) -> int:
+        """Worker processes to start: 0 means one per CPU."""
+        return self.workers or os.cpu_count() or 1
+
+
+def _log_level(value: object) -> object:
+    value = _lower(value)
+    return "warning" if value == "warn" else value
+
+
+class LoggingConfig(_Section):
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_log_level)
+    ] = "info"
+    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
+
+
+# --------------------------------------------------------------------------------------------
+# The root
+
+
+class Config(_Section):
+    """The whole configuration; build it with :func:`load_config` to get file and env handling."""
+
+    database_nflow: DatabaseNflowConfig = DatabaseNflowConfig()
+    redis: RedisConfig = RedisConfig()
+    pg_session: PgSessionConfig = PgSessionConfig()
+    env: dict[str, str] = Field(default_factory=dict)
+    url: UrlConfig = UrlConfig()
+    twilio: TwilioConfig = TwilioConfig()
+    mail: MailConfig = MailConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    mongo: MongoConfig = MongoConfig()
+    plugin: PluginConfig = PluginConfig()
+    https_engine: HttpsConfig = HttpsConfig()
+    https_designer: HttpsConfig = HttpsConfig()
+    vm_pool: VmPoolConfig = VmPoolConfig()
+    limits: LimitsConfig = LimitsConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    debug: DebugConfig = DebugConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    security: SecurityConfig = SecurityConfig()
+    session: SessionConfig = SessionConfig()
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        found: list[tuple[str, str]] = []
+        if self.session.backend == "redis" and not self.redis.host:
+            found.append(("session.backend", '"redis" needs redis.host to be set'))
+        if self.rate_limit.enabled and self.rate_limit.backend == "redis" and not self.redis.host:
+            found.append(("rate_limit.backend", '"redis" needs redis.host to be set'))
+        if self.monitor.metrics_port and self.monitor.metrics_port == self.server.port:
+            found.append(
+                (
+                    "monitor.metrics_port",
+                    f"must differ from server.port ({self.server.port}); "
+                    "use 0 to serve metrics on the main server",
+                )
+            )
+        if self.server.mode == "production":
+            if self.debug.enabled and not self.debug.auth_token:
+                found.append(
+                    (
+                        "debug.auth_token",
+                        "required when debug.enabled is true in production mode",
+                    )
+                )
+            if self.session.backend == "cookie" and not self.session.secret:
+                found.append(
+                    (
+                        "session.secret",
+                        "required for cookie sessions in production mode "
+                        "(every worker and instance must sign cookies with the same key)",
+                    )
+                )
+        if found:
+            raise _problems(found)
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy async URL for ``database_nflow`` (aiosqlite or asyncpg)."""
+        return _sqlalchemy_url(self.database_nflow.driver, self.database_nflow.dsn)
+
+    @property
+    def effective_step_timeout_seconds(self) -> float:
+        """Per-node wall clock: the stricter of ``limits`` and the Go-era ``vm_pool`` key."""
+        return min(self.limits.step_timeout_seconds, self.vm_pool.max_execution_seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    origin: str  # the file, or the environment variable that supplied the value
+    key: str
+    text: str  # already worded; the origin is added when the message is assembled
+
+
+def _section_models() -> dict[str, type[_Section] | None]:
+    sections: dict[str, type[_Section] | None] = {}
+    for name, field in Config.model_fields.items():
+        annotation = field.annotation
+        sections[name] = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, _Section)
+            else None
+        )
+    return sections
+
+
+_SECTIONS = _section_models()
+
+# Names from the Go runtime's README and MANUAL, which documented keys the code never read.
+_RENAMED = {
+    "mail.smtp_host": "smtp",
+    "mail.smtp_port": "port",
+    "mail.smtp_password": "password",
+    "mail.smtp_from": "from",
+    "mail.use_tls": "tls",
+    "security.cache_ttl": "cache_ttl_minutes",
+}
+
+
+@cache
+def _keys_of(model: type[_Section]) -> dict[str, str]:
+    """TOML key → field name (they differ only where the key is a Python keyword)."""
+    return {(field.alias or name): name for name, field in model.model_fields.items()}
+
+
+def _kind(model: type[_Section], field_name: str) -> str:
+    annotation: Any = model.model_fields[field_name].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    origin = typing.get_origin(annotation)
+    if annotation in (bool, int, float):
+        return str(annotation.__name__)
+    if origin is tuple:
+        return "list"
+    if origin is dict:
+        return "table"
+    return "str"
+
+
+def _unknown(
+    origin: str, key: str, candidates: Iterable[str], *, section: bool = False
+) -> _Finding:
+    lowered = key.lower()
+    text = f"unknown {'section' if section else 'key'} {key}"
+    if lowered.startswith("database_nflow.query"):
+        # The Go struct had Query* fields, but they were always overwritten from the database.
+        return _Finding(
+            origin, key, text + " (named queries are read from the queries table, not the file)"
+        )
+    hint = _RENAMED.get(lowered)
+    if hint is None:
+        leaf = lowered.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, list(candidates), n=1, cutoff=0.6)
+        hint = close[0] if close else None
+    if hint:
+        text += f" (did you mean {hint}?)"
+    return _Finding(origin, key, text)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (str, list, tuple)):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _normalise(raw: Mapping[str, Any], origin: str, findings: list[_Finding]) -> dict[str, Any]:
+    """Lower-case the known keys, as BurntSushi toml matched them case-insensitively."""
+    data: dict[str, Any] = {}
+    for given, value in raw.items():
+        name = given.lower()
+        if name not in _SECTIONS:
+            findings.append(_unknown(origin, given, _SECTIONS, section=True))
+            continue
+        if name in data:
+            findings.append(_Finding(origin, name, f"{name}: given twice (in different case)"))
+            continue
+        if not isinstance(value, dict):
+            findings.append(_Finding(origin, name, f"{name}: expected a table, got {_show(value)}"))
+            continue
+        model = _SECTIONS[name]
+        if model is None:  # [env]: free-form names, kept exactly as written
+            data[name] = dict(value)
+            continue
+        keys = _keys_of(model)
+        section: dict[str, Any] = {}
+        for key_given, item in value.items():
+            key = key_given.lower()
+            if key not in keys:
+                findings.append(_unknown(origin, f"{name}.{key_given}", keys))
+            elif key in section:
+                findings.append(
+                    _Finding(
+                        origin, f"{name}.{key}", f"{name}.{key}: given twice (in different case)"
+                    )
+                )
+            else:
+                section[key] = item
+        data[name] = section
+    return data
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _convert(kind: str, text: str) -> object:
+    """Parse an environment string to the field's type; ValueError carries the wording."""
+    if kind == "bool":
+        word = text.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {_show(text)}")
+    if kind == "int":
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {_show(text)}") from None
+    if kind == "float":
+        try:
+            number = float(text.strip())
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(f"expected a number, got {_show(text)}")
+        return number
+    if kind == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _apply_environ(
+    data: dict[str, Any],
+    environ: Mapping[str, str],
+    findings: list[_Finding],
+    sources: dict[str, str],
+) -> None:
+    for variable in sorted(environ):
+        if not variable.startswith(_ENV_PREFIX) or "__" not in variable:
+            continue  # NFLOW_TEMPLATE_PATH and friends are not config overrides
+        text = environ[variable]
+        parts = variable[len(_ENV_PREFIX) :].lower().split("__")
+        if not all(parts):
+            findings.append(
+                _Finding(variable, "", "expected NFLOW_<SECTION>__<KEY>, e.g. NFLOW_SERVER__PORT")
+            )
+            continue
+        section_name = parts[0]
+        if section_name not in _SECTIONS:
+            findings.append(_unknown(variable, section_name, _SECTIONS, section=True))
+            continue
+        section = data.setdefault(section_name, {})
+        model = _SECTIONS[section_name]
+        if model is None:
+            if len(parts) != 2:
+                findings.append(_Finding(variable, section_name, "expected NFLOW_ENV__<NAME>"))
+                continue
+            section[parts[1]] = text
+            sources[f"{section_name}.{parts[1]}"] = variable
+            continue
+        keys = _keys_of(model)
+        key = parts[1]
+        dotted = f"{section_name}.{key}"
+        if key not in keys:
+            findings.append(_unknown(variable, dotted, keys))
+            continue
+        kind = _kind(model, keys[key])
+        if kind == "table":
+            if len(parts) != 3:
+                findings.append(
+                    _Finding(
+                        variable,
+                        dotted,
+                        f"expected {variable.split('__')[0]}__{key.upper()}__<NAME>",
+                    )
+                )
+                continue
+            table = section.get(key)
+            section[key] = {**(table if isinstance(table, dict) else {}), parts[2]: text}
+            sources[f"{dotted}.{parts[2]}"] = variable
+            continue
+        if len(parts) != 2:
+            findings.append(_Finding(variable, dotted, f"{dotted} is not a table"))
+            continue
+        try:
+            section[key] = _convert(kind, text)
+        except ValueError as exc:
+            findings.append(_Finding(variable, dotted, str(exc)))
+            continue
+        sources[dotted] = variable
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "tuple_type": "a list of strings",
+    "list_type": "a list of strings",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+_SECRET_KEYS = frozenset(
+    {
+        "redis.password",
+        "twilio.auth_token",
+        "mail.password",
+        "debug.auth_token",
+        "security.encryption_key",
+        "session.secret",
+    }
+)
+
+
+def _describe(error: ErrorDetails, key: str) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    shown = f"a value of type {type(given).__name__}" if key in _SECRET_KEYS else _show(given)
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {shown}"
+    if kind == "literal_error":
+        choices = str(ctx.get("expected", "")).replace("'", '"')
+        return f"expected one of {choices}, got {shown}"
+    bounds = {
+        "greater_than": ("greater than", "gt"),
+        "greater_than_equal": ("at least", "ge"),
+        "less_than": ("less than", "lt"),
+        "less_than_equal": ("at most", "le"),
+    }
+    if kind in bounds:
+        words, name = bounds[kind]
+        bound = ctx.get(name)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # pydantic turns the 0 of a float field into 0.0
+        return f"must be {words} {bound}, got {shown}"
+    if kind in ("string_too_short", "string_too_long"):
+        return f"{error['msg'].removeprefix('String ').lower()}, got {shown}"
+    if kind == "missing":
+        return "is required"
+    return f"{error['msg'].removeprefix('Value error, ')}, got {shown}"
+
+
+def _loc_key(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _origin_of(key: str, sources: Mapping[str, str], default: str) -> str:
+    probe = key
+    while probe:
+        if probe in sources:
+            return sources[probe]
+        probe = probe.rpartition(".")[0]
+    return default
+
+
+def _from_validation(
+    exc: ValidationError, sources: Mapping[str, str], default_origin: str
+) -> list[_Finding]:
+    findings: list[_Finding] = []
+    for error in exc.errors():
+        loc_key = _loc_key(tuple(error["loc"]))
+        ctx = error.get("ctx") or {}
+        if error["type"] == "nflow_config":
+            reported = [(str(ctx["key"]), str(ctx["detail"]))]
+            reported += [(str(k), str(d)) for k, d in ctx.get("more", ())]
+            # A key without a dot is relative to the section that raised it (HttpsConfig).
+            reported = [(k if "." in k else f"{loc_key}.{k}", d) for k, d in reported]
+        else:
+            reported = [(loc_key, _describe(error, loc_key))]
+        for key, detail in reported:
+            origin = _origin_of(key, sources, default_origin)
+            # A variable's name (or a labelled override) already says which key it sets.
+            text = f"{key}: {detail}" if origin == default_origin else detail
+            findings.append(_Finding(origin, key, text))
+    return findings
+
+
+def _raise(findings: list[_Finding]) -> typing.NoReturn:
+    lines = [f"{f.origin}: {f.text}" for f in findings]
+    if len(lines) == 1:
+        message = lines[0]
+    else:
+        message = f"{len(lines)} configuration problems:\n" + "\n".join(
+            f"  {line}" for line in lines
+        )
+    error = ConfigError(message)
+    error.key = findings[0].key
+    raise error
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        reason = str(exc)
+        where = _TOML_POSITION.search(reason)
+        if where is None:
+            raise ConfigError(f"{name}: invalid TOML: {reason}") from None
+        line, column = where.groups()
+        raise ConfigError(
+            f"{name}: line {line}, column {column}: invalid TOML: {reason[: where.start()]}"
+        ) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (or start from defaults), apply ``NFLOW_<SECTION>__<KEY>`` overrides.
+
+    Overrides come from ``environ`` (default: ``os.environ``) and win over the file, so a
+    container can change one value without shipping a new file. Every problem found is
+    reported in a single :class:`~nflow.errors.ConfigError`.
+    """
+    origin = os.fspath(path) if path is not None else "configuration"
+    findings: list[_Finding] = []
+    raw = _read_toml(path) if path is not None else {}
+    data = _normalise(raw, origin, findings)
+    sources: dict[str, str] = {}
+    _apply_environ(data, os.environ if environ is None else environ, findings, sources)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        findings += _from_validation(exc, sources, origin)
+        _raise(findings)
+    if findings:
+        _raise(findings)
+    return config
+
+
+def with_overrides(
+    config: Config, values: Mapping[str, object], *, origin: str = "command line"
+) -> Config:
+    """A copy of ``config`` with dotted keys replaced (``{"server.port": 9000}``), validated.
+
+    For command-line flags such as ``nflow serve --port``, which win over file and environment;
+    problems are reported like those of :func:`load_config`, naming ``origin``. ``None``
+    values are skipped, so flags the user did not give can be passed straight through.
+    """
+    findings: list[_Finding] = []
+    sources: dict[str, str] = {}
+    data: dict[str, Any] = config.model_dump(by_alias=True)
+    for dotted, value in values.items():
+        if value is None:
+            continue
+        section_name, _, key = dotted.lower().partition(".")
+        model = _SECTIONS.get(section_name)
+        if section_name not in _SECTIONS:
+            findings.append(_unknown(origin, section_name, _SECTIONS, section=True))
+        elif model is None:
+            data[section_name][key] = value
+        elif key not in _keys_of(model):
+            findings.append(_unknown(origin, dotted, _keys_of(model)))
+        else:
+            data[section_name][key] = value
+        sources[dotted.lower()] = f"{origin} ({dotted.lower()})"
+    try:
+        updated = Config.model_validate(data)
+    except ValidationError as exc:
+        findings += _from_validation(exc, sources, origin)
+        _raise(findings)
+    if findings:
+        _raise(findings)
+    return updated
+
+
+# --------------------------------------------------------------------------------------------
+# Presenting and comparing
+
+
+# Connection strings: only the password inside is hidden, so the rest stays useful to read.
+_DSN_KEYS = ("database_nflow.dsn", "pg_session.url", "database.url", "mongo.url", "redis.host")
+_URL_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)")
+_URL_PASSWORD_PARAM = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#\s]*")
+_LIBPQ_PASSWORD = re.compile(
+    r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)"
+)
+_SECRET_NAME = re.compile(
+    r"(?i)pass|pwd|secret|token|key|credential|auth|private|signature|salt|cookie"
+)
+
+
+def _hide_userinfo(match: re.Match[str]) -> str:
+    scheme, authority = match.groups()
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return match.group(0)
+    return f"{scheme}{userinfo.split(':', 1)[0]}:***@{hostport}"
+
+
+def _hide_passwords(text: str) -> str:
+    """Passwords inside URLs, anywhere in the config (url_base, [env] values ...)."""
+    text = _URL_AUTHORITY.sub(_hide_userinfo, text)
+    return _URL_PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def _hide_dsn_password(text: str) -> str:
+    if "://" in text:
+        return _hide_passwords(text)
+    if "=" in text:  # libpq key=value pairs
+        return _LIBPQ_PASSWORD.sub(r"\1***", text)
+    # Go driver DSNs such as user:password@tcp(host:3306)/db
+    userinfo, at, rest = text.rpartition("@")
+    if at and ":" in userinfo:
+        return f"{userinfo.split(':', 1)[0]}:***@{rest}"
+    return text
+
+
+def _scrub(value: object) -> object:
+    if isinstance(value, str):
+        return _hide_passwords(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redacted(config: Config) -> dict[str, object]:
+    """The configuration as plain JSON-ready data, safe for ``/debug/config`` and logs."""
+    data: dict[str, Any] = config.model_dump(mode="json", by_alias=True)
+    for dotted in _SECRET_KEYS:
+        section, key = dotted.split(".")
+        if data[section][key]:  # an empty secret stays visible: "unset" is useful and safe
+            data[section][key] = "***"
+    for dotted in _DSN_KEYS:
+        section, key = dotted.split(".")
+        data[section][key] = _hide_dsn_password(data[section][key])
+    # Scripts read [env] for API keys and the like, so names that look secret are hidden whole.
+    data["env"] = {
+        name: "***" if value and _SECRET_NAME.search(name) else value
+        for name, value in data["env"].items()
+    }
+    scrubbed = _scrub(data)
+    assert isinstance(scrubbed, dict)
+    return scrubbed
+
+
+def _leaves(prefix: str, value: object, out: dict[str, object]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _leaves(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ (entries of [env] and pattern tables one by one)."""
+    before: dict[str, object] = {}
+    after: dict[str, object] = {}
+    _leaves("", old.model_dump(by_alias=True), before)
+    _leaves("", new.model_dump(by_alias=True), after)
+    missing = object()
+    return sorted(
+        key
+        for key in before.keys() | after.keys()
+        if before.get(key, missing) != after.get(key, missing)
+    )
+
+
+# Keys read once at start (connections, sockets, process count, cookie signing) that a SIGHUP
+# reload cannot apply; patterns are fnmatch-style.
+RESTART_REQUIRED_KEYS: tuple[str, ...] = (
+    "database_nflow.*",
+    "server.host",
+    "server.port",
+    "server.workers",
+    "redis.host",
+    "redis.password",
+    "redis.db",
+    "redis.prefix",
+    "session.backend",
+    "session.secret",
+    "https_engine.*",
+    "monitor.metrics_port",
+)
+
+
+def restart_required_keys(old: Config, new: Config) -> list[str]:
+    """The changed keys that only take effect after a restart, for the SIGHUP reload."""
+    return [
+        key
+        for key in changed_keys(old, new)
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in RESTART_REQUIRED_KEYS)
+    ]

@@ -1,0 +1,30 @@
+"""Storage of nflow: the Go runtime's tables (spec §1.1) on SQLite or PostgreSQL.
+
+Open a :class:`Store` on a SQLAlchemy async URL (``sqlite+aiosqlite:///app.sqlite`` or
+``postgresql+asyncpg://user@host:5432/db``); it creates missing tables and reads databases
+made by the original nFlow designer and runtime as they are.
+"""
+
+from __future__ import annotations
+
+from ._records import (
+    AppRecord,
+    ImportSummary,
+    ModuleRecord,
+    TemplateRecord,
+    TokenRecord,
+    TrackerRow,
+    UserRecord,
+)
+from ._store import Store
+
+__all__ = [
+    "AppRecord",
+    "ImportSummary",
+    "ModuleRecord",
+    "Store",
+    "TemplateRecord",
+    "TokenRecord",
+    "TrackerRow",
+    "UserRecord",
+]

@@ -1,0 +1,100 @@
+"""Plain immutable rows handed out by :class:`~nflow.store.Store`, so callers never hold a
+SQLAlchemy row (which would tie them to a connection and to column order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = [
+    "AppRecord",
+    "ImportSummary",
+    "ModuleRecord",
+    "TemplateRecord",
+    "TokenRecord",
+    "TrackerRow",
+    "UserRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AppRecord:
+    """A row of table ``nflow``: one designer app. ``default_js`` is never ``None``."""
+
+    name: str
+    json: str
+    default_js: str
+    tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRecord:
+    """A row of table ``modules``: ``mod`` is the manifest as JSON text, ``form`` the panel HTML."""
+
+    name: str
+    form: str
+    mod: str
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecord:
+    name: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A row of ``users``; ``password`` is the hex SHA-512/256 digest (spec §3.4)."""
+
+    id: int
+    username: str
+    password: str
+    rol: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A row of ``api_tokens``, with ``name``/``header``/``token_type`` already unpadded."""
+
+    id: int
+    name: str
+    token: str
+    start: datetime | None
+    expired: int | None
+    active: bool
+    header: str
+    token_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerRow:
+    """One executed node, in the column order of ``QueryInsertLog`` (spec §4.8)."""
+
+    log_id: str
+    box_id: str
+    box_name: str
+    box_type: str
+    url: str
+    username: str
+    connection_next: str
+    duration: str
+    order_box: int
+    payload: str
+    ip: str
+    real_ip: str
+    user_agent: str
+    query_param: str
+    hostname: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    """How many rows one :meth:`~nflow.store.Store.import_file` call wrote, per kind."""
+
+    apps: int = 0
+    modules: int = 0
+    templates: int = 0
+    queries: int = 0

@@ -1,0 +1,697 @@
+"""The :class:`Store`: every database access of nflow, on SQLite or PostgreSQL.
+
+All statements are SQLAlchemy Core constructs on the tables of ``_tables`` except
+:meth:`Store.run_sql`, which runs the stored named queries of spec §1.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy import update as sa_update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool, StaticPool
+from sqlalchemy.schema import CreateColumn
+from sqlalchemy.sql.elements import BindParameter
+
+from nflow.errors import AppNotFound, StoreError
+
+from ._records import (
+    AppRecord,
+    ImportSummary,
+    ModuleRecord,
+    TemplateRecord,
+    TokenRecord,
+    TrackerRow,
+    UserRecord,
+)
+from ._support import (
+    BIND_PREFIX,
+    app_file_name,
+    export_app,
+    export_meta,
+    export_modules,
+    export_queries,
+    export_templates,
+    meta_file_name,
+    normalise_url,
+    parse_document,
+    translate_placeholders,
+)
+from ._tables import (
+    CHAR_LIMITS,
+    api_tokens,
+    metadata,
+    modules,
+    nflow,
+    queries,
+    template,
+    tracker,
+    users,
+)
+
+__all__ = ["Store"]
+
+# PostgreSQL's type OID of char(n); run_sql strips the padding of such result columns.
+_BPCHAR_OID = 1042
+# asyncpg waits 60 s by default, far too long for a server that should fail fast at boot.
+_PG_CONNECT_TIMEOUT = 10.0
+
+# Execution option marking a transaction that will write; on SQLite it starts with
+# BEGIN IMMEDIATE so concurrent writers queue on the busy timeout instead of failing when a
+# read lock cannot be upgraded.
+_WRITE = "nflow_write"
+
+_TRACKER_FIELDS = tuple(f.name for f in fields(TrackerRow))
+
+_NAME: BindParameter[Any] = bindparam("b_name")
+
+_GET_APP = (
+    select(nflow.c.json, nflow.c.default_js, nflow.c.tag)
+    .where(nflow.c.name == _NAME)
+    .order_by(nflow.c.id)
+    .limit(1)
+)
+_GET_MODULE = (
+    select(modules.c.form, modules.c.mod, modules.c.code)
+    .where(modules.c.name == _NAME)
+    .order_by(modules.c.id)
+    .limit(1)
+)
+_GET_TEMPLATE = (
+    select(template.c.content).where(template.c.name == _NAME).order_by(template.c.id).limit(1)
+)
+_GET_USER = (
+    select(users.c.id, users.c.username, users.c.password, users.c.rol, users.c.active)
+    .where(users.c.username == _NAME)
+    .order_by(users.c.id)
+    .limit(1)
+)
+_GET_TOKENS = (
+    select(
+        api_tokens.c.id,
+        api_tokens.c.name,
+        api_tokens.c.token,
+        api_tokens.c.start,
+        api_tokens.c.expired,
+        api_tokens.c.active,
+        api_tokens.c.header,
+        api_tokens.c.token_type,
+    )
+    .where(api_tokens.c.name == _NAME)
+    .order_by(api_tokens.c.id)
+)
+_INSERT_TRACKER = insert(tracker)
+_COUNT_TRACKER = select(func.count()).select_from(tracker)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's SQL dump and documentation link."""
+    inner: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        inner = exc.orig
+        # The asyncpg adapter wraps the asyncpg exception, whose text is the useful one.
+        if inner.__cause__ is not None:
+            inner = inner.__cause__
+    message = str(inner).strip()
+    return message or type(inner).__name__
+
+
+def _new_id(key: Sequence[Any] | None) -> int:
+    if not key or key[0] is None:
+        raise StoreError("the database did not report the id of the new row")
+    return int(key[0])
+
+
+def _looks_read_only(sql: str) -> bool:
+    head = sql.lstrip(" \t\r\n(").split(None, 1)
+    return bool(head) and head[0].upper() in ("SELECT", "VALUES", "EXPLAIN", "PRAGMA")
+
+
+def _sqlite_transactions(engine: AsyncEngine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, start transactions (SQLAlchemy's own recipe).
+
+    In its default mode sqlite3 begins a transaction only before INSERT/UPDATE/DELETE, so
+    an upsert's read and the schema DDL ran outside any transaction (one fsync per CREATE).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _ensure_schema(conn: Connection) -> None:
+    """Create what is missing: whole tables, and nullable or defaulted columns.
+
+    Existing tables are never altered otherwise, so a database shared with the Go designer
+    keeps working for both. A missing required column means this is not an nFlow database.
+    """
+    inspector = inspect(conn)
+    existing = set(inspector.get_table_names())
+    missing = [t for t in metadata.sorted_tables if t.name not in existing]
+    if missing:
+        metadata.create_all(conn, tables=missing, checkfirst=False)
+    present = [t for t in metadata.sorted_tables if t.name in existing]
+    if not present:
+        return
+    found = inspector.get_multi_columns(filter_names=[t.name for t in present])
+    for table in present:
+        have = {str(c["name"]).lower() for c in found.get((None, table.name), [])}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise StoreError(
+                    f"table {table.name} has no column {column.name}; "
+                    "the database holds a table of that name that is not nFlow's"
+                )
+            spec = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+
+
+class Store:
+    """Async access to an nFlow database (the Go runtime's tables, spec §1.1).
+
+    Tables without a unique index on ``name`` (all of them, upstream) may hold duplicates;
+    reads return the oldest row of a name, writes update every row of that name.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False) -> None:
+        self._url = normalise_url(url)
+        self._dialect = "sqlite" if self._url.get_backend_name() == "sqlite" else "postgresql"
+        self._pool_size = pool_size
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+        self._writer: AsyncEngine | None = None
+        if self._dialect == "sqlite":
+            database = self._url.database or ""
+            self._memory = database in ("", ":memory:")
+            self._where = (
+                "in-memory sqlite database" if self._memory else f"sqlite database {database}"
+            )
+        else:
+            self._memory = False
+            host = self._url.host or "localhost"
+            self._where = f"postgresql at {host}:{self._url.port or 5432}"
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked, fit for logs."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _create_engine(self) -> AsyncEngine:
+        kwargs: dict[str, Any] = {"echo": self._echo}
+        if self._memory:
+            # Every new connection would see its own empty in-memory database.
+            kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_size"] = self._pool_size
+        if self._dialect == "postgresql":
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"timeout": _PG_CONNECT_TIMEOUT}
+        engine = create_async_engine(self._url, **kwargs)
+        if self._dialect == "sqlite":
+            _sqlite_transactions(engine)
+        return engine
+
+    async def open(self) -> None:
+        """Connect and create any missing table. Calling it on an open store does nothing."""
+        if self._engine is not None:
+            return
+        if self._dialect == "sqlite" and not self._memory and "uri" not in self._url.query:
+            directory = Path(self._url.database or "").resolve().parent
+            if not directory.is_dir():
+                raise StoreError(f"cannot open {self._where}: directory {directory} does not exist")
+        engine = self._create_engine()
+        try:
+            await self._prepare(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
+
+    async def _prepare(self, engine: AsyncEngine) -> None:
+        verb = "open" if self._dialect == "sqlite" else "connect to"
+        try:
+            conn = await engine.connect()
+            await conn.execution_options(**{_WRITE: True})
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot {verb} {self._where}: {_reason(exc)}") from exc
+        try:
+            # Several server processes may open a fresh database at once; the loser of a
+            # CREATE TABLE race finds the table on its next look.
+            for attempt in range(3):
+                try:
+                    async with conn.begin():
+                        await conn.run_sync(_ensure_schema)
+                    return
+                except SQLAlchemyError as exc:
+                    if attempt == 2:
+                        raise StoreError(
+                            f"cannot create the nFlow tables in {self._where}: {_reason(exc)}"
+                        ) from exc
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        """Close every pooled connection. The store can be opened again afterwards."""
+        engine, self._engine, self._writer = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _tx(self, operation: str, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed on success, with driver errors turned into StoreError."""
+        engine = self._writer if write else self._engine
+        if engine is None:
+            raise StoreError(f"{operation}: the store is not open; call open() first")
+        try:
+            async with engine.begin() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"{operation} failed on {self._where}: {_reason(exc)}") from exc
+
+    async def _lock(self, conn: AsyncConnection, table: Table) -> None:
+        # Upserts are UPDATE-then-INSERT because the original tables have no unique index;
+        # without this lock two concurrent writers on PostgreSQL could both insert.
+        # (On SQLite, write transactions already start with BEGIN IMMEDIATE.)
+        if self._dialect == "postgresql":
+            await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+
+    async def ping(self) -> None:
+        async with self._tx("ping") as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def pool_stats(self) -> dict[str, int]:
+        """Connection counts for the metrics endpoint; empty when the pool cannot tell."""
+        engine = self._engine
+        if engine is None:
+            return {"open": 0, "in_use": 0, "idle": 0}
+        pool = engine.pool
+        if not isinstance(pool, QueuePool):
+            return {}
+        in_use = pool.checkedout()
+        idle = pool.checkedin()
+        return {"open": in_use + idle, "in_use": in_use, "idle": idle, "size": pool.size()}
+
+    # --- apps --------------------------------------------------------------------------------
+
+    async def get_app(self, name: str) -> AppRecord | None:
+        async with self._tx("get_app") as conn:
+            row = (await conn.execute(_GET_APP, {"b_name": name})).first()
+        if row is None:
+            return None
+        return AppRecord(name=name, json=row[0], default_js=row[1] or "", tag=row[2])
+
+    async def put_app(
+        self, name: str, json_text: str, *, default_js: str = "", tag: str | None = None
+    ) -> None:
+        """Replace the app's ``json``, ``default_js`` and ``tag``, or add the app."""
+        async with self._tx("put_app", write=True) as conn:
+            await self._lock(conn, nflow)
+            values = {"json": json_text, "default_js": default_js, "tag": tag}
+            await self._upsert(conn, nflow, "name", name, values)
+
+    async def list_apps(self) -> list[str]:
+        async with self._tx("list_apps") as conn:
+            result = await conn.execute(select(nflow.c.name).distinct())
+            return sorted(str(r[0]) for r in result)
+
+    async def delete_app(self, name: str) -> bool:
+        async with self._tx("delete_app", write=True) as conn:
+            result = await conn.execute(delete(nflow).where(nflow.c.name == name))
+            return result.rowcount > 0
+
+    @staticmethod
+    async def _upsert(
+        conn: AsyncConnection, table: Table, key: str, value: str, values: dict[str, Any]
+    ) -> None:
+        result = await conn.execute(sa_update(table).where(table.c[key] == value).values(**values))
+        if result.rowcount == 0:
+            await conn.execute(insert(table).values({key: value, **values}))
+
+    # --- modules, templates, queries ---------------------------------------------------------
+
+    async def list_modules(self) -> list[ModuleRecord]:
+        """Every module, by name; of duplicate names only the oldest row."""
+        stmt = select(modules.c.name, modules.c.form, modules.c.mod, modules.c.code)
+        async with self._tx("list_modules") as conn:
+            result = await conn.execute(stmt.order_by(modules.c.id))
+            found: dict[str, ModuleRecord] = {}
+            for name, form, mod, code in result:
+                if name is not None and name not in found:
+                    found[name] = ModuleRecord(name, form or "", mod or "", code)
+        return [found[k] for k in sorted(found)]
+
+    async def get_module(self, name: str) -> ModuleRecord | None:
+        async with self._tx("get_module") as conn:
+            row = (await conn.execute(_GET_MODULE, {"b_name": name})).first()
+        if row is None:
+            return None
+        return ModuleRecord(name=name, form=row[0] or "", mod=row[1] or "", code=row[2])
+
+    async def put_module(self, module: ModuleRecord) -> None:
+        async with self._tx("put_module", write=True) as conn:
+            await self._lock(conn, modules)
+            await self._put_module(conn, module)
+
+    async def _put_module(self, conn: AsyncConnection, module: ModuleRecord) -> None:
+        values = {"form": module.form, "mod": module.mod, "code": module.code}
+        await self._upsert(conn, modules, "name", module.name, values)
+
+    async def list_templates(self) -> list[TemplateRecord]:
+        """Every template, by name; of duplicate names only the oldest row."""
+        stmt = select(template.c.name, template.c.content).order_by(template.c.id)
+        async with self._tx("list_templates") as conn:
+            found: dict[str, TemplateRecord] = {}
+            for name, content in await conn.execute(stmt):
+                if name is not None and name not in found:
+                    found[name] = TemplateRecord(name, content or "")
+        return [found[k] for k in sorted(found)]
+
+    async def get_template(self, name: str) -> TemplateRecord | None:
+        async with self._tx("get_template") as conn:
+            row = (await conn.execute(_GET_TEMPLATE, {"b_name": name})).first()
+        return None if row is None else TemplateRecord(name=name, content=row[0] or "")
+
+    async def put_template(self, name: str, content: str) -> None:
+        async with self._tx("put_template", write=True) as conn:
+            await self._lock(conn, template)
+            await self._upsert(conn, template, "name", name, {"content": content})
+
+    async def list_queries(self) -> dict[str, str]:
+        """Name → SQL. Of duplicate names the newest row wins, as in the Go runtime's
+        UpdateQueries, which copied the rows into a map in table order."""
+        stmt = select(queries.c.name, queries.c.query).order_by(queries.c.id)
+        async with self._tx("list_queries") as conn:
+            found = {
+                str(name): query or ""
+                for name, query in await conn.execute(stmt)
+                if name is not None
+            }
+        return {k: found[k] for k in sorted(found)}
+
+    async def put_query(self, name: str, sql: str) -> None:
+        async with self._tx("put_query", write=True) as conn:
+            await self._lock(conn, queries)
+            await self._upsert(conn, queries, "name", name, {"query": sql})
+
+    async def run_sql(
+        self, sql: str, params: Sequence[object] = (), *, max_rows: int = 1000
+    ) -> list[dict[str, object]]:
+        """Run a stored named query (``$1…$n`` placeholders, spec §1.2) with bound values.
+
+        Rows past ``max_rows`` are not returned. A statement without a result set (INSERT,
+        UPDATE…) is committed and returns ``[]``. On PostgreSQL, ``char(n)`` result values
+        come back without their blank padding, as everywhere else in the store.
+        """
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        translated, used = translate_placeholders(
+            sql, nested_comments=self._dialect == "postgresql"
+        )
+        given = len(params)
+        if used and max(used) > given:
+            raise StoreError(f"the query uses ${max(used)} but {given} parameter(s) were given")
+        unused = set(range(1, given + 1)) - used
+        if unused:
+            raise StoreError(
+                f"{given} parameter(s) were given but the query never uses ${min(unused)}"
+            )
+        clause = text(translated).bindparams(
+            *(bindparam(f"{BIND_PREFIX}{i}", params[i - 1]) for i in sorted(used))
+        )
+        snippet = " ".join(sql.split())
+        snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
+        async with self._tx(f"run_sql [{snippet}]", write=not _looks_read_only(sql)) as conn:
+            result = await conn.execute(clause)
+            if not result.returns_rows:
+                return []
+            keys = list(result.keys())
+            padded: set[int] = set()
+            description = result.cursor.description if result.cursor is not None else None
+            if self._dialect == "postgresql" and description:
+                padded = {i for i, d in enumerate(description) if d[1] == _BPCHAR_OID}
+            rows = result.fetchmany(max_rows)
+            result.close()
+        out: list[dict[str, object]] = []
+        for row in rows:
+            values = list(row)
+            for i in padded:
+                if isinstance(values[i], str):
+                    values[i] = values[i].rstrip(" ")
+            out.append(dict(zip(keys, values, strict=True)))
+        return out
+
+    # --- users and tokens --------------------------------------------------------------------
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        async with self._tx("get_user") as conn:
+            row = (await conn.execute(_GET_USER, {"b_name": username})).first()
+        if row is None:
+            return None
+        return UserRecord(
+            id=int(row[0]),
+            username=row[1],
+            password=row[2] or "",
+            rol=row[3] or "",
+            active=bool(row[4]),  # NULL (allowed by init.sql) must not grant access
+        )
+
+    async def put_user(
+        self, username: str, password_hash: str, *, rol: str = "ROL_USER", active: bool = True
+    ) -> int:
+        """Replace the user's password, role and flag, or add the user; returns its id."""
+        values = {"password": password_hash, "rol": rol, "active": active}
+        async with self._tx("put_user", write=True) as conn:
+            await self._lock(conn, users)
+            stmt = select(users.c.id).where(users.c.username == username).order_by(users.c.id)
+            found = (await conn.execute(stmt.limit(1))).first()
+            if found is not None:
+                await conn.execute(
+                    sa_update(users).where(users.c.username == username).values(**values)
+                )
+                return int(found[0])
+            result = await conn.execute(insert(users).values(username=username, **values))
+            return _new_id(result.inserted_primary_key)
+
+    async def delete_user(self, username: str) -> bool:
+        async with self._tx("delete_user", write=True) as conn:
+            result = await conn.execute(delete(users).where(users.c.username == username))
+            return result.rowcount > 0
+
+    async def get_tokens(self, name: str) -> list[TokenRecord]:
+        async with self._tx("get_tokens") as conn:
+            rows = (await conn.execute(_GET_TOKENS, {"b_name": name})).all()
+        return [
+            TokenRecord(
+                id=int(r[0]),
+                name=r[1] or "",
+                token=r[2] or "",
+                start=r[3],
+                expired=None if r[4] is None else int(r[4]),
+                active=bool(r[5]),
+                header=r[6] or "",
+                token_type=r[7] or "",
+            )
+            for r in rows
+        ]
+
+    async def add_token(
+        self,
+        name: str,
+        token: str,
+        *,
+        header: str = "Authorization",
+        token_type: str = "Bearer",
+        expired: int | None = None,
+        active: bool = True,
+    ) -> int:
+        stmt = insert(api_tokens).values(
+            name=name,
+            token=token,
+            header=header,
+            token_type=token_type,
+            expired=expired,
+            active=active,
+        )
+        async with self._tx("add_token", write=True) as conn:
+            result = await conn.execute(stmt)
+            return _new_id(result.inserted_primary_key)
+
+    async def set_token_active(self, token_id: int, active: bool) -> None:
+        stmt = sa_update(api_tokens).where(api_tokens.c.id == token_id).values(active=active)
+        async with self._tx("set_token_active", write=True) as conn:
+            result = await conn.execute(stmt)
+            if result.rowcount == 0:
+                raise StoreError(f"set_token_active: there is no api token with id {token_id}")
+
+    # --- tracker -----------------------------------------------------------------------------
+
+    async def insert_tracker(self, rows: Sequence[TrackerRow]) -> None:
+        """Insert a batch in one transaction; char(n) values are cut to their column width."""
+        if not rows:
+            return
+        batch = []
+        for row in rows:
+            values = {name: getattr(row, name) for name in _TRACKER_FIELDS}
+            for column, limit in CHAR_LIMITS.items():
+                value = values[column]
+                if isinstance(value, str) and len(value) > limit:
+                    values[column] = value[:limit]
+            batch.append(values)
+        async with self._tx("insert_tracker", write=True) as conn:
+            await conn.execute(_INSERT_TRACKER, batch)
+
+    async def count_tracker(self) -> int:
+        async with self._tx("count_tracker") as conn:
+            return int((await conn.execute(_COUNT_TRACKER)).scalar_one())
+
+    # --- import / export ---------------------------------------------------------------------
+
+    async def import_file(
+        self, path: str | os.PathLike[str], *, app_name: str = "app"
+    ) -> ImportSummary:
+        """Load one file: an app document, or a modules/templates/queries/row-meta file.
+
+        An app document replaces only the ``json`` of the app ``app_name``: its
+        ``default_js`` and ``tag`` are kept (they come from the row-meta file, which may have
+        been imported first). Everything in one file is written in one transaction.
+        """
+        file = Path(path)
+        try:
+            source = await asyncio.to_thread(file.read_text, encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise StoreError(f"{file}: no such file") from None
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {file}: {exc.strerror or exc}") from None
+        doc = parse_document(file, source)
+        apps = 0
+        async with self._tx(f"import {file.name}", write=True) as conn:
+            if doc.app_json is not None:
+                await self._lock(conn, nflow)
+                await self._upsert(conn, nflow, "name", app_name, {"json": doc.app_json})
+                apps = 1
+            if doc.meta is not None:
+                values: dict[str, Any] = {}
+                if doc.meta.default_js is not None:
+                    values["default_js"] = doc.meta.default_js
+                if doc.meta.has_tag:
+                    values["tag"] = doc.meta.tag
+                result = await conn.execute(
+                    sa_update(nflow).where(nflow.c.name == doc.meta.name).values(**values)
+                )
+                apps = 1 if result.rowcount > 0 else 0
+            if doc.modules:
+                await self._lock(conn, modules)
+                for module in doc.modules:
+                    await self._put_module(conn, module)
+            if doc.templates:
+                await self._lock(conn, template)
+                for tpl in doc.templates:
+                    await self._upsert(conn, template, "name", tpl.name, {"content": tpl.content})
+            if doc.queries:
+                await self._lock(conn, queries)
+                for name, query in doc.queries:
+                    await self._upsert(conn, queries, "name", name, {"query": query})
+        return ImportSummary(
+            apps=apps,
+            modules=len(doc.modules),
+            templates=len(doc.templates),
+            queries=len(doc.queries),
+        )
+
+    async def export_all(
+        self, directory: str | os.PathLike[str], *, app_name: str | None = None
+    ) -> list[Path]:
+        """Write every app (or only ``app_name``) plus modules, templates and queries.
+
+        Files: ``app_<name>.json`` (the document) and ``nflow_row_<name>.json`` (its name,
+        ``default_js`` and ``tag``) per app, with the name percent-encoded, then
+        ``modules.json``, ``templates.json`` and ``queries.json``. The paths come back in an
+        order in which :meth:`import_file` can load them (an app before its row meta); the
+        app file must be imported with ``app_name`` set to the app's name.
+        """
+        names = [app_name] if app_name is not None else await self.list_apps()
+        apps: list[AppRecord] = []
+        for name in names:
+            record = await self.get_app(name)
+            if record is None:
+                raise AppNotFound(f"export: there is no app named {name!r}")
+            apps.append(record)
+        module_rows = await self.list_modules()
+        template_rows = await self.list_templates()
+        query_rows = await self.list_queries()
+
+        files: list[tuple[str, str]] = []
+        for app in apps:
+            files.append((app_file_name(app.name), export_app(app.json)))
+        for app in apps:
+            files.append((meta_file_name(app.name), export_meta(app.name, app.default_js, app.tag)))
+        files.append(("modules.json", export_modules(module_rows)))
+        files.append(("templates.json", export_templates(template_rows)))
+        files.append(("queries.json", export_queries(query_rows)))
+
+        target = Path(directory)
+
+        def write() -> list[Path]:
+            target.mkdir(parents=True, exist_ok=True)
+            written = []
+            for file_name, content in files:
+                path = target / file_name
+                path.write_text(content, encoding="utf-8")
+                written.append(path)
+            return written
+
+        try:
+            return await asyncio.to_thread(write)
+        except OSError as exc:
+            raise StoreError(f"cannot export to {target}: {exc.strerror or exc}") from exc
