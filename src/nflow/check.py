@@ -50,7 +50,13 @@ def check_playbook(playbook: Playbook, *, modules: Mapping[str, str | None]) -> 
                 source = modules[script]
             elif script is not None and not isinstance(script, str):
                 problems.append(
-                    Problem("error", "script must be a string", tab=node.tab, node=node.id, field="script")
+                    Problem(
+                        "error",
+                        "script must be a string",
+                        tab=node.tab,
+                        node=node.id,
+                        field="script",
+                    )
                 )
             if not source:
                 continue

@@ -201,7 +201,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems = check_playbook(playbook, modules=modules)
         n_err = sum(1 for p in problems if p.severity == "error")
         n_warn = len(problems) - n_err
-        _print(f"{file}: {len(playbook.starters)} starter(s), {n_err} error(s), {n_warn} warning(s)")
+        _print(
+            f"{file}: {len(playbook.starters)} starter(s), {n_err} error(s), {n_warn} warning(s)"
+        )
         for problem in problems:
             if problem.severity == "error" or not args.quiet:
                 _print(f"  {problem}")
@@ -266,14 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve apps over HTTP")
     p.add_argument("--config", help="config.toml (default: ./config.toml if present)")
-    p.add_argument("--app", action="append", default=[], metavar="FILE.json", help="serve this app file (repeatable)")
+    p.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="FILE.json",
+        help="serve this app file (repeatable)",
+    )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, help="worker processes (default: number of CPUs)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("import", help="load app documents and module/template/query files into the database")
+    p = sub.add_parser(
+        "import", help="load app documents and module/template/query files into the database"
+    )
     p.add_argument("files", nargs="+")
     p.add_argument("--config")
     p.add_argument("--name", help="app name for app documents (default: the file name)")

@@ -31,6 +31,7 @@ from nflow.errors import (
 from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, Sessions
 from nflow.jsapi import user_line as js_user_line
 from nflow.jsapi._gojson import dumps as go_json
+from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
 from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
@@ -113,7 +114,6 @@ class Engine:
             "dromedary": _step_legacy_plugin,
             "dromedary_callback": _step_legacy_plugin,
         }
-        self._data_json: dict[tuple[str, str], tuple[str, str]] = {}
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -157,8 +157,8 @@ class Engine:
         run = _Run(self, playbook, ctx, execution)
         vm = self.vms.get()
         run.vm = vm
+        vm.start(ctx)
         try:
-            vm.begin(ctx)
             if not resume and not isolated:
                 _seed_form(sessions, request)
             first = start
@@ -172,8 +172,7 @@ class Engine:
             execution.error = exc
             run.fail(exc)
         finally:
-            if not vm.end():
-                log.warning("discarding a JS runtime a script left dirty", extra={"wid": wid})
+            run.vm.finish()
             services.processes.finish(wid)
         headers: dict[str, str] = {"Nflow-Wid-1": wid}
         headers.update(ctx.extra_headers)
@@ -262,11 +261,22 @@ class _Run:
             "url_access": ctx.request.path,
             "next": start,
         }
-        vm = self.vm
         try:
-            vm.begin(ctx, preset)
-            key = vm.compile(_auth_source(source))
-            outcome = vm.run_auth(key, timeout=max(0.01, min(ctx.remaining(), 5.0)))
+            key = self.vm.compile(_auth_source(source))
+            try:
+                outcome = self.vm.run_auth(
+                    key,
+                    preset=orjson.dumps(preset).decode(),
+                    timeout=max(0.01, min(ctx.remaining(), 5.0)),
+                )
+            except DirtyRuntime:
+                self.replace_vm()
+                key = self.vm.compile(_auth_source(source))
+                outcome = self.vm.run_auth(
+                    key,
+                    preset=orjson.dumps(preset).decode(),
+                    timeout=max(0.01, min(ctx.remaining(), 5.0)),
+                )
         except JsError as exc:
             raise ExecutionError(f"auth trigger failed: {exc}") from None
         except JsTimeout:
@@ -279,6 +289,12 @@ class _Run:
         if outcome in ("break", ""):
             return ""
         return outcome
+
+    def replace_vm(self) -> None:
+        """The runtime could not be cleaned from its previous run: take a fresh one."""
+        log.warning("replacing a JS runtime a script left dirty", extra={"wid": self.ctx.wid})
+        self.vm = self.engine.vms.get()
+        self.vm.start(self.ctx)
 
     def fail(self, exc: ExecutionError) -> None:
         """Replace whatever was written with a clear error response."""
@@ -342,18 +358,20 @@ class _Run:
             return modules[script] or DEFAULT_SOURCE
         return DEFAULT_SOURCE
 
-    def data_json(self, node: Node) -> tuple[str, str]:
-        cache = self.engine._data_json
-        key = (self.playbook.digest, node.id)
-        hit = cache.get(key)
-        if hit is None:
-            data = orjson.dumps(dict(node.data)).decode()
-            outputs = orjson.dumps({k: v for k, v in node.outputs.items() if v}).decode()
-            hit = (data, outputs)
-            if len(cache) > 50_000:
-                cache.clear()
-            cache[key] = hit
-        return hit
+    def register_node(self, node: Node) -> str:
+        """The node's key in the runtime, registering its static values on first use."""
+        key = f"{self.playbook.digest[:16]}:{node.id}"
+        vm = self.vm
+        if key not in vm._nodes:
+            vm.ensure_node(
+                key,
+                data_json=orjson.dumps(dict(node.data)).decode(),
+                outputs_json=orjson.dumps({k: v for k, v in node.outputs.items() if v}).decode(),
+                flow=node.tab,
+                app=self.playbook.name,
+                box=node.id,
+            )
+        return key
 
 
 class UnknownNodeType(ExecutionError):
@@ -375,22 +393,30 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
         )
     timeout = min(limits.step_timeout_seconds, remaining)
     source = run.source_for(node)
-    data_json, outputs_json = run.data_json(node)
+    payload_json = orjson.dumps(payload).decode() if payload else ""
     try:
-        key = vm.compile(source, timeout=timeout)
-        next_out, payload_json = vm.run_step(
-            key,
-            payload_json=orjson.dumps(payload).decode() if payload else "",
-            data_json=data_json,
-            outputs_json=outputs_json,
-            flow=node.tab,
-            app=run.playbook.name,
-            box=node.id,
-            prev=run.prev,
-            timeout=timeout,
-        )
+        try:
+            key = vm.compile(source, timeout=timeout)
+            next_out, out_json = vm.run_step(
+                key,
+                run.register_node(node),
+                payload_json=payload_json,
+                prev=run.prev,
+                timeout=timeout,
+            )
+        except DirtyRuntime:
+            run.replace_vm()
+            vm = run.vm
+            key = vm.compile(source, timeout=timeout)
+            next_out, out_json = vm.run_step(
+                key,
+                run.register_node(node),
+                payload_json=payload_json,
+                prev=run.prev,
+                timeout=timeout,
+            )
     except JsMemoryError:
-        vm.broken = True
+        run.vm.broken = True
         raise ExecutionError(
             f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
             node=node.id,
@@ -417,7 +443,7 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
         # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
         raise ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError") from None
     try:
-        new_payload = orjson.loads(payload_json)
+        new_payload = orjson.loads(out_json)
     except orjson.JSONDecodeError:
         new_payload = {}
     return StepResult(next_out, new_payload if isinstance(new_payload, dict) else {})

@@ -21,11 +21,9 @@ _ITERATIONS = 200_000
 def hash_password(password: str, *, iterations: int = _ITERATIONS) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return "pbkdf2_sha256${}${}${}".format(
-        iterations,
-        base64.b64encode(salt).decode(),
-        base64.b64encode(digest).decode(),
-    )
+    encoded_salt = base64.b64encode(salt).decode()
+    encoded_digest = base64.b64encode(digest).decode()
+    return f"pbkdf2_sha256${iterations}${encoded_salt}${encoded_digest}"
 
 
 def verify(stored: str, password: str) -> bool:

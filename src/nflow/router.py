@@ -64,11 +64,7 @@ class Router:
         return list(self._playbooks)
 
     def routes(self) -> list[tuple[Playbook, Starter]]:
-        return [
-            (pb, st)
-            for pb in self._playbooks
-            for st in pb.starters
-        ]
+        return [(pb, st) for pb in self._playbooks for st in pb.starters]
 
     def match(self, method: str, endpoint: str) -> Match | None:
         segments = endpoint.split("/")

@@ -22,13 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from nflow._http import Request, Response
 from nflow._io import IoLoop
 from nflow.config import Config
 from nflow.engine import Engine, Execution, VMProvider, is_auth_entry
-from nflow.errors import AppNotFound, PlaybookError, Problem, StoreError
+from nflow.errors import PlaybookError, Problem
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._gojson import dumps as go_json
@@ -117,8 +115,10 @@ class Runtime:
         example_if_empty: bool = False,
         threads: int | None = None,
         hosts: Iterable[HostTable] = (),
+        database_url: str | None = None,
     ) -> None:
         self.config = config or Config()
+        self.database_url = database_url or self.config.database_url
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
@@ -142,7 +142,7 @@ class Runtime:
             return
         config = self.config
         self._io = IoLoop()
-        store = Store(config.database_url)
+        store = Store(self.database_url)
         try:
             await self._io.run(store.open())
         except BaseException:
@@ -415,4 +415,3 @@ def app_summary(runtime: Runtime) -> list[dict[str, str]]:
         }
         for playbook, starter in runtime.router.routes()
     ]
-

@@ -55,7 +55,9 @@ def write_jsonp(ctx: RunContext, code: object, callback: str, data: object) -> N
         body = go_json(data).rstrip(b"\n")
     except (ValueError, TypeError) as exc:
         raise HostError(str(exc)) from None
-    _write(ctx, status, "application/javascript; charset=UTF-8", f"{callback}(".encode() + body + b");")
+    _write(
+        ctx, status, "application/javascript; charset=UTF-8", f"{callback}(".encode() + body + b");"
+    )
 
 
 @core.function("c.write")

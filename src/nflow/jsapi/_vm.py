@@ -79,6 +79,8 @@ class NflowVM:
         )
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
+        self._nodes: set[str] = set()
+        self._fresh = True
         self.runs = 0
         self.broken = False
 
@@ -139,50 +141,80 @@ class NflowVM:
     def check_syntax(self, source: str) -> None:
         self._rt.check_syntax(source)
 
-    def begin(self, ctx: RunContext, preset: dict[str, Any] | None = None) -> None:
+    def start(self, ctx: RunContext) -> None:
+        """Attach a new run. Cleaning up after the previous one is folded into its first step."""
         self.ctx = ctx
         self.runs += 1
-        arg = quote(orjson.dumps(preset).decode()) if preset else '""'
-        self._rt.eval(f"__nf.begin({self._qtoken},{arg});0", timeout=1.0)
+        self._fresh = True
+
+    def ensure_node(
+        self, key: str, *, data_json: str, outputs_json: str, flow: str, app: str, box: str
+    ) -> None:
+        """Register a node's static values once, so each step passes only its key."""
+        if key in self._nodes:
+            return
+        self._rt.eval(
+            f"__nf.node({self._qtoken},{quote(key)},{quote(data_json)},{quote(outputs_json)},"
+            f"{quote(flow)},{quote(app)},{quote(box)});0",
+            timeout=1.0,
+        )
+        self._nodes.add(key)
 
     def run_step(
         self,
         key: str,
+        node_key: str,
         *,
         payload_json: str,
-        data_json: str,
-        outputs_json: str,
-        flow: str,
-        app: str,
-        box: str,
         prev: str,
         timeout: float,
+        preset: str = "",
     ) -> tuple[str, str]:
+        fresh = "1" if self._fresh else "0"
+        payload = quote(payload_json) if payload_json else '""'
+        extra = quote(preset) if preset else '""'
         code = (
-            f"__nf.run({self._qtoken},{quote(key)},{quote(payload_json)},{quote(data_json)},"
-            f"{quote(outputs_json)},{quote(flow)},{quote(app)},{quote(box)},{quote(prev)})"
+            f"__nf.run({self._qtoken},{fresh},{quote(key)},{quote(node_key)},"
+            f"{payload},{quote(prev)},{extra})"
         )
         result = self._rt.eval(code, timeout=timeout)
+        self._fresh = False
+        if result is None:
+            self.broken = True
+            raise DirtyRuntime()
         assert isinstance(result, list)
         return str(result[0]), str(result[1])
 
-    def run_auth(self, key: str, *, timeout: float) -> str:
-        result = self._rt.eval(f"__nf.eval_auth({self._qtoken},{quote(key)})", timeout=timeout)
+    def run_auth(self, key: str, *, preset: str, timeout: float) -> str:
+        result = self._rt.eval(
+            f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)})", timeout=timeout
+        )
+        self._fresh = False
+        if result is None:
+            self.broken = True
+            raise DirtyRuntime()
         return str(result)
 
-    def end(self) -> bool:
-        """Forget the run; False when the runtime could not be cleaned and must be discarded."""
-        try:
-            clean = bool(self._rt.eval(f"__nf.end({self._qtoken})", timeout=1.0))
-        except Exception:
-            clean = False
+    def finish(self) -> None:
+        """Detach the run. Its globals are deleted when the next run's first step starts."""
         self.ctx = None
-        if not clean:
+
+    def clean(self) -> bool:
+        """Reset now (tests, shutdown); False when the runtime must be discarded."""
+        try:
+            ok = bool(self._rt.eval(f"__nf.end({self._qtoken})", timeout=1.0))
+        except Exception:
+            ok = False
+        if not ok:
             self.broken = True
-        return clean
+        return ok
 
     def close(self) -> None:
         self._rt.close()
+
+
+class DirtyRuntime(Exception):
+    """The previous run left a global that cannot be removed; this runtime must be replaced."""
 
 
 def user_line(exc: JsError) -> int | None:

@@ -133,7 +133,7 @@
   ].concat(fnProtos);
 
   // ---- 2. per-request state -----------------------------------------------------------
-  let R = O.create(null); // the current request's values; replaced by begin()
+  let R = O.create(null); // nflow's per-request values (payload, next, header...)
   let rid = 0; // incremented per request, so a stale closure can tell it is stale
 
   function lazy(name) {
@@ -463,72 +463,85 @@
 
   // ---- 3. step compilation and running ------------------------------------------------
   const steps = new MapCtor();
+  const nodes = new MapCtor();
+  // Forget the previous request: new records for nflow's globals and the request's
+  // implicit globals, and delete any global property it added. Every global that existed at
+  // start is permanent, so an unchanged count means nothing was added. A property a script
+  // made permanent itself cannot be deleted: return false so the host discards this runtime.
+  function reset() {
+    R = O.create(null);
+    rid++;
+    // A script may also have sealed the global object or swapped its prototype (which is
+    // where lookups of undeclared names go): both would reach the next request.
+    if (getPrototypeOf(G) !== BASE_PROTO || !O.isExtensible(G)) return false;
+    const keys = ownKeys(G);
+    if (keys.length === BASE.size) return true;
+    for (const key of keys) {
+      if (!BASE.has(key)) {
+        try {
+          delete G[key];
+        } catch (e) {
+          return false;
+        }
+      }
+    }
+    return ownKeys(G).length === BASE.size;
+  }
   const nf = {
     define(token, key, fn) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       steps.set(key, fn);
     },
-    has(token, key) {
+    node(token, key, data, outputs, flow, app, box) {
       if (token !== TOKEN) throw new TypeError("not allowed");
-      return steps.has(key);
+      nodes.set(key, [data, outputs, flow, app, box]);
     },
-    begin(token, preset) {
+    // fresh: 1 starts a new request (reset first), 0 continues the current one.
+    // preset: JSON of extra request values (auth trigger globals), or "".
+    run(token, fresh, key, nodeKey, payload, prev, preset) {
       if (token !== TOKEN) throw new TypeError("not allowed");
-      R = O.create(null);
-      rid++;
+      if (fresh && !reset()) return null;
       if (preset) {
         const p = jsonParse(preset);
         for (const k of O.keys(p)) R[k] = p[k];
       }
-    },
-    run(token, key, payload, data, outputs, flow, app, box, prev) {
-      if (token !== TOKEN) throw new TypeError("not allowed");
       const fn = steps.get(key);
+      const n = nodes.get(nodeKey);
       R.payload = payload ? jsonParse(payload) : {};
       R.next = "output_1";
-      const d = jsonParse(data);
+      const d = jsonParse(n[0]);
       R.nflow_data = d;
       R.dromedary_data = d;
-      R.__outputs = jsonParse(outputs);
-      R.__flow_name = flow;
-      R.__flow_app = app;
-      R.current_box = box;
+      R.__outputs = jsonParse(n[1]);
+      R.__flow_name = n[2];
+      R.__flow_app = n[3];
+      R.current_box = n[4];
       R.prev_box = prev;
       fn();
       let p = R.payload;
       // A payload that is not a plain object becomes {} (the original crashed the server).
       if (p === null || typeof p !== "object" || Array.isArray(p)) p = {};
-      const n = R.next;
-      return [n === undefined || n === null ? "" : StringCtor(n), jsonStringify(p)];
+      const next = R.next;
+      return [next === undefined || next === null ? "" : StringCtor(next), jsonStringify(p)];
     },
-    eval_auth(token, key) {
+    auth(token, key, preset) {
       if (token !== TOKEN) throw new TypeError("not allowed");
-      const fn = steps.get(key);
-      fn();
-      const n = R.next;
-      return n === undefined || n === null ? "" : StringCtor(n);
+      if (!reset()) return null;
+      const p = jsonParse(preset);
+      for (const k of O.keys(p)) R[k] = p[k];
+      steps.get(key)();
+      const next = R.next;
+      return next === undefined || next === null ? "" : StringCtor(next);
     },
     end(token) {
       if (token !== TOKEN) throw new TypeError("not allowed");
-      R = O.create(null);
-      // Every pre-existing global is permanent, so a count equal to the baseline means the
-      // request added none; otherwise delete what it added. A global it made permanent
-      // itself cannot be deleted: report that, and the host discards this runtime.
-      if (ownKeys(G).length === BASE.size) return true;
-      for (const key of ownKeys(G)) {
-        if (!BASE.has(key)) {
-          try {
-            delete G[key];
-          } catch (e) {
-            return false;
-          }
-        }
-      }
-      return ownKeys(G).length === BASE.size;
+      return reset();
     },
   };
   freeze(nf);
   defineProperty(G, "__nf", { value: nf, writable: false, enumerable: false, configurable: false });
+
   const BASE = new Set(ownKeys(G));
+  const BASE_PROTO = getPrototypeOf(G);
 })();
 0;

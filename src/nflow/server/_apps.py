@@ -100,7 +100,9 @@ class AsgiApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _send(send, json_response(413, {"code": 413, "message": "request body too large"}))
+                await _send(
+                    send, json_response(413, {"code": 413, "message": "request body too large"})
+                )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
