@@ -17,8 +17,10 @@ _MAX_HEADER = 8192
 
 
 def _status(code: object) -> int:
-    if isinstance(code, bool) or not isinstance(code, int | float):
+    if isinstance(code, bool) or not isinstance(code, int | float) or code != code:
         raise HostError(f"invalid HTTP status {code!r}: expected a number")
+    if not 100 <= code <= 999:
+        raise HostError(f"invalid HTTP status {code}: expected 100-999")
     status = int(code)
     if not 100 <= status <= 999:
         raise HostError(f"invalid HTTP status {status}: expected 100-999")

@@ -242,6 +242,10 @@ def request_value(ctx: RunContext, name: str) -> object:
         return ctx.endpoint
     if name == "wid":
         return ctx.wid
+    if name == "env":
+        return dict(ctx.services.env)
+    if name == "url_base":
+        return ctx.services.config.url.url_base
     if name == "__query":
         return request.query
     if name == "__cookies":

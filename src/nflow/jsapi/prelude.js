@@ -161,6 +161,8 @@
     path_vars: lazy,
     nflow_endpoint: lazy,
     wid: lazy,
+    env: lazy,
+    url_base: lazy,
   };
   for (const name of O.keys(REQUEST_GLOBALS)) {
     const loader = REQUEST_GLOBALS[name];
