@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import COMPAT, SUPPORT, app_doc, js, node, starter
 
+from harness import COMPAT, SUPPORT, app_doc, js, node, starter
 from nflow.cli import main
 
 

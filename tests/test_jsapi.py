@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from harness import UUID, Harness, app_doc, js, starter
 
 Call = Callable[..., Any]

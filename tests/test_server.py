@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from harness import COMPAT, app_doc, js, starter
 
 
