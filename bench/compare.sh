@@ -214,6 +214,7 @@ run "$PEER_URL/hello" nodered-hello
 kill -0 "$NFLOW_PID" 2>/dev/null || { NFLOW_PID=""; echo "nflow died during the run; see $WORK/nflow.log" >&2; exit 3; }
 kill -0 "$NR_PID" 2>/dev/null || { NR_PID=""; echo "node-red died during the run" >&2; exit 4; }
 
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo
 echo "label,conns,rps,p50_ms,p99_ms,errors,avg_ms"
 cat "$ROWS"

@@ -93,13 +93,17 @@ class Request:
     @property
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
-            self._query = parse_qs(self.query_string, keep_blank_values=True)
+            qs = self.query_string
+            self._query = parse_qs(qs, keep_blank_values=True) if qs else {}
         return self._query
 
     @property
     def form(self) -> dict[str, list[str]]:
         """Query plus url-encoded or multipart body fields (Echo's ``FormParams``)."""
         if self._form is None:
+            if not self.body and not self.query_string:
+                self._form = {}
+                return self._form
             merged: dict[str, list[str]] = {k: list(v) for k, v in self.query.items()}
             ctype = self.content_type
             if self.body and ctype == "application/x-www-form-urlencoded":

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -146,6 +147,102 @@ def cmd_export(args: argparse.Namespace) -> int:
             await store.close()
 
     asyncio.run(run())
+    return 0
+
+
+# users and tokens -------------------------------------------------------------------------
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise NflowError("the passwords differ")
+    if len(password) < 8 and not args.allow_short:
+        raise NflowError("password shorter than 8 characters (use --allow-short for legacy flows)")
+    return password
+
+
+def _with_store(args: argparse.Namespace, work: Any) -> Any:
+    from nflow.store import Store
+
+    store = _store_from(args)
+    assert isinstance(store, Store)
+
+    async def run() -> Any:
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from nflow.passwords import hash_password
+
+    if args.action in ("add", "passwd"):
+        password = _read_password(args)
+
+        async def put(store: Any) -> str:
+            exists = await store.get_user(args.username) is not None
+            if args.action == "add" and exists:
+                raise NflowError(f"user {args.username!r} exists; use `nflow user passwd`")
+            if args.action == "passwd" and not exists:
+                raise NflowError(f"no user {args.username!r}")
+            current = await store.get_user(args.username)
+            rol = args.rol or (current.rol if current else "ROL_USER")
+            await store.put_user(args.username, hash_password(password), rol=rol, active=True)
+            return "added" if args.action == "add" else "password changed"
+
+        _print(f"user {args.username!r} {_with_store(args, put)}")
+        return 0
+
+    async def delete(store: Any) -> bool:
+        result: bool = await store.delete_user(args.username)
+        return result
+
+    if not _with_store(args, delete):
+        _err(f"no user {args.username!r}")
+        return 1
+    _print(f"user {args.username!r} deleted")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from nflow.passwords import hash_token, new_token
+
+    if args.action == "create":
+        token = new_token()
+        expired = int(_time.time() + args.expires_days * 86400) if args.expires_days else None
+
+        async def add(store: Any) -> int:
+            result: int = await store.add_token(
+                args.name,
+                hash_token(token),
+                header=args.header,
+                token_type=args.type,
+                expired=expired,
+            )
+            return result
+
+        token_id = _with_store(args, add)
+        _print(f"token {token_id} for {args.name!r}; send it as:")
+        prefix = f"{args.type} " if args.type else ""
+        _print(f"{args.header}: {prefix}{token}")
+        _err("(the token is stored hashed: this is the only time it is shown)")
+        return 0
+
+    async def revoke(store: Any) -> None:
+        await store.set_token_active(args.id, False)
+
+    _with_store(args, revoke)
+    _print(f"token {args.id} revoked")
     return 0
 
 
@@ -302,6 +399,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-db", action="store_true", help="do not read modules from the database")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("user", help="manage users of validate_user (passwords stored as Argon2id)")
+    p.add_argument("action", choices=["add", "passwd", "delete"])
+    p.add_argument("username")
+    p.add_argument("--rol", help="role (default ROL_USER)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--allow-short", action="store_true", help="accept passwords under 8 characters")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("token", help="manage API tokens of validate_token (stored hashed)")
+    tsub = p.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("create", help="create a token and print it once")
+    t.add_argument("name", help="the name validate_token(name) checks")
+    t.add_argument("--header", default="Authorization")
+    t.add_argument("--type", default="Bearer", help="prefix before the token (default Bearer)")
+    t.add_argument("--expires-days", type=float, default=0)
+    t.add_argument("--config")
+    t = tsub.add_parser("revoke", help="deactivate a token by id")
+    t.add_argument("id", type=int)
+    t.add_argument("--config")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("run", help="run one request through an app without a server")
     p.add_argument("app", metavar="FILE.json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "RESTART_REQUIRED_KEYS",
+    "AuthConfig",
     "Config",
     "DatabaseConfig",
     "DatabaseNflowConfig",
@@ -593,6 +594,17 @@ class LimitsConfig(_Section):
     sleep_max_ms: int = Field(default=5000, ge=0)
 
 
+class AuthConfig(_Section):
+    trigger: str = ""
+    login_path: str = "/nflow_login"
+
+    @field_validator("login_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        _check_paths("auth.login_path", (value,))
+        return value
+
+
 class SessionConfig(_Section):
     backend: Annotated[Literal["cookie", "redis"], BeforeValidator(_lower)] = "cookie"
     secret: str = ""
@@ -661,6 +673,7 @@ class Config(_Section):
     rate_limit: RateLimitConfig = RateLimitConfig()
     security: SecurityConfig = SecurityConfig()
     session: SessionConfig = SessionConfig()
+    auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
 

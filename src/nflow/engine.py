@@ -35,6 +35,7 @@ from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
 from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
+from nflow.store import TrackerRow
 
 log = logging.getLogger("nflow.engine")
 
@@ -237,6 +238,10 @@ class _Run:
                 raise
             self._trace(node, result.next, started)
             payload = result.payload
+            tracker = self.engine.services.tracker
+            if tracker is not None:
+                target = (node.outputs.get(result.next) or "") if result.next else ""
+                tracker.record(self._tracker_row(node, target, started, payload))
             form.update(payload)
             ctx.sessions.mark(FORM_SESSION)
             if _truthy_break(payload.get("break")):
@@ -289,6 +294,38 @@ class _Run:
         if outcome in ("break", ""):
             return ""
         return outcome
+
+    def _tracker_row(
+        self, node: Node, target: str, started: float, payload: dict[str, Any]
+    ) -> TrackerRow:
+        ctx = self.ctx
+        request = ctx.request
+        log_session = ctx.sessions.get("log-session")
+        if not log_session.get("log_id") or ctx.isolated:
+            log_session["log_id"] = str(uuid.uuid4())
+        order = int(log_session.get("order_box") or 0) + 1
+        log_session["order_box"] = order
+        ctx.sessions.mark("log-session")
+        profile = _profile_of(ctx.sessions.get("auth-session"))
+        username = profile.get("username", "") if isinstance(profile, dict) else ""
+        return TrackerRow(
+            log_id=str(log_session["log_id"]),
+            box_id=node.id,
+            box_name=node.name,
+            box_type=node.type,
+            url=request.path,
+            username=str(username),
+            connection_next=target,
+            duration=f"{int((time.perf_counter() - started) * 1000)}m",
+            order_box=order,
+            payload=orjson.dumps(payload, default=str).decode(),
+            ip=request.client,
+            real_ip=_real_ip(request),
+            user_agent=request.header("user-agent"),
+            query_param=request.query_string,
+            hostname="",
+            host=request.host,
+        )
 
     def replace_vm(self) -> None:
         """The runtime could not be cleaned from its previous run: take a fresh one."""
@@ -487,6 +524,13 @@ def _step_legacy_plugin(
 
 def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     raise UnknownNodeType(node)
+
+
+def _real_ip(request: Request) -> str:
+    xff = request.header("x-forwarded-for")
+    if xff:
+        return xff.split(",")[0].strip()
+    return request.header("x-real-ip").strip() or request.client_ip
 
 
 def _truthy_break(value: object) -> bool:

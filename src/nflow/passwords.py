@@ -1,43 +1,42 @@
-"""Password and token hashing.
+"""Password and API token hashing.
 
-New passwords are stored as PBKDF2-SHA256 (``pbkdf2_sha256$<iterations>$<salt>$<hash>``),
-which needs nothing outside the standard library. Rows written by the original runtime hold
-hex SHA-512/256 and keep working. API tokens are stored as ``sha256$<hex>`` of the secret: a
-token is long and random, so a fast hash is enough and keeps validation cheap.
+New passwords are stored as Argon2id (``$argon2id$…``). Rows written by the original runtime
+hold hex SHA-512/256 of the password and keep working, so an existing ``users`` table needs no
+migration; ``nflow user passwd`` upgrades a user to Argon2id. API tokens are stored as
+``sha256$<hex>`` of the secret: a token is long and random, so a fast hash is enough and keeps
+``validate_token`` cheap. Rows holding a plain token (the original's format) still match.
 """
 
 from __future__ import annotations
 
-__all__ = ["hash_password", "hash_token", "is_token_hash", "verify", "verify_token"]
+__all__ = ["hash_password", "hash_token", "is_token_hash", "new_token", "verify", "verify_token"]
 
-import base64
 import hashlib
 import hmac
 import secrets
 
-_ITERATIONS = 200_000
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
 
 
-def hash_password(password: str, *, iterations: int = _ITERATIONS) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    encoded_salt = base64.b64encode(salt).decode()
-    encoded_digest = base64.b64encode(digest).decode()
-    return f"pbkdf2_sha256${iterations}${encoded_salt}${encoded_digest}"
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
 
 
 def verify(stored: str, password: str) -> bool:
-    if stored.startswith("pbkdf2_sha256$"):
+    if stored.startswith("$argon2"):
         try:
-            _, iterations, salt, expected = stored.split("$", 3)
-            digest = hashlib.pbkdf2_hmac(
-                "sha256", password.encode("utf-8"), base64.b64decode(salt), int(iterations)
-            )
-        except (ValueError, TypeError):
+            return _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
             return False
-        return hmac.compare_digest(base64.b64encode(digest).decode(), expected)
     legacy = hashlib.new("sha512_256", password.encode("utf-8")).hexdigest()
     return hmac.compare_digest(legacy, stored.strip().lower())
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

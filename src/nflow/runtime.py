@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -26,16 +27,19 @@ from nflow._http import Request, Response
 from nflow._io import IoLoop
 from nflow.config import Config
 from nflow.engine import Engine, Execution, VMProvider, is_auth_entry
-from nflow.errors import PlaybookError, Problem
+from nflow.errors import ConfigError, ExecutionError, PlaybookError, Problem
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._gojson import dumps as go_json
+from nflow.jsapi._templates import templates
 from nflow.jsapi._users import users
-from nflow.playbook import Playbook, Starter, load_playbook
+from nflow.playbook import Playbook, Starter, flag, load_playbook
 from nflow.processes import ProcessRegistry
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
+from nflow.sessions import CookieSessions, RedisSessions, SessionBackend
 from nflow.store import Store
+from nflow.tracker import Tracker
 
 log = logging.getLogger("nflow")
 
@@ -89,6 +93,7 @@ class Services:
     queries: dict[str, str] = field(default_factory=dict)
     auth_trigger: str = DEFAULT_AUTH_TRIGGER
     login_path: str = "/nflow_login"
+    tracker: Tracker | None = None
     runtime: Runtime | None = None
 
     def spawn_fork(self, **kwargs: Any) -> None:
@@ -116,14 +121,17 @@ class Runtime:
         threads: int | None = None,
         hosts: Iterable[HostTable] = (),
         database_url: str | None = None,
+        session_secret: str | None = None,
     ) -> None:
         self.config = config or Config()
         self.database_url = database_url or self.config.database_url
+        self._session_secret = session_secret
+        self.sessions: SessionBackend
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
         self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
-        self.host = core.merged([users, *hosts])
+        self.host = core.merged([users, templates, *hosts])
         self.router = Router()
         self.problems: list[Problem] = []
         self._io: IoLoop | None = None
@@ -163,15 +171,69 @@ class Runtime:
         )
         self.engine = Engine(services=self.services, vms=VMProvider(host=self.host, limits=limits))
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
+        self.services.auth_trigger = _auth_trigger(config)
+        self.services.login_path = config.auth.login_path
+        self.sessions = await self._session_backend()
+        if config.tracker.enabled:
+            self.services.tracker = Tracker(
+                insert=store.insert_tracker,
+                loop=self._io.loop,
+                batch_size=config.tracker.batch_size,
+                flush_interval_ms=config.tracker.flush_interval,
+                capacity=config.tracker.channel_buffer,
+            )
         await self.reload()
         self.is_open = True
 
+    async def _session_backend(self) -> SessionBackend:
+        config = self.config
+        session = config.session
+        io = self._io
+        assert io is not None
+        if session.backend == "redis":
+            redis = await io.run(_redis_client(config))
+            return RedisSessions(
+                client=redis,
+                prefix=config.redis.prefix,
+                max_age=session.max_age_seconds,
+                secure=session.cookie_secure,
+                run_io=io.run,
+            )
+        secret = session.secret or self._session_secret
+        if not secret:
+            secret = secrets.token_urlsafe(32)
+            log.warning(
+                "no [session] secret configured: using a random one, so session cookies "
+                "do not survive a restart (set session.secret, 32+ characters)"
+            )
+        store = self.services.store
+
+        async def is_revoked(sid: str) -> bool:
+            result: bool = await io.run(store.is_session_revoked(sid))
+            return result
+
+        async def revoke(sid: str, expires: int) -> None:
+            await io.run(store.revoke_session(sid, expires=expires))
+
+        return CookieSessions(
+            secret=secret,
+            max_age=session.max_age_seconds,
+            secure=session.cookie_secure,
+            is_revoked=is_revoked,
+            revoke=revoke,
+        )
+
     async def close(self) -> None:
+        if self.is_open:
+            await self.sessions.close()
         if self._pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.wait_forks, 10.0)
             self._pool.shutdown(wait=True, cancel_futures=False)
             self._pool = None
         if self._io is not None:
+            tracker = self.services.tracker
+            if tracker is not None:
+                await tracker.close()
             try:
                 await self._io.run(self.services.store.close())
             finally:
@@ -252,13 +314,24 @@ class Runtime:
         route = self._route(request)
         if isinstance(route, Response):
             return route
+        loaded = await self.sessions.load(request)
         if route.blocking:
             assert self._pool is not None
             loop = asyncio.get_running_loop()
-            execution = await loop.run_in_executor(self._pool, self._execute, request, route)
+            execution = await loop.run_in_executor(
+                self._pool, self._execute, request, route, loaded.sessions
+            )
         else:
-            execution = self._execute(request, route)
-        return execution.response
+            execution = self._execute(request, route, loaded.sessions)
+        response = execution.response
+        try:
+            cookies = await self.sessions.save(loaded)
+        except ExecutionError as exc:
+            log.error("sessions not saved: %s", exc.message, extra={"wid": execution.wid})
+            return json_response(500, {"error": exc.message, "wid": execution.wid})
+        for cookie in cookies:
+            response.headers.append(("set-cookie", cookie))
+        return response
 
     def handle_sync(self, request: Request) -> Execution | Response:
         """Run one request on this thread (``nflow run``, tests): the Execution, or a 4xx."""
@@ -306,19 +379,30 @@ class Runtime:
         blocking = self._routes.get((match.playbook.digest, match.starter.node.id), False)
         return _Route(match=match, blocking=blocking, resume=resume)
 
-    def _execute(self, request: Request, route: _Route) -> Execution:
+    def _execute(
+        self, request: Request, route: _Route, sessions: Sessions | None = None
+    ) -> Execution:
         match = route.match
         resume = route.resume
         playbook = match.playbook
         start = resume or match.starter.first
         entry = playbook.nodes[resume] if resume else match.starter.node
+        sessions = sessions if sessions is not None else Sessions()
+        if (
+            self.services.tracker is not None
+            and not resume
+            and request.method == "GET"
+            and flag(match.starter.node.data.get("reset_order_box"))
+        ):
+            sessions.get("log-session")["order_box"] = 0
+            sessions.mark("log-session")
         return self.engine.run(
             playbook=playbook,
             start=start,
             request=request,
             endpoint=match.endpoint,
             vars=match.vars,
-            sessions=Sessions(),
+            sessions=sessions,
             resume=bool(resume),
             auth=is_auth_entry(entry),
         )
@@ -395,6 +479,42 @@ def _wait(future: Future[Any], timeout: float | None) -> None:
         future.result(timeout=timeout)
     except Exception:  # the fork logs its own failure
         return
+
+
+def _auth_trigger(config: Config) -> str:
+    """The auth trigger's source: configured file, the Go runtime's folder variable, or built-in."""
+    path = config.auth.trigger
+    where = "auth.trigger"
+    folder = os.environ.get("NFLOE_TRIGGERS_FOLD")
+    if not path and folder:
+        path = os.path.join(folder, "auth.js")
+        where = "NFLOE_TRIGGERS_FOLD"
+    if not path:
+        return DEFAULT_AUTH_TRIGGER
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"auth trigger {path!r} cannot be read ({exc.strerror}); starters with nflow_auth "
+            "would not be protected",
+            key=where,
+        ) from None
+    if "auth" not in source:
+        raise ConfigError(f"auth trigger {path!r} does not define auth()", key=where)
+    return source
+
+
+async def _redis_client(config: Config) -> Any:
+    import redis.asyncio as aioredis
+
+    host, _, port = config.redis.host.partition(":")
+    return aioredis.Redis(
+        host=host or "127.0.0.1",
+        port=int(port or 6379),
+        password=config.redis.password or None,
+        db=config.redis.db,
+        max_connections=config.redis.maxconnectionpool or None,
+    )
 
 
 def json_response(status: int, body: object) -> Response:

@@ -26,6 +26,9 @@ class Sessions:
 
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    # The login that set the current profile; logout revokes it so a copied cookie is dead.
+    profile_sid: str = ""
+    revoked: list[str] = field(default_factory=list)
 
     def get(self, name: str) -> dict[str, Any]:
         return self.values.setdefault(_alias(name), {})
@@ -38,7 +41,7 @@ class Sessions:
         self.dirty.add(_alias(name))
 
     def copy(self) -> Sessions:
-        return Sessions({k: dict(v) for k, v in self.values.items()}, set())
+        return Sessions({k: dict(v) for k, v in self.values.items()}, set(), self.profile_sid)
 
 
 def _alias(name: str) -> str:

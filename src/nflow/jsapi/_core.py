@@ -245,8 +245,12 @@ def set_profile(ctx: RunContext, profile: object) -> None:
 
     # The original stored map[string]string: values are coerced to strings.
     flat = {str(k): _session_string(v) for k, v in profile.items()}
-    ctx.sessions.get("auth-session")["profile"] = orjson.dumps(flat).decode()
-    ctx.sessions.mark("auth-session")
+    sessions = ctx.sessions
+    if sessions.profile_sid:
+        sessions.revoked.append(sessions.profile_sid)  # a new login ends the previous one
+    sessions.profile_sid = uuid.uuid4().hex
+    sessions.get("auth-session")["profile"] = orjson.dumps(flat).decode()
+    sessions.mark("auth-session")
 
 
 def _profile(ctx: RunContext) -> dict[str, Any]:
@@ -274,5 +278,9 @@ def exist_profile(ctx: RunContext) -> bool:
 
 @core.function("delete_profile")
 def delete_profile(ctx: RunContext) -> None:
-    ctx.sessions.get("auth-session").pop("profile", None)
-    ctx.sessions.mark("auth-session")
+    sessions = ctx.sessions
+    sessions.get("auth-session").pop("profile", None)
+    if sessions.profile_sid:
+        sessions.revoked.append(sessions.profile_sid)
+        sessions.profile_sid = ""
+    sessions.mark("auth-session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -56,6 +57,12 @@ _PRELUDE_FRAMES = frozenset(
     }
 )
 STEP_FUNCTION = "__nf_step"
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_key(source: str) -> str:
+    # Cached: hashing the same module source on every request is measurable on hello flows.
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
 def quote(text: str) -> str:
@@ -118,7 +125,7 @@ class NflowVM:
     # steps ------------------------------------------------------------------------------
     @staticmethod
     def step_key(source: str) -> str:
-        return hashlib.sha1(source.encode("utf-8")).hexdigest()
+        return _step_key(source)
 
     def compile(self, source: str, *, timeout: float = 5.0) -> str:
         """Define the step function for ``source`` (once per runtime) and return its key."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -27,6 +28,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -65,6 +67,7 @@ from ._tables import (
     modules,
     nflow,
     queries,
+    session_revocations,
     template,
     tracker,
     users,
@@ -571,6 +574,25 @@ class Store:
             result = await conn.execute(stmt)
             if result.rowcount == 0:
                 raise StoreError(f"set_token_active: there is no api token with id {token_id}")
+
+    # --- session revocations ---------------------------------------------------------------
+
+    async def revoke_session(self, sid: str, *, expires: int) -> None:
+        """Remember that session ``sid`` ended (until ``expires``, unix seconds)."""
+        now = int(time.time())
+        async with self._tx("revoke_session", write=True) as conn:
+            await conn.execute(
+                sa_delete(session_revocations).where(session_revocations.c.expires < now)
+            )
+            await conn.execute(
+                sa_delete(session_revocations).where(session_revocations.c.sid == sid)
+            )
+            await conn.execute(insert(session_revocations).values(sid=sid, expires=expires))
+
+    async def is_session_revoked(self, sid: str) -> bool:
+        stmt = select(session_revocations.c.sid).where(session_revocations.c.sid == sid)
+        async with self._tx("is_session_revoked") as conn:
+            return (await conn.execute(stmt)).first() is not None
 
     # --- tracker -----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ __all__ = [
     "modules",
     "nflow",
     "queries",
+    "session_revocations",
     "template",
     "tracker",
     "users",
@@ -271,4 +272,14 @@ tracker = Table(
     Column("hostname", PaddedChar(CHAR_LIMITS["hostname"])),
     Column("host", PaddedChar(CHAR_LIMITS["host"])),
     sqlite_autoincrement=True,
+)
+
+
+# nflow's own: ids of sessions ended by logout. A signed cookie stays valid until it expires,
+# so without this list a cookie copied before logout would log the user back in.
+session_revocations = Table(
+    "nflow_session_revocations",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("expires", Integer, nullable=False),
 )

@@ -1,0 +1,9 @@
+"""Client sessions (``nflow_form``, ``auth-session``…): sealed cookies or Redis."""
+
+from __future__ import annotations
+
+from nflow.sessions._base import LoadedSessions, SessionBackend
+from nflow.sessions._cookie import CookieSessions
+from nflow.sessions._redis import RedisSessions
+
+__all__ = ["CookieSessions", "LoadedSessions", "RedisSessions", "SessionBackend"]
