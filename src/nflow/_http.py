@@ -129,6 +129,10 @@ class Request:
         return self._json
 
     @property
+    def has_cookies(self) -> bool:
+        return any(name.lower() == "cookie" for name, _ in self.header_items)
+
+    @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
             jar: SimpleCookie = SimpleCookie()
@@ -233,7 +237,7 @@ class ResponseWriter:
     write are kept; cookies may be added at any time because they are sent at the end.
     """
 
-    __slots__ = ("_body", "committed", "content_type", "headers", "max_bytes", "status")
+    __slots__ = ("_body", "_size", "committed", "content_type", "headers", "max_bytes", "status")
 
     def __init__(self, *, max_bytes: int = 10 * 1024 * 1024) -> None:
         self.status = 200
@@ -241,15 +245,18 @@ class ResponseWriter:
         self.content_type = ""
         self.headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
+        self._size = 0
         self.max_bytes = max_bytes
 
     @property
     def size(self) -> int:
-        return sum(len(part) for part in self._body)
+        return self._size
 
     def write(self, status: int, content_type: str, body: bytes) -> None:
-        if self.size + len(body) > self.max_bytes:
+        size = self._size + len(body)
+        if size > self.max_bytes:
             raise ResponseTooLarge(self.max_bytes)
+        self._size = size
         if not self.committed:
             self.committed = True
             self.status = status

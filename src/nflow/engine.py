@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from nflow._http import Request, Response, ResponseWriter
+from nflow._ids import new_wid
 from nflow.errors import (
     ExecutionError,
     ModuleNotFound,
@@ -115,6 +116,15 @@ class Engine:
             "dromedary": _step_legacy_plugin,
             "dromedary_callback": _step_legacy_plugin,
         }
+        self.plans: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def plan(self, run: _Run, node: Node) -> tuple[str, str]:
+        """Source and runtime key of a js node, resolved once per app version."""
+        plan = (run.source_for(node), f"{run.playbook.digest[:16]}:{node.id}")
+        if len(self.plans) > 100_000:
+            self.plans.clear()
+        self.plans[(run.playbook.digest, node.id)] = plan
+        return plan
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -134,7 +144,7 @@ class Engine:
     ) -> Execution:
         services = self.services
         limits = services.limits
-        wid = wid or str(uuid.uuid4())
+        wid = wid or new_wid()
         sessions = sessions if sessions is not None else Sessions()
         writer = ResponseWriter(max_bytes=limits.max_response_bytes)
         process = services.processes.start(
@@ -395,9 +405,8 @@ class _Run:
             return modules[script] or DEFAULT_SOURCE
         return DEFAULT_SOURCE
 
-    def register_node(self, node: Node) -> str:
-        """The node's key in the runtime, registering its static values on first use."""
-        key = f"{self.playbook.digest[:16]}:{node.id}"
+    def register_node(self, node: Node, key: str) -> None:
+        """Register the node's static values in the runtime on first use."""
         vm = self.vm
         if key not in vm._nodes:
             vm.ensure_node(
@@ -408,7 +417,6 @@ class _Run:
                 app=self.playbook.name,
                 box=node.id,
             )
-        return key
 
 
 class UnknownNodeType(ExecutionError):
@@ -420,6 +428,9 @@ class UnknownNodeType(ExecutionError):
 def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     ctx = run.ctx
     vm = run.vm
+    plan = engine.plans.get((run.playbook.digest, node.id))
+    if plan is None:
+        plan = engine.plan(run, node)
     limits = engine.services.limits
     remaining = ctx.remaining()
     if remaining <= 0:
@@ -429,28 +440,22 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
             node=node.id,
         )
     timeout = min(limits.step_timeout_seconds, remaining)
-    source = run.source_for(node)
+    source, node_key = plan
     payload_json = orjson.dumps(payload).decode() if payload else ""
     try:
         try:
             key = vm.compile(source, timeout=timeout)
+            run.register_node(node, node_key)
             next_out, out_json = vm.run_step(
-                key,
-                run.register_node(node),
-                payload_json=payload_json,
-                prev=run.prev,
-                timeout=timeout,
+                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
             )
         except DirtyRuntime:
             run.replace_vm()
             vm = run.vm
             key = vm.compile(source, timeout=timeout)
+            run.register_node(node, node_key)
             next_out, out_json = vm.run_step(
-                key,
-                run.register_node(node),
-                payload_json=payload_json,
-                prev=run.prev,
-                timeout=timeout,
+                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
             )
     except JsMemoryError:
         run.vm.broken = True
@@ -489,7 +494,7 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
 def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     target = node.outputs.get("output_2")
     if target:
-        fork_wid = str(uuid.uuid4())
+        fork_wid = new_wid()
         ctx = run.ctx
         if not ctx.isolated:
             ctx.extra_headers["Dromedary-Wid-2"] = fork_wid
@@ -544,8 +549,9 @@ def _seed_form(sessions: Sessions, request: Request) -> None:
         if key == "nflow_next_node_run":
             continue
         form[key] = values[0] if len(values) == 1 else list(values)
+    if form or sessions.values.get("nflow_form"):
+        sessions.mark("nflow_form")
     sessions.values["nflow_form"] = form
-    sessions.mark("nflow_form")
 
 
 def _actor(node: Node) -> dict[str, Any]:

@@ -45,15 +45,15 @@ class ProcessRegistry:
         self._procs: dict[str, Process] = {}
         self.total = 0
 
+    # start/finish are on every request's path: single dict operations are atomic under the
+    # GIL, so they take no lock; list() and kill() copy or read under it.
     def start(self, process: Process) -> Process:
-        with self._lock:
-            self._procs[process.wid] = process
-            self.total += 1
+        self._procs[process.wid] = process
+        self.total += 1
         return process
 
     def finish(self, wid: str) -> None:
-        with self._lock:
-            self._procs.pop(wid, None)
+        self._procs.pop(wid, None)
 
     def get(self, wid: str) -> Process | None:
         with self._lock:
@@ -61,7 +61,7 @@ class ProcessRegistry:
 
     def list(self) -> list[Process]:
         with self._lock:
-            return list(self._procs.values())
+            return list(self._procs.copy().values())
 
     def kill(self, wid: str) -> bool:
         """Mark a run killed; it stops at its next step boundary or host call."""

@@ -37,7 +37,7 @@ from nflow.playbook import Playbook, Starter, flag, load_playbook
 from nflow.processes import ProcessRegistry
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
-from nflow.sessions import CookieSessions, RedisSessions, SessionBackend
+from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
 from nflow.store import Store
 from nflow.tracker import Tracker
 
@@ -264,6 +264,7 @@ class Runtime:
         templates = await self.store_call(store.list_templates())
         queries = await self.store_call(store.list_queries())
         self.services.modules = {m.name: m.code for m in modules}
+        self.engine.plans.clear()  # module code may have changed under the same app version
         self.services.templates = {t.name: t.content for t in templates}
         self.services.queries = dict(queries)
         playbooks: list[Playbook] = []
@@ -314,7 +315,12 @@ class Runtime:
         route = self._route(request)
         if isinstance(route, Response):
             return route
-        loaded = await self.sessions.load(request)
+        # Most API requests carry no cookie and change no session: skip the backend then.
+        loaded = (
+            await self.sessions.load(request)
+            if request.has_cookies
+            else LoadedSessions(Sessions())
+        )
         if route.blocking:
             assert self._pool is not None
             loop = asyncio.get_running_loop()
@@ -324,6 +330,8 @@ class Runtime:
         else:
             execution = self._execute(request, route, loaded.sessions)
         response = execution.response
+        if not loaded.sessions.dirty and not loaded.original:
+            return response
         try:
             cookies = await self.sessions.save(loaded)
         except ExecutionError as exc:

@@ -37,8 +37,10 @@ class Sessions:
         self.dirty.add(_alias(name))
 
     def clear(self, name: str) -> None:
-        self.values[_alias(name)] = {}
-        self.dirty.add(_alias(name))
+        name = _alias(name)
+        if self.values.get(name):
+            self.dirty.add(name)
+        self.values[name] = {}
 
     def copy(self) -> Sessions:
         return Sessions({k: dict(v) for k, v in self.values.items()}, set(), self.profile_sid)

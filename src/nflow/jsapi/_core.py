@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from nflow._http import ResponseTooLarge
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._host import HostTable
@@ -30,8 +31,6 @@ def _status(code: object) -> int:
 def _write(ctx: RunContext, status: int, content_type: str, body: bytes) -> None:
     if ctx.isolated:
         return  # a background fork has no client to answer
-    from nflow._http import ResponseTooLarge
-
     try:
         ctx.writer.write(status, content_type, body)
     except ResponseTooLarge as exc:

@@ -37,6 +37,9 @@ class HostTable:
     def names(self) -> list[str]:
         return sorted(self._functions)
 
+    def items(self) -> list[tuple[str, HostImpl]]:
+        return sorted(self._functions.items())
+
     def merged(self, others: Iterable[HostTable]) -> HostTable:
         table = HostTable()
         table._functions.update(self._functions)
@@ -61,7 +64,7 @@ class HostTable:
             return [str(exc), None]
         except TypeError as exc:
             # Wrong number or kind of arguments from JS: the script's fault, so it may catch it.
-            if _is_signature_error(exc):
+            if is_signature_error(exc):
                 return [f"{name}: wrong arguments ({exc})", None]
             raise
 
@@ -76,7 +79,7 @@ class RunKilled(Exception):
         super().__init__(f"run {wid} was killed")
 
 
-def _is_signature_error(exc: TypeError) -> bool:
+def is_signature_error(exc: TypeError) -> bool:
     text = str(exc)
     return "positional argument" in text or "required" in text or "takes" in text
 

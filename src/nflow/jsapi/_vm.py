@@ -8,12 +8,13 @@ import logging
 import re
 import secrets
 from importlib import resources
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from nflow.jsapi._context import RunContext
-from nflow.jsapi._host import HostTable
+from nflow.jsapi._context import HostError, RunContext
+from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled, is_signature_error
 from nflow.sandbox import EngineLimits, JsError, JsRuntime, new_runtime
 
 log = logging.getLogger("nflow.js")
@@ -79,8 +80,11 @@ class NflowVM:
         self._qtoken = quote(self._token)
         self.ctx: RunContext | None = None
         self._rt: JsRuntime = new_runtime(limits=limits, on_console=self._console)
-        self._rt.bind("__h_call", self._call)
+        self._error: str | None = None
+        for name, fn in host.items():
+            self._rt.bind("__h:" + name, self._bind(fn))
         self._rt.bind("__h_req", self._req)
+        self._rt.bind("__h_err", self._take_error)
         prelude = _PRELUDE.replace("__NF_TOKEN__", self._qtoken).replace(
             "__NF_NAMES__", orjson.dumps(host.names()).decode()
         )
@@ -92,11 +96,36 @@ class NflowVM:
         self.broken = False
 
     # host entry points ------------------------------------------------------------------
-    def _call(self, name: str, args: list[Any]) -> list[Any]:
-        ctx = self.ctx
-        if ctx is None:
-            return ["no run is active", None]
-        return self._host.call(ctx, name, args)
+    def _bind(self, fn: Callable[..., object]) -> Callable[..., object]:
+        """The Python side of one host function: limits, kill check, errors for JS."""
+
+        def host(*args: Any) -> object:
+            ctx = self.ctx
+            if ctx is None:
+                self._error = "no run is active"
+                raise HostError(self._error)
+            ctx.host_calls += 1
+            if ctx.host_calls > ctx.max_host_calls:
+                raise HostLimitExceeded(ctx.max_host_calls)
+            process = ctx.process
+            if process is not None and process.killed:
+                raise RunKilled(ctx.wid)
+            try:
+                return fn(ctx, *args)
+            except HostError as exc:
+                self._error = str(exc)
+                raise
+            except TypeError as exc:
+                if not is_signature_error(exc):
+                    raise
+                self._error = f"wrong arguments ({exc})"
+                raise HostError(self._error) from None
+
+        return host
+
+    def _take_error(self) -> str | None:
+        error, self._error = self._error, None
+        return error
 
     def _req(self, name: str) -> object:
         ctx = self.ctx

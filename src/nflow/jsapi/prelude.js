@@ -14,10 +14,16 @@
   const TOKEN = __NF_TOKEN__;
   const HOST_NAMES = __NF_NAMES__;
   const G = globalThis;
-  const HC = G.__h_call;
   const REQ = G.__h_req;
-  delete G.__h_call;
+  const ERR = G.__h_err;
   delete G.__h_req;
+  delete G.__h_err;
+  // Host functions are bound one by one as "__h:<name>"; keep them here, out of reach.
+  const HOST = Object.create(null);
+  for (const name of HOST_NAMES) {
+    HOST[name] = G["__h:" + name];
+    delete G["__h:" + name];
+  }
 
   const O = Object;
   const defineProperty = O.defineProperty;
@@ -33,10 +39,18 @@
   const MapCtor = Map;
   const StringCtor = String;
 
+  // A host error a script may see (HostError) comes back with its message; anything else
+  // (a kill, a limit, a bug) is rethrown as is, so it ends the run unless the script catches
+  // it, and then only shows "host function failed".
   function call(name, args) {
-    const r = HC(name, args);
-    if (r[0] !== null) throw new ErrorCtor(r[0]);
-    return r[1];
+    const fn = HOST[name];
+    try {
+      return fn.apply(undefined, args);
+    } catch (e) {
+      const m = ERR();
+      if (m !== null && m !== undefined) throw new ErrorCtor(m);
+      throw e;
+    }
   }
 
   // ---- 1. lockdown --------------------------------------------------------------------
@@ -141,12 +155,20 @@
     return R[name];
   }
   // Globals scripts may read and assign; stored in R so a new request starts clean.
+  // The node's data and outputs are parsed from their JSON only if the script reads them.
+  function nodeData() {
+    if (R.nflow_data === undefined) R.nflow_data = jsonParse(R.__node[0]);
+    return R.nflow_data;
+  }
   const REQUEST_GLOBALS = {
     payload: null,
     next: null,
-    nflow_data: null,
-    dromedary_data: null,
-    __outputs: null,
+    nflow_data: nodeData,
+    dromedary_data: nodeData,
+    __outputs: function () {
+      if (R.__outputs === undefined) R.__outputs = jsonParse(R.__node[1]);
+      return R.__outputs;
+    },
     __flow_name: null,
     __flow_app: null,
     current_box: null,
@@ -511,10 +533,9 @@
       const n = nodes.get(nodeKey);
       R.payload = payload ? jsonParse(payload) : {};
       R.next = "output_1";
-      const d = jsonParse(n[0]);
-      R.nflow_data = d;
-      R.dromedary_data = d;
-      R.__outputs = jsonParse(n[1]);
+      R.__node = n;
+      R.nflow_data = undefined;
+      R.__outputs = undefined;
       R.__flow_name = n[2];
       R.__flow_app = n[3];
       R.current_box = n[4];

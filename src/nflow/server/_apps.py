@@ -9,7 +9,7 @@ from typing import Any
 
 from nflow._http import Request, Response
 from nflow.runtime import Runtime, json_response
-from nflow.server._routes import builtin
+from nflow.server._routes import builtin, is_builtin
 
 log = logging.getLogger("nflow.server")
 
@@ -22,7 +22,9 @@ Send = Callable[[Message], Awaitable[None]]
 async def dispatch(runtime: Runtime, request: Request) -> Response:
     """nflow's own routes first, then playbooks; never lets an exception reach the server."""
     try:
-        response = await builtin(runtime, request)
+        response = None
+        if is_builtin(runtime, request.path):
+            response = await builtin(runtime, request)
         if response is None:
             response = await runtime.handle(request)
     except Exception:
@@ -47,7 +49,10 @@ class RsgiApp:
         if scope.proto != "http":
             return
         limit = self.runtime.services.limits.max_body_bytes
-        body = await protocol()
+        headers = scope.headers
+        # Awaiting the body costs a round trip into the server even when there is none.
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        body = await protocol() if has_body else b""
         if len(body) > limit:
             protocol.response_bytes(
                 413,
@@ -59,7 +64,7 @@ class RsgiApp:
             scope.method,
             scope.path,
             query_string=scope.query_string,
-            headers=scope.headers.items(),
+            headers=headers.items(),
             body=body,
             client=scope.client,
             scheme=scope.scheme,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from nflow.runtime import Runtime
 
 log = logging.getLogger("nflow.server")
+
+
+def is_builtin(runtime: Runtime, path: str) -> bool:
+    """Cheap test done on every request: could this path be one of nflow's own routes?"""
+    config = runtime.config
+    return (config.monitor.enabled and path == config.monitor.health_check_path) or (
+        config.debug.enabled and path.startswith("/debug")
+    )
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -114,7 +123,9 @@ async def _debug(runtime: Runtime, request: Request) -> Response:
     return json_response(404, {"error": "unknown debug endpoint"})
 
 
+@functools.cache
 def _version() -> str:
+    # Cached: reading package metadata from disk on every health probe cost ~300 µs.
     from importlib.metadata import PackageNotFoundError, version
 
     try:
