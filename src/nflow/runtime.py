@@ -317,9 +317,7 @@ class Runtime:
             return route
         # Most API requests carry no cookie and change no session: skip the backend then.
         loaded = (
-            await self.sessions.load(request)
-            if request.has_cookies
-            else LoadedSessions(Sessions())
+            await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
         )
         if route.blocking:
             assert self._pool is not None

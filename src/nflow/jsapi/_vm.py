@@ -7,8 +7,8 @@ import hashlib
 import logging
 import re
 import secrets
-from importlib import resources
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import orjson
