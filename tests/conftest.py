@@ -145,3 +145,39 @@ def store(db_url: str, run: Run) -> Iterator[Store]:
     run(opened.open())
     yield opened
     run(opened.close())
+
+
+# Redis ------------------------------------------------------------------------------------
+REDIS_ENV = "NFLOW_TEST_REDIS"
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    """A key prefix no other test run uses; every key under it is deleted afterwards."""
+    import redis
+
+    host, _, port = os.environ.get(REDIS_ENV, "127.0.0.1:6379").partition(":")
+    client = redis.Redis(host=host, port=int(port or 6379))
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is needed for the redis cases and is not reachable at {host}:{port} ({exc}); "
+            f"start it (redis-server --daemonize yes ...) or set {REDIS_ENV}",
+            pytrace=False,
+        )
+    prefix = f"nflow_test_{os.getpid()}_{secrets.token_hex(4)}:"
+    yield prefix
+    for key in client.scan_iter(match=prefix + "*", count=500):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(params=["cookie", "redis"])
+def session_toml(request: pytest.FixtureRequest) -> str:
+    """The [session] (and [redis]) config of each session backend in turn."""
+    if request.param == "cookie":
+        return '[session]\nbackend = "cookie"\nsecret = "' + "k" * 40 + '"\n'
+    prefix = request.getfixturevalue("redis_prefix") + secrets.token_hex(4) + ":"
+    host = os.environ.get(REDIS_ENV, "127.0.0.1:6379")
+    return f'[session]\nbackend = "redis"\n[redis]\nhost = "{host}"\nprefix = "{prefix}"\n'

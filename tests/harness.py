@@ -149,3 +149,79 @@ class Harness:
             self.run(self.runtime.close())
         finally:
             self.loop.close()
+
+
+class Browser:
+    """A client with a cookie jar that fills and submits the forms pages send, like a user."""
+
+    def __init__(self, harness: Harness, *, client: str = "127.0.0.1:50000") -> None:
+        self.h = harness
+        self.client = client
+        self.cookies: dict[str, str] = {}
+        self.last: Response | None = None
+        self.url = "/"
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> Response:
+        headers = list(kwargs.pop("headers", ()))
+        if self.cookies:
+            headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
+        response = self.h.request(method, url, headers=headers, client=self.client, **kwargs)
+        for name, value in response.headers:
+            if name.lower() != "set-cookie":
+                continue
+            pair, _, attrs = value.partition(";")
+            key, _, val = pair.partition("=")
+            if "max-age=0" in attrs.lower().replace(" ", ""):
+                self.cookies.pop(key.strip(), None)
+            else:
+                self.cookies[key.strip()] = val.strip()
+        self.last = response
+        self.url = url
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> Response:
+        return self._send("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Response:
+        return self._send("POST", url, **kwargs)
+
+    def submit(
+        self, values: dict[str, str], *, page: Response | None = None, url: str = ""
+    ) -> Response:
+        """Post the first form of ``page`` (default: the last response) with its hidden fields."""
+        form = parse_form((page or self.last or Response()).text)
+        data = {**form.hidden, **values}
+        # A form without an action posts back to the page's own URL, as browsers do.
+        return self.post(form.action or url or self.url, form=data)
+
+
+class Form:
+    def __init__(self) -> None:
+        self.action = ""
+        self.method = ""
+        self.hidden: dict[str, str] = {}
+        self.fields: list[str] = []
+
+
+def parse_form(html: str) -> Form:
+    from html.parser import HTMLParser
+
+    form = Form()
+
+    class _Parser(HTMLParser):
+        seen = False
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            if tag == "form" and not self.seen:
+                self.seen = True
+                form.action = a.get("action", "")
+                form.method = a.get("method", "")
+            elif tag in ("input", "select", "textarea") and a.get("name"):
+                if a.get("type") == "hidden":
+                    form.hidden[a["name"]] = a.get("value", "")
+                else:
+                    form.fields.append(a["name"])
+
+    _Parser().feed(html)
+    return form

@@ -170,8 +170,8 @@ class Engine:
         run.vm = vm
         vm.start(ctx)
         try:
-            if not resume and not isolated:
-                _seed_form(sessions, request)
+            if not isolated:
+                _seed_form(sessions, request, fresh=not resume)
             first = start
             if auth:
                 first = run.auth(start)
@@ -542,16 +542,23 @@ def _truthy_break(value: object) -> bool:
     return value is True or value == "true"
 
 
-def _seed_form(sessions: Sessions, request: Request) -> None:
-    """A fresh request starts a new form: query and form fields, single values as strings."""
-    form: dict[str, Any] = {}
+def _seed_form(sessions: Sessions, request: Request, *, fresh: bool) -> None:
+    """Query and form fields go into the form session (single values as strings).
+
+    A fresh request starts a new form; a resume adds the fields of the page just posted.
+    """
+    fields: dict[str, Any] = {}
     for key, values in request.form.items():
         if key == "nflow_next_node_run":
             continue
-        form[key] = values[0] if len(values) == 1 else list(values)
-    if form or sessions.values.get("nflow_form"):
-        sessions.mark("nflow_form")
-    sessions.values["nflow_form"] = form
+        fields[key] = values[0] if len(values) == 1 else list(values)
+    if fresh:
+        if fields or sessions.values.get(FORM_SESSION):
+            sessions.mark(FORM_SESSION)
+        sessions.values[FORM_SESSION] = fields
+    elif fields:
+        sessions.get(FORM_SESSION).update(fields)
+        sessions.mark(FORM_SESSION)
 
 
 def _actor(node: Node) -> dict[str, Any]:

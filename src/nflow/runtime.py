@@ -32,6 +32,7 @@ from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._templates import templates
+from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
 from nflow.playbook import Playbook, Starter, flag, load_playbook
 from nflow.processes import ProcessRegistry
@@ -131,7 +132,7 @@ class Runtime:
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
         self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
-        self.host = core.merged([users, templates, *hosts])
+        self.host = core.merged([users, templates, twilio, *hosts])
         self.router = Router()
         self.problems: list[Problem] = []
         self._io: IoLoop | None = None
