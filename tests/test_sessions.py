@@ -225,7 +225,7 @@ def test_twilio_flow_with_twilio_disabled(make: MakeHarness) -> None:
 def test_missing_auth_trigger_file_is_a_start_error(db_url: str, tmp_path: Path) -> None:
     from nflow.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="auth.trigger"):
+    with pytest.raises(ConfigError, match=r"auth\.trigger"):
         Harness(db_url, tmp_path, toml=f'[auth]\ntrigger = "{tmp_path / "nope.js"}"\n')
 
 
