@@ -139,3 +139,55 @@ def test_bad_config_key_is_reported_with_path(
     assert main(["run", "--config", str(path), str(app), "GET", "/login_flow21"]) == 2
     err = capsys.readouterr().err
     assert "vm_pool.max_sise" in err and "max_size" in err
+
+
+def test_user_and_token_commands(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from nflow.passwords import verify
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "ana", "--password-stdin", "--config", str(cfg)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["user", "passwd", "ana", "--password-stdin", "--config", str(cfg)]) == 1
+    assert "shorter than 8" in capsys.readouterr().err
+
+    import asyncio
+
+    from nflow.config import load_config
+    from nflow.store import Store
+
+    async def stored_user() -> object:
+        async with Store(load_config(cfg, environ={}).database_url) as store:
+            return await store.get_user("ana")
+
+    user = asyncio.run(stored_user())
+    assert user is not None and user.password.startswith("$argon2id$")  # type: ignore[attr-defined]
+    assert verify(user.password, "correct horse")  # type: ignore[attr-defined]
+
+    assert main(["import", "--config", str(cfg), str(SUPPORT / "modules_app_sqlite.json")]) == 0
+    capsys.readouterr()
+    assert main(["token", "create", "api1", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    header_line = out.strip().splitlines()[-1]
+    assert header_line.startswith("Authorization: Bearer ")
+    app = str(COMPAT / "examples_login_flow1_validate_token.json")
+    ok = main(["run", "--config", str(cfg), app, "GET", "/login_flow1", "-H", header_line])
+    assert ok == 0 and json.loads(capsys.readouterr().out) == {"idp": "nflow2"}
+    bad = [
+        "run",
+        "--config",
+        str(cfg),
+        app,
+        "GET",
+        "/login_flow1",
+        "-H",
+        "Authorization: Bearer nope",
+    ]
+    assert main(bad) == 1
+    capsys.readouterr()
+    token_id = out.split()[1]
+    assert main(["token", "revoke", token_id, "--config", str(cfg)]) == 0
+    assert main(["run", "--config", str(cfg), app, "GET", "/login_flow1", "-H", header_line]) == 1

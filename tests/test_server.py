@@ -156,3 +156,29 @@ def test_serve_with_no_app_serves_bundled_example(tmp_path: Path) -> None:
         assert (tmp_path / "nflow.db").exists()
     finally:
         assert srv.stop() == 0
+
+
+def test_sessions_work_across_workers_without_configured_secret(tmp_path: Path) -> None:
+    doc = app_doc(
+        s1=starter("s1", "/set", "a"),
+        s2=starter("s2", "/get", "b"),
+        a=js(
+            "a",
+            "function main(){ set_session('prefs', 'n', c.QueryParam('n')); c.String(200, 'ok') }",
+        ),
+        b=js("b", "function main(){ c.JSON(200, {n: get_session('prefs', 'n'), pid: wid}) }"),
+    )
+    (tmp_path / "app.json").write_text(json.dumps(doc))
+    srv = Server(tmp_path, "--app", "app.json", "--workers", "2")
+    try:
+        srv.wait_ready()
+        assert "no [session] secret configured" in srv.output()
+        jar = httpx.Cookies()
+        r = httpx.get(srv.url + "/set?n=7", cookies=jar)
+        jar.update(r.cookies)
+        # A new connection each time, so both worker processes serve some of these.
+        for _ in range(12):
+            r = httpx.get(srv.url + "/get", cookies=jar, headers={"Connection": "close"})
+            assert r.json()["n"] == "7"
+    finally:
+        assert srv.stop() == 0

@@ -241,3 +241,29 @@ def test_custom_auth_trigger_can_reroute(make: MakeHarness, tmp_path: Path) -> N
     h = make(doc, extra=f'[auth]\ntrigger = "{trigger}"\n')
     assert h.request("GET", "/secure").status == 403
     assert h.request("GET", "/secure", headers=[("X-Key", "k1")]).json() == {"secret": 42}
+
+
+def test_tracker_writes_rows_for_form_flows(make: MakeHarness) -> None:
+    h = make(
+        COMPAT / "home_pepe11_multistep_form_wizard.json",
+        support=SQLITE_SUPPORT,
+        extra="[tracker]\nenabled = true\nbatch_size = 2\nflush_interval = 50\n",
+    )
+    b = Browser(h, client="10.1.2.3:4444")
+    b.get("/pepe11", headers=[("User-Agent", "tracker-test")])
+    b.submit({"nombre": "Ana"})
+    h.run(h.runtime.services.tracker.close())  # flush what is queued
+    rows = h.store(
+        "run_sql",
+        "SELECT log_id, box_id, box_name, box_type, url, connection_next, order_box, payload, ip, user_agent, duration FROM tracker ORDER BY order_box",
+    )
+    assert [r["box_name"] for r in rows] == ["Datos Personales", "Paso 2"]
+    assert [r["order_box"] for r in rows] == [1, 2]
+    assert len({r["log_id"] for r in rows}) == 1, "one browser, one log id"
+    first = rows[0]
+    assert first["box_id"].startswith("1bab77cc")
+    assert first["box_type"] == "js" and first["url"] == "/pepe11"
+    assert first["connection_next"] == "012715af-7917-4a12-8afc-b5f5406d4094"
+    assert first["ip"] == "10.1.2.3:4444" and first["user_agent"] == "tracker-test"
+    assert first["duration"].endswith("m")
+    assert '"break":true' in first["payload"]

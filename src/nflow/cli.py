@@ -47,7 +47,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.effective_workers
     example = not args.app
-    runtime = Runtime(config, app_files=args.app, example_if_empty=example)
+    secret = ""
+    if not config.session.secret and config.session.backend == "cookie":
+        import secrets
+
+        secret = secrets.token_urlsafe(32)
+        _err(
+            "warning: no [session] secret configured; using a random one for this run, so "
+            "session cookies stop working after a restart (set session.secret, 32+ chars)"
+        )
+    runtime = Runtime(
+        config, app_files=args.app, example_if_empty=example, session_secret=secret or None
+    )
 
     async def preflight() -> None:
         await runtime.open()
@@ -76,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         verbose=args.verbose,
+        session_secret=secret,
     )
     return 0
 

@@ -24,6 +24,7 @@ def serve(
     port: int,
     workers: int,
     verbose: bool = False,
+    session_secret: str = "",
 ) -> None:
     """Run granian in the foreground with ``workers`` processes, each its own Runtime."""
     from granian import Granian
@@ -35,6 +36,8 @@ def serve(
             "apps": [os.path.abspath(p) for p in app_files],
             "example": example_if_empty,
             "verbose": verbose,
+            # Without [session] secret every worker must still seal cookies with one key.
+            "session_secret": session_secret,
         }
     ).decode()
     server = Granian(
@@ -62,5 +65,10 @@ def worker_app() -> RsgiApp:
     configure_logging(
         level=config.logging.level, fmt=config.logging.format, verbose=bool(spec.get("verbose"))
     )
-    runtime = Runtime(config, app_files=spec["apps"], example_if_empty=spec["example"])
+    runtime = Runtime(
+        config,
+        app_files=spec["apps"],
+        example_if_empty=spec["example"],
+        session_secret=spec.get("session_secret") or None,
+    )
     return RsgiApp(runtime)
