@@ -252,8 +252,9 @@ class _Run:
             if tracker is not None:
                 target = (node.outputs.get(result.next) or "") if result.next else ""
                 tracker.record(self._tracker_row(node, target, started, payload))
-            form.update(payload)
-            ctx.sessions.mark(FORM_SESSION)
+            if payload:
+                form.update(payload)
+                ctx.sessions.mark(FORM_SESSION)
             if _truthy_break(payload.get("break")):
                 self.execution.suspended = True
                 return

@@ -51,13 +51,22 @@ class Router:
     def __init__(self, playbooks: Iterable[Playbook] = ()) -> None:
         self._routes: dict[int, list[tuple[Playbook, Starter]]] = {}
         self._playbooks: list[Playbook] = []
+        # Patterns without captures or wildcard segments, by path, in matching order. Used
+        # when no pattern of the same length has captures, so order cannot differ.
+        self._static: dict[str, list[tuple[Playbook, Starter]]] = {}
+        self._dynamic_lengths: set[int] = set()
         for playbook in playbooks:
             self.add(playbook)
 
     def add(self, playbook: Playbook) -> None:
         self._playbooks.append(playbook)
         for starter in playbook.starters:
-            self._routes.setdefault(len(starter.segments), []).append((playbook, starter))
+            length = len(starter.segments)
+            self._routes.setdefault(length, []).append((playbook, starter))
+            if all(seg and seg[0] != ":" for seg in starter.segments[1:]):
+                self._static.setdefault(starter.pattern, []).append((playbook, starter))
+            else:
+                self._dynamic_lengths.add(length)
 
     @property
     def playbooks(self) -> list[Playbook]:
@@ -67,6 +76,11 @@ class Router:
         return [(pb, st) for pb in self._playbooks for st in pb.starters]
 
     def match(self, method: str, endpoint: str) -> Match | None:
+        if endpoint.count("/") + 1 not in self._dynamic_lengths:
+            for playbook, starter in self._static.get(endpoint, ()):
+                if starter.method == "ANY" or starter.method == method:
+                    return Match(playbook, starter, {}, endpoint)
+            return None
         segments = endpoint.split("/")
         for playbook, starter in self._routes.get(len(segments), ()):
             if starter.method != "ANY" and starter.method != method:
