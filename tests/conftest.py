@@ -74,8 +74,10 @@ class PgDatabase:
                     await conn.execute(f'DELETE FROM "{name}"')
                 # Ids start again at 1, as in freshly created tables.
                 await conn.execute(
-                    "SELECT setval(pg_get_serial_sequence(quote_ident(t), 'id'), 1, false)"
-                    " FROM unnest($1::text[]) AS t",
+                    "SELECT setval(pg_get_serial_sequence(quote_ident(c.table_name), 'id'), 1, false)"
+                    " FROM information_schema.columns c"
+                    " WHERE c.table_schema = 'public' AND c.column_name = 'id'"
+                    " AND c.table_name = ANY($1::text[])",
                     names,
                 )
             else:
