@@ -1,0 +1,572 @@
+"""The HTTP client plugin (spec §3.7 ``client_http``): ``http_get``, ``http_post_with_header``...
+
+The Go helper made a new client per call with TLS verification off, no timeout and no limit,
+and let any script reach any address the server could, including cloud metadata endpoints and
+services bound to loopback. Here every call:
+
+* runs on the worker's I/O loop with a deadline (the policy's timeout, never past the run's);
+* verifies TLS certificates;
+* follows at most ``max_redirects`` redirects, checking each new URL again;
+* reads at most ``max_response_bytes`` of (decoded) body;
+* connects only to addresses the policy allows. The check sits in the connection layer, on
+  the very address the socket connects to, so DNS rebinding (a name that resolves to a public
+  address when checked and a private one when connecting) cannot slip past it.
+
+Failures (refused address, DNS, timeout, TLS, oversized body) raise :class:`HostError`, which a
+script may catch; a 4xx or 5xx answer is not a failure and comes back with its status, as in
+the original, because playbooks branch on ``status_code``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "USER_AGENT",
+    "Fetched",
+    "HttpFailure",
+    "HttpPolicy",
+    "address_problem",
+    "configure_http",
+    "fetch",
+    "http",
+    "http_policy",
+]
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, cast
+
+import httpcore
+import httpx
+import orjson
+
+from nflow._http import canonical_header
+from nflow.jsapi._context import HostError, RunContext
+from nflow.jsapi._host import HostTable
+
+MIB = 1024 * 1024
+USER_AGENT = "nflow-http/1"
+
+http = HostTable()
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPolicy:
+    """Limits and the address allow-list of the HTTP plugin.
+
+    ``allowed_hosts`` entries are host names (matched against the URL's host, case-insensitive,
+    so every address that name resolves to is trusted) or IP addresses and CIDR networks
+    (matched against the resolved address). ``allow_private`` lifts the address check entirely,
+    for deployments whose playbooks must reach internal services.
+    """
+
+    timeout_seconds: float = 10.0
+    max_response_bytes: int = 10 * MIB
+    allow_private: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    max_redirects: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.timeout_seconds > 0:
+            raise ValueError("HttpPolicy.timeout_seconds must be greater than 0")
+        if self.max_response_bytes < 1:
+            raise ValueError("HttpPolicy.max_response_bytes must be at least 1")
+        if self.max_redirects < 0:
+            raise ValueError("HttpPolicy.max_redirects must be 0 or more")
+        if isinstance(self.allowed_hosts, str):
+            raise TypeError("HttpPolicy.allowed_hosts must be a tuple of strings, not a string")
+        _allow_list(tuple(self.allowed_hosts))  # reject malformed entries at configuration time
+
+
+_policy_lock = threading.Lock()
+
+
+def configure_http(policy: HttpPolicy | None = None) -> HttpPolicy:
+    """Install the process-wide HTTP policy (``None``: the defaults); returns the previous one.
+
+    A module-level hook rather than a config section so the config schema can be mapped onto
+    it later without the plugin depending on it; tests use it to allow their loopback peers.
+    """
+    global _policy
+    with _policy_lock:
+        previous = _policy
+        _policy = policy if policy is not None else HttpPolicy()
+    return previous
+
+
+def http_policy() -> HttpPolicy:
+    return _policy
+
+
+# --------------------------------------------------------------------------------------------
+# Address policy
+
+
+@cache
+def _allow_list(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    names: set[str] = set()
+    networks: list[IPNetwork] = []
+    for entry in entries:
+        text = entry.strip()
+        if not text:
+            raise ValueError("HttpPolicy.allowed_hosts has an empty entry")
+        try:
+            networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
+        except ValueError:
+            names.add(text.lower().rstrip("."))
+    return frozenset(names), tuple(networks)
+
+
+_policy = HttpPolicy()
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address carried inside an IPv6 one (mapped, 6to4, NAT64), if any.
+
+    ``::ffff:127.0.0.1`` reaches 127.0.0.1 on a dual-stack socket, so it is judged as such.
+    """
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _kind(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public unicast address, or ``None`` when it is one."""
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved or not ip.is_global:
+        return "a reserved (non-public) address"
+    return None
+
+
+def address_problem(ip: IPAddress, host: str, policy: HttpPolicy) -> str | None:
+    """``None`` if the policy lets a request for ``host`` connect to ``ip``, else the reason."""
+    if policy.allow_private:
+        return None
+    names, networks = _allow_list(tuple(policy.allowed_hosts))
+    if host.lower().rstrip(".").strip("[]") in names:
+        return None
+    candidates: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        inner = _embedded_ipv4(ip)
+        if ip.ipv4_mapped is not None:
+            candidates = [ip.ipv4_mapped]  # only the IPv4 address is ever reached
+        elif inner is not None:
+            candidates = [ip, inner]
+        else:
+            candidates = [ip]
+    for candidate in candidates:
+        if any(candidate.version == net.version and candidate in net for net in networks):
+            return None
+    for candidate in candidates:
+        kind = _kind(candidate)
+        if kind is not None:
+            shown = f"{ip} ({candidate})" if candidate is not ip else str(ip)
+            return f"{shown} is {kind}"
+    return None
+
+
+class HttpFailure(Exception):
+    """A request that did not produce a response; the message is the reason."""
+
+
+class _Refused(HttpFailure):
+    pass
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, checks and connects in one place, so the checked address is the one used."""
+
+    def __init__(self, policy: HttpPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise HttpFailure(f"cannot resolve host {host!r} ({exc.strerror or exc})") from None
+        addresses: list[str] = []
+        refusals: list[str] = []
+        for _family, _type, _proto, _name, sockaddr in infos:
+            text = str(sockaddr[0])
+            if text in addresses:
+                continue
+            problem = address_problem(ipaddress.ip_address(text), host, self._policy)
+            if problem is None:
+                addresses.append(text)
+            elif problem not in refusals:
+                refusals.append(problem)
+        if not addresses:
+            reason = "; ".join(refusals) or "no address"
+            raise _Refused(
+                f"refused: {reason}; private, loopback, link-local, multicast and "
+                "unspecified addresses need the HTTP policy's allow_private or allowed_hosts"
+            )
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:  # try the next address, as dialers do
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise _Refused("refused: unix sockets are not reachable from scripts")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._inner:
+            yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._inner, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _GuardedTransport(httpx.AsyncBaseTransport):
+    """httpx's default transport, with :class:`_GuardedBackend` under its connection pool."""
+
+    def __init__(self, policy: HttpPolicy) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=8,
+            retries=0,
+            network_backend=_GuardedBackend(policy),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=cast(Any, request.stream),
+            extensions=request.extensions,
+        )
+        response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Stream(response.stream),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs milliseconds; one verifying context serves every call.
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    url: str
+    status_code: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    decoded: bool  # a Content-Encoding was removed while reading
+
+
+def shown_url(url: str | httpx.URL) -> str:
+    """``url`` for messages: no credentials, no query string (tokens often travel there)."""
+    try:
+        parsed = httpx.URL(str(url))
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+
+
+def check_url(url: httpx.URL) -> None:
+    if url.scheme not in ("http", "https"):
+        raise _Refused(f"refused: scheme {url.scheme or '(none)'!r} (only http and https)")
+    if not url.host:
+        raise HttpFailure("the URL has no host")
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HttpFailure(f"response larger than {limit} bytes (Content-Length {length})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise HttpFailure(f"response larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def fetch(
+    method: str,
+    url: str,
+    *,
+    content: bytes | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    policy: HttpPolicy,
+    timeout: float,
+    guarded: bool = True,
+    max_redirects: int | None = None,
+) -> Fetched:
+    """One request with redirects, on the running loop; raises :class:`HttpFailure`.
+
+    ``guarded=False`` skips the address check, for URLs that come from the operator's
+    configuration (a local Ollama, say) rather than from a script.
+    """
+    redirects = policy.max_redirects if max_redirects is None else max_redirects
+    try:
+        target = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise HttpFailure(f"invalid URL ({exc})") from None
+    check_url(target)
+    transport: httpx.AsyncBaseTransport
+    if guarded:
+        transport = _GuardedTransport(policy)
+    else:
+        transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False)
+    try:
+        async with asyncio.timeout(timeout):
+            async with httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=False,
+                trust_env=False,
+                headers={"User-Agent": USER_AGENT},
+            ) as client:
+                request = client.build_request(method, target, content=content, headers=headers)
+                hops = 0
+                while True:
+                    check_url(request.url)
+                    response = await client.send(request, stream=True)
+                    try:
+                        next_request = response.next_request
+                        if next_request is not None:
+                            if hops >= redirects:
+                                raise HttpFailure(f"stopped after {redirects} redirects")
+                            hops += 1
+                            request = next_request
+                            continue
+                        body = await _read_capped(response, policy.max_response_bytes)
+                        encoding = response.headers.get("content-encoding", "").strip()
+                        return Fetched(
+                            url=str(request.url),
+                            status_code=response.status_code,
+                            reason=response.reason_phrase,
+                            headers=list(response.headers.multi_items()),
+                            body=body,
+                            decoded=encoding.lower() not in ("", "identity"),
+                        )
+                    finally:
+                        await response.aclose()
+    except HttpFailure:
+        raise
+    except (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException):
+        raise HttpFailure(f"timed out after {timeout:.3g} s") from None
+    except (httpx.ConnectError, httpcore.ConnectError) as exc:
+        reason = _reason(exc)
+        if not reason.startswith("TLS"):
+            reason = f"cannot connect ({reason})"
+        raise HttpFailure(reason) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise HttpFailure(_reason(exc)) from None
+    except (
+        httpcore.NetworkError,
+        httpcore.ProtocolError,
+        httpcore.UnsupportedProtocol,
+        ssl.SSLError,
+        OSError,
+    ) as exc:
+        raise HttpFailure(_reason(exc)) from None
+
+
+def _reason(exc: BaseException) -> str:
+    cause: BaseException = exc
+    while cause.__context__ is not None and not str(cause):
+        cause = cause.__context__
+    text = str(cause) or type(cause).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"TLS certificate verification failed ({text})"
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Host functions
+
+
+def _timeout(ctx: RunContext, policy: HttpPolicy, name: str, url: str) -> float:
+    remaining = ctx.remaining()
+    if remaining <= 0.05:
+        raise HostError(f"{name} {shown_url(url)}: no time left in this run")
+    return min(policy.timeout_seconds, remaining)
+
+
+def _body(name: str, body: object) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bool):
+        return b"true" if body else b"false"
+    if isinstance(body, int | float):
+        return str(body).encode()
+    if isinstance(body, dict | list):
+        # Go took a string; an object is sent as JSON rather than "[object Object]".
+        return orjson.dumps(body)
+    raise HostError(f"{name}: the body must be a string")
+
+
+_DROPPED = frozenset({"host", "content-length", "transfer-encoding", "trailer", "connection"})
+
+
+def _headers(name: str, headers: object) -> list[tuple[str, str]]:
+    """``{"Name": ["v", ...]}`` (Go's http.Header) or ``{"Name": "v"}`` to header pairs.
+
+    Like Go's client, framing headers set by the script are ignored: the client computes them.
+    """
+    if headers is None:
+        return []
+    if not isinstance(headers, Mapping):
+        raise HostError(f'{name}: headers must be an object such as {{"Name": ["value"]}}')
+    out: list[tuple[str, str]] = []
+    for key, value in headers.items():
+        key = str(key)
+        if not key or any(c in key for c in " \t\r\n:\0") or not key.isascii():
+            raise HostError(f"{name}: invalid header name {key!r}")
+        if key.lower() in _DROPPED:
+            continue
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            text = "" if item is None else str(item)
+            if any(c in text for c in "\r\n\0"):
+                raise HostError(f"{name}: header {key} has a line break in its value")
+            out.append((key, text))
+    return out
+
+
+def _result(fetched: Fetched) -> dict[str, Any]:
+    header: dict[str, list[str]] = {}
+    for key, value in fetched.headers:
+        canonical = canonical_header(key)
+        if fetched.decoded and canonical in ("Content-Encoding", "Content-Length"):
+            continue  # the body was decoded, so these no longer describe it (Go does the same)
+        header.setdefault(canonical, []).append(value)
+    reason = fetched.reason
+    return {
+        "body": fetched.body.decode("utf-8", "replace"),
+        "err": None,
+        "status": f"{fetched.status_code} {reason}" if reason else str(fetched.status_code),
+        "header": header,
+        "status_code": fetched.status_code,
+    }
+
+
+def _call(
+    ctx: RunContext, name: str, method: str, url: object, body: object, headers: object
+) -> dict[str, Any]:
+    if not isinstance(url, str) or not url:
+        raise HostError(f"{name}: the URL must be a non-empty string")
+    policy = http_policy()
+    timeout = _timeout(ctx, policy, name, url)
+    content = None if method in ("GET", "DELETE") and body is None else _body(name, body)
+    pairs = _headers(name, headers)
+    coro = fetch(method, url, content=content, headers=pairs, policy=policy, timeout=timeout)
+    try:
+        # The coroutine enforces the timeout itself; the margin only covers scheduling.
+        fetched = ctx.services.io.call(coro, timeout=timeout + 1.0)
+    except HttpFailure as exc:
+        raise HostError(f"{name} {shown_url(url)}: {exc}") from None
+    except TimeoutError:
+        raise HostError(f"{name} {shown_url(url)}: timed out after {timeout:.3g} s") from None
+    return _result(fetched)
+
+
+def _register(method: str) -> None:
+    lower = method.lower()
+    plain, with_header = f"http_{lower}", f"http_{lower}_with_header"
+    if method in ("GET", "DELETE"):
+
+        def no_body(ctx: RunContext, url: object) -> dict[str, Any]:
+            return _call(ctx, plain, method, url, None, None)
+
+        def no_body_headers(ctx: RunContext, url: object, headers: object) -> dict[str, Any]:
+            return _call(ctx, with_header, method, url, None, headers)
+
+        http.register(plain, no_body)
+        http.register(with_header, no_body_headers)
+        return
+
+    def with_body(ctx: RunContext, url: object, body: object = "") -> dict[str, Any]:
+        return _call(ctx, plain, method, url, body, None)
+
+    def with_body_headers(
+        ctx: RunContext, url: object, body: object, headers: object
+    ) -> dict[str, Any]:
+        return _call(ctx, with_header, method, url, body, headers)
+
+    http.register(plain, with_body)
+    http.register(with_header, with_body_headers)
+
+
+for _method in ("GET", "DELETE", "POST", "PUT", "PATCH"):
+    _register(_method)

@@ -1,0 +1,79 @@
+"""Security building blocks (issue #5): script analysis, encryption at rest, log sanitizing.
+
+* :func:`analyze` / :func:`check_app` parse step scripts with a real JavaScript parser and
+  report :class:`Finding` s; :class:`AnalyzerRules` holds the ``[security]`` settings.
+* :class:`KeyRing` encrypts and decrypts ``enc:v1:<key id>:…`` values (AES-256-GCM) and
+  :func:`rotate_database` re-encrypts the stored ones under the current key.
+* :func:`sanitize`, :func:`sanitize_value` and :class:`SanitizingFilter` keep passwords,
+  tokens and card numbers out of logs.
+"""
+
+from __future__ import annotations
+
+from ._analyzer import (
+    DEFAULT_MAX_SCRIPT_BYTES,
+    RULES,
+    AnalyzerRules,
+    Finding,
+    NodeFinding,
+    ScriptAnalyzer,
+    analyze,
+    blocks,
+    check_app,
+    playbook_sources,
+)
+from ._crypto import (
+    CONFIG_KEY_ID,
+    ENV_KEY_FILE,
+    ENV_KEYS,
+    PREFIX,
+    DecryptionError,
+    KeyConfigError,
+    KeyRing,
+    RotationReport,
+    UnknownKeyError,
+    field_aad,
+    generate_key,
+    is_encrypted,
+    rotate_database,
+)
+from ._sanitizer import (
+    Sanitizer,
+    SanitizingFilter,
+    install_log_sanitizer,
+    luhn_valid,
+    sanitize,
+    sanitize_value,
+)
+
+__all__ = [
+    "CONFIG_KEY_ID",
+    "DEFAULT_MAX_SCRIPT_BYTES",
+    "ENV_KEYS",
+    "ENV_KEY_FILE",
+    "PREFIX",
+    "RULES",
+    "AnalyzerRules",
+    "DecryptionError",
+    "Finding",
+    "KeyConfigError",
+    "KeyRing",
+    "NodeFinding",
+    "RotationReport",
+    "Sanitizer",
+    "SanitizingFilter",
+    "ScriptAnalyzer",
+    "UnknownKeyError",
+    "analyze",
+    "blocks",
+    "check_app",
+    "field_aad",
+    "generate_key",
+    "install_log_sanitizer",
+    "is_encrypted",
+    "luhn_valid",
+    "playbook_sources",
+    "rotate_database",
+    "sanitize",
+    "sanitize_value",
+]
