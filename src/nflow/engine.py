@@ -37,6 +37,7 @@ from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
 from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
 from nflow.store import TrackerRow
+from nflow.watchdog import Watchdog
 
 log = logging.getLogger("nflow.engine")
 
@@ -77,9 +78,12 @@ class Execution:
 class VMProvider:
     """One warm NflowVM per thread, replaced when a run leaves it unusable."""
 
-    def __init__(self, *, host: HostTable, limits: EngineLimits) -> None:
+    def __init__(
+        self, *, host: HostTable, limits: EngineLimits, watchdog: Watchdog | None = None
+    ) -> None:
         self._host = host
         self._limits = limits
+        self._watchdog = watchdog
         self._local = threading.local()
         self.created = 0
 
@@ -89,6 +93,8 @@ class VMProvider:
             if vm is not None:
                 vm.close()
             vm = NflowVM(host=self._host, limits=self._limits)
+            if self._watchdog is not None:
+                self._watchdog.watch(vm)
             self._local.vm = vm
             self.created += 1
         return vm

@@ -35,12 +35,14 @@ from nflow.jsapi._templates import templates
 from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
 from nflow.playbook import Playbook, Starter, flag, load_playbook
+from nflow.plugins import PLUGIN_TABLES, close_plugins
 from nflow.processes import ProcessRegistry
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
 from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
 from nflow.store import Store
 from nflow.tracker import Tracker
+from nflow.watchdog import Watchdog
 
 log = logging.getLogger("nflow")
 
@@ -123,16 +125,18 @@ class Runtime:
         hosts: Iterable[HostTable] = (),
         database_url: str | None = None,
         session_secret: str | None = None,
+        watchdog: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config or Config()
         self.database_url = database_url or self.config.database_url
         self._session_secret = session_secret
+        self._watchdog_options = dict(watchdog or {})
         self.sessions: SessionBackend
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
         self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
-        self.host = core.merged([users, templates, twilio, *hosts])
+        self.host = core.merged([users, templates, twilio, *PLUGIN_TABLES, *hosts])
         self.router = Router()
         self.problems: list[Problem] = []
         self._io: IoLoop | None = None
@@ -170,7 +174,11 @@ class Runtime:
             memory_bytes=config.vm_pool.max_memory_mb * 1024 * 1024,
             stack_bytes=config.limits.max_stack_kb * 1024,
         )
-        self.engine = Engine(services=self.services, vms=VMProvider(host=self.host, limits=limits))
+        self.watchdog = Watchdog(**self._watchdog_options)
+        self.engine = Engine(
+            services=self.services,
+            vms=VMProvider(host=self.host, limits=limits, watchdog=self.watchdog),
+        )
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
         self.services.auth_trigger = _auth_trigger(config)
         self.services.login_path = config.auth.login_path
@@ -231,7 +239,10 @@ class Runtime:
             await asyncio.get_running_loop().run_in_executor(None, self.wait_forks, 10.0)
             self._pool.shutdown(wait=True, cancel_futures=False)
             self._pool = None
+        if self.is_open:
+            self.watchdog.close()
         if self._io is not None:
+            await close_plugins(self._io)
             tracker = self.services.tracker
             if tracker is not None:
                 await tracker.close()

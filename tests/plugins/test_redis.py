@@ -10,8 +10,6 @@ import pytest
 import redis as redis_lib
 from plugin_support import PluginRuntime
 
-from nflow.plugins import JS_CMD_WRAPPER
-
 HOST = os.environ.get("NFLOW_TEST_REDIS", "127.0.0.1:6379")
 
 
@@ -34,7 +32,8 @@ def rt(plugin_rt: Callable[..., PluginRuntime], prefix: str) -> PluginRuntime:
 
 
 def test_hash_commands_and_prefix(rt: PluginRuntime, prefix: str, direct: redis_lib.Redis) -> None:
-    code = """function main(){
+    code = """function P(x){ return {val: x.val(), err: x.err()} }
+function main(){
   var a = redis_hset("k1", "name", "ana");
   var b = redis_hset("k1", "name", "eva");
   redis_hset("k1", "age", 41);
@@ -43,8 +42,8 @@ def test_hash_commands_and_prefix(rt: PluginRuntime, prefix: str, direct: redis_
   var missing = redis_hget("k1", "nope");
   var e = redis_expire("k1", 30);
   var d = redis_hdel("k1", "age", "nope");
-  c.JSON(200, {a: a, b: b, got: got, age: age.val, missing: missing, e: e, d: d,
-               after: redis_hget("k1", "age").val});
+  c.JSON(200, {a: P(a), b: P(b), got: P(got), age: age.val(), missing: P(missing), e: P(e),
+               d: P(d), after: redis_hget("k1", "age").val()});
 }"""
     out = rt.run(code)
     assert out["a"] == {"val": True, "err": None}
@@ -62,12 +61,13 @@ def test_hash_commands_and_prefix(rt: PluginRuntime, prefix: str, direct: redis_
 
 
 def test_string_commands(rt: PluginRuntime, prefix: str, direct: redis_lib.Redis) -> None:
-    code = """function main(){
+    code = """function P(x){ return {val: x.val(), err: x.err()} }
+function main(){
   var s = redis_set("s1", "hello");
   var t = redis_set("s2", 2.5, 60);
   var g = redis_get("s1");
   var d = redis_del("s1", ["s2", "none"]);
-  c.JSON(200, {s: s, t: t, g: g, d: d, gone: redis_get("s1")});
+  c.JSON(200, {s: P(s), t: P(t), g: P(g), d: P(d), gone: P(redis_get("s1"))});
 }"""
     out = rt.run(code)
     assert out == {
@@ -103,21 +103,18 @@ def test_values_are_written_as_go_redis_did(
 
 
 def test_val_method_through_the_prelude_wrapper(rt: PluginRuntime) -> None:
-    # The wrapper the JS prelude applies to redis_* results, run here in user code.
-    code = (
-        JS_CMD_WRAPPER
-        + """
+    # The prelude wraps redis_* results as go-redis command objects.
+    code = """
 function main(){
-  redisCmd(redis_hset("w", "f", "v1"));
-  var r = redisCmd(redis_hget("w", "f"));
-  var m = redisCmd(redis_hget("w", "missing"));
+  redis_hset("w", "f", "v1");
+  var r = redis_hget("w", "f");
+  var m = redis_hget("w", "missing");
   var thrown = "";
   try { m.result() } catch (e) { thrown = e.message }
   c.JSON(200, {val: r.val(), err: r.err(), str: "" + r, json: JSON.parse(JSON.stringify({x: r})),
                mval: m.val(), merr: m.err(), thrown: thrown,
-               expire: redisCmd(redis_expire("w", 5)).val()});
+               expire: redis_expire("w", 5).val()});
 }"""
-    )
     out = rt.run(code)
     assert out == {
         "val": "v1",

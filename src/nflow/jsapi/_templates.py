@@ -68,7 +68,9 @@ def mustache(ctx: RunContext, text: object, data: object = None) -> str:
     if not isinstance(text, str):
         raise HostError("mustache(text, data) expects the template text as a string")
     try:
-        return str(chevron.render(text, data if isinstance(data, dict) else {}))
+        # No partials: "{{> name}}" must never read files relative to the server's directory.
+        values = data if isinstance(data, dict) else {}
+        return str(chevron.render(text, values, partials_path=None, partials_dict={}))
     except Exception as exc:  # chevron raises bare exceptions for syntax errors
         log.warning("mustache template failed: %s", exc, extra={"wid": ctx.wid})
         return ""  # the Go runtime returned "" on error

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -91,6 +92,9 @@ class NflowVM:
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
         self._nodes: set[str] = set()
+        # Watched by nflow.watchdog: the monotonic deadline of the evaluation running now.
+        self.deadline = 0.0
+        self.label = "a JS runtime"
         self._fresh = True
         self.runs = 0
         self.broken = False
@@ -213,23 +217,35 @@ class NflowVM:
             f"__nf.run({self._qtoken},{fresh},{quote(key)},{quote(node_key)},"
             f"{payload},{quote(prev)},{extra})"
         )
-        result = self._rt.eval(code, timeout=timeout)
-        self._fresh = False
-        if result is None:
-            self.broken = True
-            raise DirtyRuntime()
-        assert isinstance(result, list)
+        self.deadline = time.monotonic() + timeout
+        ctx = self.ctx
+        if ctx is not None:
+            self.label = f"node {node_key.partition(':')[2]} of run {ctx.wid}"
+        try:
+            drained = self._rt.drain(code, timeout=timeout)
+            self._fresh = False
+            if drained is None:  # run() refused: the previous run left the runtime dirty
+                self.broken = True
+                raise DirtyRuntime()
+            result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+        finally:
+            self.deadline = 0.0
+        if not isinstance(result, list):
+            raise JsError("Error", "the step did not finish: a promise it waited for never settled")
         return str(result[0]), str(result[1])
 
     def run_auth(self, key: str, *, preset: str, timeout: float) -> str:
-        result = self._rt.eval(
+        drained = self._rt.drain(
             f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)})", timeout=timeout
         )
         self._fresh = False
-        if result is None:
+        if drained is None:
             self.broken = True
             raise DirtyRuntime()
-        return str(result)
+        result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+        if not isinstance(result, str):
+            raise JsError("Error", "the auth trigger did not finish")
+        return result
 
     def finish(self) -> None:
         """Detach the run. Its globals are deleted when the next run's first step starts."""

@@ -83,6 +83,43 @@
     delete G[name];
   }
 
+  // Native string searches are naive (length × pattern length) and run without checking the
+  // interrupt: `("a".repeat(2**24)).indexOf("a".repeat(4096) + "b")` ran for 200 s past a
+  // 0.5 s limit. Refuse searches and bulk rewrites big enough to outlast any step limit.
+  const SEARCH_BUDGET = 1 << 27;
+  const BULK_LIMIT = 1 << 23;
+  const SP = String.prototype;
+  function guardString(name, check) {
+    const native = SP[name];
+    defineProperty(SP, name, {
+      value: {
+        [name](a, b) {
+          const str = typeof this === "string" || this === null || this === undefined ? this : StringCtor(this);
+          if (typeof str === "string") check(str, a);
+          return native.apply(str, arguments);
+        },
+      }[name],
+      writable: true,
+      enumerable: false,
+      configurable: true,
+    });
+  }
+  function searchBudget(str, pattern) {
+    if (typeof pattern === "string" && pattern.length > 1 && str.length * pattern.length > SEARCH_BUDGET) {
+      throw new RangeError("string search too large: " + str.length + " x " + pattern.length + " characters");
+    }
+  }
+  function bulkLimit(str, pattern) {
+    searchBudget(str, pattern);
+    if (str.length > BULK_LIMIT) {
+      throw new RangeError("string of " + str.length + " characters is over the " + BULK_LIMIT + " limit for this operation");
+    }
+  }
+  for (const name of ["indexOf", "lastIndexOf", "includes", "split", "replace", "startsWith", "endsWith"]) {
+    guardString(name, searchBudget);
+  }
+  for (const name of ["replaceAll", "normalize"]) guardString(name, bulkLimit);
+
   // Frozen prototypes make `obj.toString = f` fail silently in sloppy code (the "override
   // mistake"). Turn the properties people commonly override into accessors whose setter
   // defines an own property on the receiver instead.
@@ -453,11 +490,42 @@
     },
   };
   // Host-backed functions named by the host (sessions, users, tokens, templates, plugins...).
+  // go-redis command objects (spec §3.1): the host returns {val, err}; Go-era scripts call
+  // redis_hget(k, f).val().
+  function redisCmd(r) {
+    const v = r === null || r === undefined ? null : r.val;
+    const e = r === null || r === undefined ? null : r.err;
+    return {
+      val: function () {
+        return v;
+      },
+      err: function () {
+        return e;
+      },
+      result: function () {
+        if (e !== null && e !== undefined) throw new ErrorCtor(e);
+        return v;
+      },
+      string: function () {
+        return v === null || v === undefined ? "" : StringCtor(v);
+      },
+      toString: function () {
+        return v === null || v === undefined ? "" : StringCtor(v);
+      },
+      toJSON: function () {
+        return v;
+      },
+    };
+  }
   for (const name of HOST_NAMES) {
     if (name.indexOf(".") >= 0 || name in globals) continue;
-    globals[name] = function () {
-      return call(name, Array.prototype.slice.call(arguments));
-    };
+    globals[name] = name.startsWith("redis_")
+      ? function () {
+          return redisCmd(call(name, Array.prototype.slice.call(arguments)));
+        }
+      : function () {
+          return call(name, Array.prototype.slice.call(arguments));
+        };
   }
   for (const name of O.keys(globals)) {
     defineProperty(G, name, { value: globals[name], writable: false, enumerable: false, configurable: false });
@@ -486,6 +554,17 @@
   deepFreeze(requestInfo);
 
   // ---- 3. step compilation and running ------------------------------------------------
+  const PromiseCtor = Promise;
+  const PromiseResolve = Promise.resolve;
+  const PromiseThen = Promise.prototype.then;
+  const NEVER = new Promise(function () {});
+  function finish() {
+    let p = R.payload;
+    // A payload that is not a plain object becomes {} (the original crashed the server).
+    if (p === null || typeof p !== "object" || Array.isArray(p)) p = {};
+    const next = R.next;
+    return [next === undefined || next === null ? "" : StringCtor(next), jsonStringify(p)];
+  }
   const steps = new MapCtor();
   const nodes = new MapCtor();
   // Forget the previous request: new records for nflow's globals and the request's
@@ -540,21 +619,50 @@
       R.__flow_app = n[3];
       R.current_box = n[4];
       R.prev_box = prev;
-      fn();
-      let p = R.payload;
-      // A payload that is not a plain object becomes {} (the original crashed the server).
-      if (p === null || typeof p !== "object" || Array.isArray(p)) p = {};
-      const next = R.next;
-      return [next === undefined || next === null ? "" : StringCtor(next), jsonStringify(p)];
+      const rec = R;
+      PromiseThen.call(
+        PromiseResolve.call(PromiseCtor, fn()),
+        function () {
+          try {
+            rec.__out = finish();
+          } catch (e) {
+            rec.__err = e;
+            rec.__failed = true;
+          }
+        },
+        function (e) {
+          rec.__err = e;
+          rec.__failed = true;
+        }
+      );
+      // Never settles: the host runs the job queue until it is empty, inside this evaluation
+      // and under its time limit, so no job of this step (an awaited main(), a stray .then)
+      // can run later, during another request. take() then returns the result.
+      return NEVER;
+    },
+    take(token) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      if (R.__failed) throw R.__err;
+      return R.__out === undefined ? null : R.__out;
     },
     auth(token, key, preset) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (!reset()) return null;
       const p = jsonParse(preset);
       for (const k of O.keys(p)) R[k] = p[k];
-      steps.get(key)();
-      const next = R.next;
-      return next === undefined || next === null ? "" : StringCtor(next);
+      const rec = R;
+      PromiseThen.call(
+        PromiseResolve.call(PromiseCtor, steps.get(key)()),
+        function () {
+          const next = rec.next;
+          rec.__out = next === undefined || next === null ? "" : StringCtor(next);
+        },
+        function (e) {
+          rec.__err = e;
+          rec.__failed = true;
+        }
+      );
+      return NEVER;
     },
     end(token) {
       if (token !== TOKEN) throw new TypeError("not allowed");

@@ -9,7 +9,6 @@ allow-list, mail CA file, LLM endpoints) are set through the ``configure_*`` hoo
 from __future__ import annotations
 
 __all__ = [
-    "JS_CMD_WRAPPER",
     "PLUGIN_TABLES",
     "HttpPolicy",
     "LlmSettings",
@@ -31,7 +30,7 @@ from nflow.jsapi._host import HostTable
 from nflow.plugins._http import HttpPolicy, configure_http, http
 from nflow.plugins._llm import LlmSettings, configure_llm, llm
 from nflow.plugins._mail import MailPolicy, configure_mail, mail, wait_background_mail
-from nflow.plugins._redis import JS_CMD_WRAPPER, close_redis, redis
+from nflow.plugins._redis import close_redis, redis
 
 PLUGIN_TABLES: list[HostTable] = [http, mail, llm, redis]
 

@@ -2,7 +2,7 @@
 
 The Go runtime exposed go-redis v6 methods, which returned command objects that scripts read
 with ``.val()``. Host functions here return plain data, ``{"val": value, "err": null}``, which
-already works as ``r.val``; the JS prelude wraps it (:data:`JS_CMD_WRAPPER`) so that
+already works as ``r.val``; the JS prelude (``redisCmd`` in jsapi/prelude.js) wraps it so that
 ``redis_hget(k, f).val()`` works as it did in Go.
 
 Differences from Go, on purpose:
@@ -21,7 +21,7 @@ One client per worker: it is created lazily on the worker's I/O loop and cached 
 
 from __future__ import annotations
 
-__all__ = ["JS_CMD_WRAPPER", "REDIS_NIL", "close_redis", "redis"]
+__all__ = ["REDIS_NIL", "close_redis", "redis"]
 
 import asyncio
 import math
@@ -45,24 +45,9 @@ _SOCKET_TIMEOUT = 5.0
 
 redis = HostTable()
 
+
 #: The JavaScript the prelude needs so that Go-era scripts can call ``.val()`` on results.
 #: ``cmd`` turns the host's ``{val, err}`` into an object with go-redis's lower-cased methods.
-JS_CMD_WRAPPER = """\
-function redisCmd(r) {
-  const v = r === null || r === undefined ? null : r.val;
-  const e = r === null || r === undefined ? null : r.err;
-  return {
-    val: function () { return v; },
-    err: function () { return e; },
-    result: function () { if (e !== null && e !== undefined) throw new Error(e); return v; },
-    string: function () { return v === null || v === undefined ? "" : String(v); },
-    toString: function () { return v === null || v === undefined ? "" : String(v); },
-    toJSON: function () { return v; },
-  };
-}
-"""
-
-
 @dataclass(slots=True)
 class _Entry:
     settings: tuple[str, str, int]

@@ -20,6 +20,8 @@ from nflow.sandbox._base import (
     JsTimeout,
 )
 
+_DRAINED = object()
+DRAINED = _DRAINED
 _LINE = re.compile(r"(?:eval_script|check):(\d+):\d+")
 
 
@@ -44,6 +46,17 @@ class JsboxRuntime:
         except jsbox.JavaScriptError as exc:
             raise _convert(exc) from None
 
+    def drain(self, code: str, *, timeout: float | None = None) -> object:
+        try:
+            return self._rt.eval(code, timeout=timeout)
+        except jsbox.JsTimeoutError:
+            raise JsTimeout("script exceeded its time limit") from None
+        except jsbox.JavaScriptError as exc:
+            # jsbox's own error (it has no JS name) once no job is left to run.
+            if getattr(exc, "name", None) is None and "no pending jobs" in str(exc):
+                return _DRAINED
+            raise _convert(exc) from None
+
     def check_syntax(self, code: str) -> None:
         try:
             self._rt.check_syntax(code)
@@ -60,6 +73,7 @@ def _convert(exc: jsbox.JavaScriptError) -> JsError:
     stack = getattr(exc, "stack", "") or ""
     match = _LINE.search(stack) or _LINE.search(str(exc))
     line = int(match.group(1)) if match else None
-    if "out of memory" in message:
+    # QuickJS throws null when it cannot even allocate the error object of an out-of-memory.
+    if "out of memory" in message or (message in ("null", "") and not stack):
         return JsMemoryError("InternalError", "out of memory", stack=stack, line=line)
     return JsError(name, message, stack=stack, line=line)

@@ -51,6 +51,9 @@ def serve(
         websockets=False,
         log_enabled=verbose,
         backlog=2048,
+        # A worker the watchdog ended (a script stuck in native code) is replaced.
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
     )
     server.serve()
 
