@@ -199,7 +199,7 @@ def canonical_header(name: str) -> str:
 class Response:
     """A finished response: status, headers in order, body bytes."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("app", "body", "headers", "route", "status", "wid")
 
     def __init__(
         self,
@@ -210,6 +210,10 @@ class Response:
         self.status = status
         self.body = body
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        # What served it, for metrics and the access log (not sent to the client).
+        self.app = ""
+        self.route = ""
+        self.wid = ""
 
     def header(self, name: str) -> str:
         lname = name.lower()

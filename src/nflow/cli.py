@@ -56,8 +56,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "warning: no [session] secret configured; using a random one for this run, so "
             "session cookies stop working after a restart (set session.secret, 32+ chars)"
         )
+    # The preflight runtime only validates and lists routes: it must not register as a
+    # metrics-writing worker of the server it precedes.
     runtime = Runtime(
-        config, app_files=args.app, example_if_empty=example, session_secret=secret or None
+        config,
+        app_files=args.app,
+        example_if_empty=example,
+        session_secret=secret or None,
+        observe=False,
     )
 
     async def preflight() -> None:

@@ -627,6 +627,7 @@ class ServerConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=0, ge=0)
     mode: Annotated[Literal["development", "production"], BeforeValidator(_lower)] = "development"
+    compress_min_bytes: int = Field(default=1024, ge=0)
 
     @property
     def effective_workers(self) -> int:
@@ -644,6 +645,7 @@ class LoggingConfig(_Section):
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_log_level)
     ] = "info"
     format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
+    access: bool = True
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from nflow.store import TrackerRow
 from nflow.watchdog import Watchdog
 
 log = logging.getLogger("nflow.engine")
+security_log = logging.getLogger("nflow.security")
 
 DEFAULT_SOURCE = "function main(){}"
 FORM_SESSION = "nflow_form"
@@ -191,6 +192,10 @@ class Engine:
         finally:
             run.vm.finish()
             services.processes.finish(wid)
+        metrics = services.metrics
+        if metrics is not None:
+            metrics.process_started()
+            metrics.workflow_finished(playbook.name, execution.error is None)
         headers: dict[str, str] = {"Nflow-Wid-1": wid}
         headers.update(ctx.extra_headers)
         response = ctx.writer.finish(headers)
@@ -253,6 +258,9 @@ class _Run:
                 self._trace(node, "", started, str(exc))
                 raise
             self._trace(node, result.next, started)
+            metrics = self.engine.services.metrics
+            if metrics is not None:
+                metrics.node_finished(self.playbook.name, node.type, time.perf_counter() - started)
             payload = result.payload
             tracker = self.engine.services.tracker
             if tracker is not None:
@@ -375,6 +383,9 @@ class _Run:
             exc.message,
             extra={"wid": ctx.wid, "app": ctx.app, "node": exc.node, "status": exc.status},
         )
+        limit = _limit_name(exc)
+        if limit:
+            security_event(ctx, f"limit:{limit}", exc.message)
         if ctx.isolated:
             return
         # Whatever a script wrote before failing is replaced: appending the error JSON to a
@@ -536,6 +547,46 @@ def _step_legacy_plugin(
 
 def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     raise UnknownNodeType(node)
+
+
+def _limit_name(exc: ExecutionError) -> str:
+    if isinstance(exc, ScriptTimeout):
+        return "time"
+    if isinstance(exc, StepLimitExceeded):
+        return "steps"
+    text = exc.message
+    for needle, name in (
+        ("max_memory_mb", "memory"),
+        ("max_host_calls", "host_calls"),
+        ("max_response_bytes", "response_bytes"),
+        ("Maximum call stack", "stack"),
+        ("string search too large", "native_operation"),
+        ("limit for this operation", "native_operation"),
+    ):
+        if needle in text:
+            return name
+    return ""
+
+
+def security_event(ctx: RunContext, rule: str, detail: str) -> None:
+    """The audit trail: one structured warning and one metric per blocked attempt or limit."""
+    security_log.warning(
+        "security event %s: %s",
+        rule,
+        detail[:300],
+        extra={
+            "rule": rule,
+            "wid": ctx.wid,
+            "app": ctx.app,
+            "node": ctx.node_id,
+            "ip": ctx.request.client_ip,
+        },
+    )
+    metrics = ctx.services.metrics
+    if metrics is not None:
+        metrics.security_event(rule)
+        if rule.startswith("limit:"):
+            metrics.limit_hit(rule[6:])
 
 
 def _real_ip(request: Request) -> str:

@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-_EXTRA = ("wid", "app", "node", "status", "ip", "duration_ms", "method", "path")
+_EXTRA = ("wid", "app", "starter", "node", "rule", "status", "ip", "duration_ms", "trace_id")
 
 
 class _JsonFormatter(logging.Formatter):

@@ -34,9 +34,11 @@ from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._templates import templates
 from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
+from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, Starter, flag, load_playbook
 from nflow.plugins import PLUGIN_TABLES, close_plugins
 from nflow.processes import ProcessRegistry
+from nflow.ratelimit import RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
 from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
@@ -97,6 +99,7 @@ class Services:
     auth_trigger: str = DEFAULT_AUTH_TRIGGER
     login_path: str = "/nflow_login"
     tracker: Tracker | None = None
+    metrics: Metrics | None = None
     runtime: Runtime | None = None
 
     def spawn_fork(self, **kwargs: Any) -> None:
@@ -126,12 +129,17 @@ class Runtime:
         database_url: str | None = None,
         session_secret: str | None = None,
         watchdog: Mapping[str, Any] | None = None,
+        observe: bool = True,
     ) -> None:
         self.config = config or Config()
         self.database_url = database_url or self.config.database_url
         self._session_secret = session_secret
         self._watchdog_options = dict(watchdog or {})
+        self._observe = observe
         self.sessions: SessionBackend
+        self.metrics: Metrics | None = None
+        self.limiter: RateLimiter | None = None
+        self.limiter_on_io = False
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
@@ -183,6 +191,18 @@ class Runtime:
         self.services.auth_trigger = _auth_trigger(config)
         self.services.login_path = config.auth.login_path
         self.sessions = await self._session_backend()
+        self.metrics = get_metrics() if config.monitor.enabled and self._observe else None
+        self.services.metrics = self.metrics
+        self.limiter = None
+        self.limiter_on_io = False
+        if config.rate_limit.enabled:
+            redis_client = None
+            if config.rate_limit.backend == "redis":
+                redis_client = await self._io.run(_redis_client(config))
+                self.limiter_on_io = True
+            self.limiter = limiter_from_config(
+                config.rate_limit, redis=redis_client, redis_prefix=config.redis.prefix
+            )
         if config.tracker.enabled:
             self.services.tracker = Tracker(
                 insert=store.insert_tracker,
@@ -241,6 +261,8 @@ class Runtime:
             self._pool = None
         if self.is_open:
             self.watchdog.close()
+            if self.metrics is not None:
+                self.metrics.flush()
         if self._io is not None:
             await close_plugins(self._io)
             tracker = self.services.tracker
@@ -263,6 +285,32 @@ class Runtime:
     @property
     def store(self) -> Store:
         return self.services.store
+
+    @property
+    def io(self) -> IoLoop:
+        assert self._io is not None
+        return self._io
+
+    async def redis_ping(self) -> None:
+        async def ping() -> None:
+            client = await _redis_client(self.config)
+            try:
+                await client.ping()
+            finally:
+                await client.aclose()
+
+        await self.io.run(ping())
+
+    def js_selftest(self) -> None:
+        """Evaluate a trivial script in a fresh runtime: proves the JS engine works here."""
+        from nflow.sandbox import new_runtime
+
+        rt = new_runtime()
+        try:
+            if rt.eval("1 + 1", timeout=1.0) != 2:
+                raise RuntimeError("JS engine returned a wrong result")
+        finally:
+            rt.close()
 
     async def store_call(self, coro: Any) -> Any:
         assert self._io is not None
@@ -340,6 +388,9 @@ class Runtime:
         else:
             execution = self._execute(request, route, loaded.sessions)
         response = execution.response
+        response.app = route.match.playbook.name
+        response.route = route.match.starter.pattern
+        response.wid = execution.wid
         if not loaded.sessions.dirty and not loaded.original:
             return response
         try:

@@ -283,3 +283,10 @@ def delete_profile(ctx: RunContext) -> None:
         sessions.revoked.append(sessions.profile_sid)
         sessions.profile_sid = ""
     sessions.mark("auth-session")
+
+
+@core.function("security.blocked")
+def security_blocked(ctx: RunContext, what: object) -> None:
+    from nflow.engine import security_event
+
+    security_event(ctx, f"blocked:{str(what)[:40]}", f"script tried {what}")

@@ -56,6 +56,11 @@
   // ---- 1. lockdown --------------------------------------------------------------------
   function thrower(what) {
     return function () {
+      try {
+        HOST["security.blocked"](what);
+      } catch (e) {
+        // outside a run (or past a limit): the TypeError below still stops the script
+      }
       throw new TypeError(what + " is disabled in nflow scripts");
     };
   }
@@ -486,6 +491,11 @@
     ctx: {},
     require: function (name) {
       if (name === "console") return G.console;
+      try {
+        HOST["security.blocked"]("require");
+      } catch (e) {
+        // the error below is what the script sees
+      }
       throw new ErrorCtor("require('" + StringCtor(name) + "') is not allowed in nflow scripts");
     },
   };

@@ -30,6 +30,11 @@ def serve(
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
+
+    # Workers write their metrics to files in one directory; /metrics sums them.
+    metrics_dir = setup_multiprocess_dir()
+
     os.environ[_SPEC_ENV] = orjson.dumps(
         {
             "config": config_path,
@@ -55,7 +60,10 @@ def serve(
         respawn_failed_workers=True,
         respawn_interval=0.5,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        remove_multiprocess_dir(metrics_dir)
 
 
 def worker_app() -> RsgiApp:

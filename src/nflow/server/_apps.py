@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -12,6 +14,7 @@ from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin, is_builtin
 
 log = logging.getLogger("nflow.server")
+access = logging.getLogger("nflow.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,17 +23,83 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 async def dispatch(runtime: Runtime, request: Request) -> Response:
-    """nflow's own routes first, then playbooks; never lets an exception reach the server."""
+    """The request pipeline: rate limit, nflow's own routes, playbooks; metrics, gzip, log.
+
+    Never lets an exception reach the server.
+    """
+    started = time.perf_counter()
+    metrics = runtime.metrics
+    own = is_builtin(runtime, request.path)
+    if metrics is not None and not own:
+        metrics.request_started()
+    response: Response | None = None
+    extra: list[tuple[str, str]] = []
     try:
-        response = None
-        if is_builtin(runtime, request.path):
+        if runtime.limiter is not None and not own:
+            response, extra = await _rate_limit(runtime, request)
+        if response is None and own:
             response = await builtin(runtime, request)
         if response is None:
             response = await runtime.handle(request)
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = json_response(500, {"message": "Internal Server Error"})
+    if extra:
+        response.headers.extend(extra)
+    elapsed = time.perf_counter() - started
+    if metrics is not None and not own:
+        metrics.request_finished(response.app, response.route, response.status, elapsed)
+    config = runtime.config
+    threshold = config.server.compress_min_bytes
+    if threshold and len(response.body) >= threshold:
+        _compress(request, response)
+    if config.logging.access and not own:
+        access.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            response.status,
+            extra={
+                "wid": response.wid,
+                "app": response.app,
+                "starter": response.route,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "ip": request.client_ip,
+            },
+        )
     return response
+
+
+async def _rate_limit(
+    runtime: Runtime, request: Request
+) -> tuple[Response | None, list[tuple[str, str]]]:
+    from nflow.ratelimit import allowed_headers, bucket_key, client_ip, is_excluded, rejection
+
+    config = runtime.config.rate_limit
+    limiter = runtime.limiter
+    assert limiter is not None
+    ip = client_ip(request.client, request.header_items, trust_forwarded=False)
+    if is_excluded(request.path, ip, config):
+        return None, []
+    hit = limiter.hit(bucket_key("ip", ip))
+    decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
+    if decision.allowed:
+        return None, list(allowed_headers(decision))
+    if runtime.metrics is not None:
+        runtime.metrics.rate_limited()
+    log.warning("rate limited", extra={"ip": ip, "path": request.path})
+    status, headers, body = rejection(decision, config)
+    return Response(status, body, list(headers)), []
+
+
+def _compress(request: Request, response: Response) -> None:
+    accept = request.header("accept-encoding")
+    if "gzip" not in accept or response.header("content-encoding"):
+        return
+    response.body = gzip.compress(response.body, compresslevel=5)
+    response.headers.append(("content-encoding", "gzip"))
+    response.headers.append(("vary", "Accept-Encoding"))
 
 
 class RsgiApp:

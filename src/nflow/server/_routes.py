@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import ipaddress
@@ -10,7 +11,7 @@ import os
 import platform
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 
@@ -23,9 +24,15 @@ log = logging.getLogger("nflow.server")
 def is_builtin(runtime: Runtime, path: str) -> bool:
     """Cheap test done on every request: could this path be one of nflow's own routes?"""
     config = runtime.config
-    return (config.monitor.enabled and path == config.monitor.health_check_path) or (
-        config.debug.enabled and path.startswith("/debug")
-    )
+    monitor = config.monitor
+    return (
+        monitor.enabled
+        and (
+            path == monitor.health_check_path
+            or path == monitor.health_check_path + "/ready"
+            or (path == monitor.metrics_path and not monitor.metrics_port)
+        )
+    ) or (config.debug.enabled and path.startswith("/debug"))
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -34,6 +41,11 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
 
     config = runtime.config
     path = request.path
+    monitor = config.monitor
+    if monitor.enabled and path == monitor.metrics_path and not monitor.metrics_port:
+        return await _metrics(runtime)
+    if monitor.enabled and path == monitor.health_check_path + "/ready":
+        return await _ready(runtime)
     if config.monitor.enabled and path == config.monitor.health_check_path:
         if request.method not in ("GET", "HEAD"):
             return None
@@ -50,6 +62,49 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
     return None
+
+
+async def _metrics(runtime: Runtime) -> Response:
+    from nflow.observability import render_metrics
+
+    metrics = runtime.metrics
+    if metrics is not None:
+        metrics.set_processes(len(runtime.services.processes))
+        try:
+            stats = await runtime.store_call(runtime.store.pool_stats())
+            metrics.set_db_pool(stats.get("open", 0), stats.get("in_use", 0), stats.get("idle", 0))
+        except Exception:  # metrics must render even when the database is down
+            log.warning("database pool statistics unavailable")
+    body, content_type = await asyncio.to_thread(render_metrics)
+    return Response(200, body, [("content-type", content_type)])
+
+
+async def _ready(runtime: Runtime) -> Response:
+    """Readiness: database, Redis when configured, a JS runtime that evaluates."""
+    from nflow.runtime import json_response
+
+    components: dict[str, dict[str, str]] = {}
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe, timeout=5)
+            components[name] = {"status": "healthy"}
+        except Exception as exc:
+            components[name] = {"status": "unhealthy", "message": f"{type(exc).__name__}: {exc}"}
+
+    await check("database", runtime.store_call(runtime.store.ping()))
+    if runtime.config.redis.host:
+        await check("redis", runtime.redis_ping())
+    await check("js", asyncio.to_thread(runtime.js_selftest))
+    failing = [name for name, c in components.items() if c["status"] != "healthy"]
+    status = 503 if failing else 200
+    body: dict[str, Any] = {
+        "status": "ready" if not failing else "not ready",
+        "components": components,
+    }
+    if failing:
+        body["failing"] = failing
+    return json_response(status, body)
 
 
 def _client_ip(request: Request) -> str:
