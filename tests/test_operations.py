@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_server import Server
 
 from harness import Harness, app_doc, js, starter
+from test_server import Server
 
 MakeHarness = Callable[..., Harness]
 HELLO = app_doc(
