@@ -191,3 +191,38 @@ def test_user_and_token_commands(
     token_id = out.split()[1]
     assert main(["token", "revoke", token_id, "--config", str(cfg)]) == 0
     assert main(["run", "--config", str(cfg), app, "GET", "/login_flow1", "-H", header_line]) == 1
+
+
+def test_check_reports_security_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = app_doc(
+        s=starter("s", "/x", "a"),
+        a=js("a", "function main(){\n  while (true) {}\n  var f = new Function('return 1')\n}"),
+    )
+    path = write(tmp_path, "risky.json", doc)
+    assert main(["check", "--no-db", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "node a" in out and "line 3" in out and "function_constructor" in out
+    assert "infinite_loop" in out
+
+
+def test_logs_never_contain_secrets(capfd: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from nflow.config import SecurityConfig
+    from nflow.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging(fmt="json", security=SecurityConfig())
+        logging.getLogger("nflow.js").warning(
+            "console.log: %s", "login password=hunter22secret card 4111 1111 1111 1111"
+        )
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capfd.readouterr().err
+    assert "console.log" in err
+    assert "hunter22secret" not in err and "4111 1111 1111 1111" not in err

@@ -266,7 +266,27 @@ def test_eval_and_function_constructor_are_disabled(make: MakeHarness) -> None:
   }
   c.JSON(200, out)
 }"""
-    assert make(one(code)).request("GET", "/t").json() == ["blocked"] * 6
+    # With the static analyzer only warning, the runtime itself must still refuse them.
+    h = make(one(code), toml="[security]\nblock_on_high_severity = false\n")
+    assert h.request("GET", "/t").json() == ["blocked"] * 6
+
+
+def test_block_mode_refuses_to_serve_an_app_with_high_findings(
+    make: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="nflow")
+    doc = app_doc(
+        s1=starter("s1", "/bad", "a"),
+        a=js("a", "function main(){\n  var f = eval('1')\n}"),
+    )
+    h = make(doc)
+    assert h.request("GET", "/bad").status == 404
+    problems = [p for p in h.runtime.problems if p.node == "a"]
+    assert problems and problems[0].severity == "error" and problems[0].line == 2
+    assert "eval" in problems[0].message
+    assert any("is not served" in rec.getMessage() for rec in caplog.records)
+    warn = make(doc, toml="[security]\nblock_on_high_severity = false\n")
+    assert warn.request("GET", "/bad").status == 500  # served; the runtime blocks eval itself
 
 
 # errors ----------------------------------------------------------------------------------
@@ -385,6 +405,6 @@ def test_runtime_left_dirty_is_replaced(make: MakeHarness, attack: str) -> None:
             "typeof globalThis[Symbol.for('perm')], x: x}) }",
         ),
     )
-    h = make(doc)
+    h = make(doc, toml="[security]\nblock_on_high_severity = false\n")
     assert h.request("GET", "/attack").json() == {"done": True}
     assert h.request("GET", "/check").json() == {"perm": "undefined", "sym": "undefined", "x": 1}

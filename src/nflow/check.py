@@ -6,12 +6,18 @@ __all__ = ["check_playbook"]
 
 from collections.abc import Mapping
 
+from nflow.config import SecurityConfig
 from nflow.errors import Problem
 from nflow.playbook import Playbook
 from nflow.sandbox import JsError, new_runtime
 
 
-def check_playbook(playbook: Playbook, *, modules: Mapping[str, str | None]) -> list[Problem]:
+def check_playbook(
+    playbook: Playbook,
+    *,
+    modules: Mapping[str, str | None],
+    security: SecurityConfig | None = None,
+) -> list[Problem]:
     """Structural problems of the document plus missing modules and JS syntax errors.
 
     Only nodes a starter can reach are held to the module rule: orphan nodes never run on
@@ -81,4 +87,23 @@ def check_playbook(playbook: Playbook, *, modules: Mapping[str, str | None]) -> 
                 )
     finally:
         runtime.close()
+    problems.extend(security_problems(playbook, modules=modules, security=security))
     return problems
+
+
+def security_problems(
+    playbook: Playbook,
+    *,
+    modules: Mapping[str, str | None],
+    security: SecurityConfig | None = None,
+) -> list[Problem]:
+    """Static analysis findings (``[security]``): errors when they would block the app."""
+    from nflow.security import AnalyzerRules, check_app, playbook_sources
+
+    rules = AnalyzerRules.from_config(security or SecurityConfig())
+    if not rules.enabled:
+        return []
+    found = check_app(playbook_sources(playbook, modules), rules)
+    return [
+        nf.to_problem(block=rules.block_on_high, tab=playbook.nodes[nf.node].tab) for nf in found
+    ]

@@ -42,7 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config, path = _config(args.config)
     assert isinstance(config, Config)
-    configure_logging(level=config.logging.level, fmt=config.logging.format, verbose=args.verbose)
+    configure_logging(
+        level=config.logging.level,
+        fmt=config.logging.format,
+        verbose=args.verbose,
+        security=config.security,
+    )
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.effective_workers
@@ -313,7 +318,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             _print(f"{file}: {exc}")
             errors += 1
             continue
-        problems = check_playbook(playbook, modules=modules)
+        from nflow.config import Config as _Config
+
+        loaded, _ = _config(args.config)
+        assert isinstance(loaded, _Config)
+        problems = check_playbook(playbook, modules=modules, security=loaded.security)
         n_err = sum(1 for p in problems if p.severity == "error")
         n_warn = len(problems) - n_err
         _print(

@@ -10,6 +10,7 @@ __all__ = ["configure_logging"]
 import logging
 import sys
 import time
+from typing import Any
 
 import orjson
 
@@ -50,10 +51,17 @@ class _TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(*, level: str = "info", fmt: str = "auto", verbose: bool = False) -> None:
+def configure_logging(
+    *, level: str = "info", fmt: str = "auto", verbose: bool = False, security: Any = None
+) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if use_json else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO))
+    if security is not None:
+        # Passwords, tokens and card numbers never reach a log handler.
+        from nflow.security import install_log_sanitizer
+
+        install_log_sanitizer(security)

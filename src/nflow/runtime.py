@@ -25,6 +25,7 @@ from typing import Any
 
 from nflow._http import Request, Response
 from nflow._io import IoLoop
+from nflow.check import security_problems
 from nflow.config import Config
 from nflow.engine import Engine, Execution, VMProvider, is_auth_entry
 from nflow.errors import ConfigError, ExecutionError, PlaybookError, Problem
@@ -349,6 +350,30 @@ class Runtime:
         if not playbooks and self.example_if_empty:
             text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
             playbooks.append(load_playbook(text, name="example", source="bundled example"))
+        served: list[Playbook] = []
+        for playbook in playbooks:
+            found = await asyncio.to_thread(
+                security_problems,
+                playbook,
+                modules=self.services.modules,
+                security=self.config.security,
+            )
+            for problem in found:
+                log.warning(
+                    "app %r: %s",
+                    playbook.name,
+                    problem,
+                    extra={"app": playbook.name, "node": problem.node},
+                )
+            problems.extend(found)
+            if any(p.severity == "error" for p in found):
+                log.error(
+                    "app %r is not served: its scripts break [security] rules (block mode)",
+                    playbook.name,
+                )
+                continue
+            served.append(playbook)
+        playbooks = served
         router = Router(playbooks)
         routes: dict[tuple[str, str], bool] = {}
         for playbook in playbooks:

@@ -74,7 +74,10 @@ def worker_app() -> RsgiApp:
     spec = orjson.loads(os.environ[_SPEC_ENV])
     config = load_config(spec["config"])
     configure_logging(
-        level=config.logging.level, fmt=config.logging.format, verbose=bool(spec.get("verbose"))
+        level=config.logging.level,
+        fmt=config.logging.format,
+        verbose=bool(spec.get("verbose")),
+        security=config.security,
     )
     runtime = Runtime(
         config,
