@@ -187,21 +187,24 @@ def test_large_responses_are_gzipped_when_accepted(make: MakeHarness) -> None:
     assert small.header("content-encoding") == ""
 
 
-def test_one_access_line_per_request(make: MakeHarness, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_access_line_per_request(make: MakeHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import nflow.logs
+
+    sink = io.BytesIO()
+    monkeypatch.setattr(nflow.logs, "_access", nflow.logs.AccessLog(stream=sink))
     h = make()
-    caplog.set_level(logging.INFO, logger="nflow.access")
-    r = h.request("GET", "/hello")
-    lines = [rec for rec in caplog.records if rec.name == "nflow.access"]
+    r = h.request("GET", "/hello?secret=zzz")
+    nflow.logs.access_log().flush()
+    lines = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert len(lines) == 1
-    rec = lines[0]
-    assert rec.getMessage() == "GET /hello 200"
-    assert rec.__dict__["wid"] == r.header("nflow-wid-1")
-    assert (rec.__dict__["app"], rec.__dict__["starter"], rec.__dict__["status"]) == (
-        "app0",
-        "/hello",
-        200,
-    )
-    assert rec.__dict__["duration_ms"] > 0
+    line = lines[0]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/hello", 200)
+    assert line["wid"] == r.header("nflow-wid-1")
+    assert (line["app"], line["starter"]) == ("app0", "/hello")
+    assert line["duration_ms"] > 0 and line["ip"] == "127.0.0.1"
+    assert "zzz" not in sink.getvalue().decode(), "query strings are never logged"
 
 
 def test_blocked_attempts_are_security_events(

@@ -194,8 +194,11 @@ class Engine:
             services.processes.finish(wid)
         metrics = services.metrics
         if metrics is not None:
-            metrics.process_started()
-            metrics.workflow_finished(playbook.name, execution.error is None)
+            metrics.run_finished(
+                playbook.name,
+                execution.error is None,
+                [(t.type, t.duration_ms / 1000.0) for t in execution.trace],
+            )
         headers: dict[str, str] = {"Nflow-Wid-1": wid}
         headers.update(ctx.extra_headers)
         response = ctx.writer.finish(headers)
@@ -258,9 +261,6 @@ class _Run:
                 self._trace(node, "", started, str(exc))
                 raise
             self._trace(node, result.next, started)
-            metrics = self.engine.services.metrics
-            if metrics is not None:
-                metrics.node_finished(self.playbook.name, node.type, time.perf_counter() - started)
             payload = result.payload
             tracker = self.engine.services.tracker
             if tracker is not None:

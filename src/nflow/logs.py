@@ -5,12 +5,14 @@ JSON when the output is not a terminal (containers, log shippers), readable text
 
 from __future__ import annotations
 
-__all__ = ["configure_logging"]
+__all__ = ["AccessLog", "access_log", "configure_logging"]
 
+import atexit
 import logging
 import sys
+import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -55,6 +57,11 @@ def configure_logging(
     *, level: str = "info", fmt: str = "auto", verbose: bool = False, security: Any = None
 ) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    global _access
+    if _access is not None:
+        _access._json = use_json
+    else:
+        _access = AccessLog(json_lines=use_json)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if use_json else _TextFormatter())
     root = logging.getLogger()
@@ -65,3 +72,61 @@ def configure_logging(
         from nflow.security import install_log_sanitizer
 
         install_log_sanitizer(security)
+
+
+class AccessLog:
+    """One line per request, written without the logging machinery.
+
+    Formatting a record and running the sanitizer's patterns cost ~120 µs a request, more
+    than running a small flow. Access lines hold only method, path (no query), status, ids,
+    duration and client address, so they skip both: an orjson line is appended to a buffer
+    that a background thread writes out every 200 ms (and at exit).
+    """
+
+    def __init__(self, *, stream: IO[bytes] | None = None, json_lines: bool = True) -> None:
+        self._stream = stream
+        self._json = json_lines
+        self._buffer: list[bytes] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="nflow-access-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def write(self, event: dict[str, object]) -> None:
+        event["ts"] = time.time()
+        if self._json:
+            line = orjson.dumps(event) + b"\n"
+        else:
+            line = (
+                f"{time.strftime('%H:%M:%S')} ACCESS  {event.get('method')} {event.get('path')} "
+                f"{event.get('status')} {event.get('duration_ms')}ms  [wid={event.get('wid')} "
+                f"app={event.get('app')} starter={event.get('starter')}]\n"
+            ).encode()
+        with self._lock:
+            self._buffer.append(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+        if lines:
+            stream = self._stream or sys.stderr.buffer
+            try:
+                stream.write(b"".join(lines))
+                stream.flush()
+            except (OSError, ValueError):  # stream closed at shutdown
+                return
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.2)
+            self.flush()
+
+
+_access: AccessLog | None = None
+
+
+def access_log() -> AccessLog:
+    global _access
+    if _access is None:
+        _access = AccessLog(json_lines=not sys.stderr.isatty())
+    return _access

@@ -630,30 +630,31 @@
       R.current_box = n[4];
       R.prev_box = prev;
       const rec = R;
-      PromiseThen.call(
-        PromiseResolve.call(PromiseCtor, fn()),
-        function () {
-          try {
-            rec.__out = finish();
-          } catch (e) {
+      const out = fn();
+      if (out !== null && (typeof out === "object" || typeof out === "function") && typeof out.then === "function") {
+        rec.__pending = true;
+        PromiseThen.call(
+          PromiseResolve.call(PromiseCtor, out),
+          function () {
+            rec.__pending = false;
+          },
+          function (e) {
+            rec.__pending = false;
             rec.__err = e;
             rec.__failed = true;
           }
-        },
-        function (e) {
-          rec.__err = e;
-          rec.__failed = true;
-        }
-      );
+        );
+      }
       // Never settles: the host runs the job queue until it is empty, inside this evaluation
       // and under its time limit, so no job of this step (an awaited main(), a stray .then)
-      // can run later, during another request. take() then returns the result.
+      // can run later, during another request. take() then reads the result.
       return NEVER;
     },
     take(token) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (R.__failed) throw R.__err;
-      return R.__out === undefined ? null : R.__out;
+      if (R.__pending) return null;
+      return finish();
     },
     auth(token, key, preset) {
       if (token !== TOKEN) throw new TypeError("not allowed");

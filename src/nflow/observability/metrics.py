@@ -644,6 +644,32 @@ class Metrics:
             sums[0] += seconds
             sums[1 + bisect_left(_NODE_BOUNDS, seconds)] += 1
 
+    def run_finished(self, app: str, ok: bool, nodes: Iterable[tuple[str, float]]) -> None:
+        """One call per run: the process, the workflow outcome and each node's duration.
+
+        Equivalent to :meth:`process_started`, :meth:`workflow_finished` and one
+        :meth:`node_finished` per ``(node_type, seconds)``, under a single lock.
+        """
+        r = self._r
+        with r.lock:
+            p = r.pending
+            p.processes_started += 1
+            p.workflows += 1
+            if not ok:
+                p.workflow_errors += 1
+            self._count("workflow_runs", (app, "ok" if ok else "error"))
+            for node_type, seconds in nodes:
+                key: tuple[str, ...] = (app, node_type)
+                sums = p.node_hist.get(key)
+                if sums is None:
+                    key = r.admit("node", key)
+                    sums = p.node_hist.get(key)
+                    if sums is None:
+                        sums = p.node_hist[key] = [0.0] * (len(_NODE_BOUNDS) + 1)
+                seconds = _clean_seconds(seconds)
+                sums[0] += seconds
+                sums[1 + bisect_left(_NODE_BOUNDS, seconds)] += 1
+
     def process_started(self) -> None:
         """A workflow process (wid) was created (``nflow_processes_total``)."""
         r = self._r

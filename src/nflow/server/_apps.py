@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from nflow._http import Request, Response
+from nflow.logs import access_log
 from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin, is_builtin
 
 log = logging.getLogger("nflow.server")
-access = logging.getLogger("nflow.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,19 +54,19 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     if threshold and len(response.body) >= threshold:
         _compress(request, response)
     if config.logging.access and not own:
-        access.info(
-            "%s %s %d",
-            request.method,
-            request.path,
-            response.status,
-            extra={
+        access_log().write(
+            {
+                "level": "info",
+                "logger": "nflow.access",
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 3),
                 "wid": response.wid,
                 "app": response.app,
                 "starter": response.route,
-                "status": response.status,
-                "duration_ms": round(elapsed * 1000, 3),
                 "ip": request.client_ip,
-            },
+            }
         )
     return response
 
