@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from nflow.errors import ConfigError, NflowError, PlaybookError
+from nflow.security import KeyConfigError
 
 __all__ = ["main"]
 
@@ -269,6 +270,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# keys -------------------------------------------------------------------------------------
+def cmd_keys(args: argparse.Namespace) -> int:
+    from nflow.config import Config
+    from nflow.security import KeyRing, generate_key, rotate_database
+
+    if args.action == "generate":
+        _print(generate_key())
+        _err("add it in front of NFLOW_ENCRYPTION_KEYS as <id>:<key>, then run `nflow keys rotate`")
+        return 0
+    config, _ = _config(args.config)
+    assert isinstance(config, Config)
+    keys = KeyRing.load(config=config.security)
+
+    async def rotate(store: Any) -> Any:
+        return await rotate_database(store, keys)
+
+    report = _with_store(args, rotate)
+    _print(
+        f"re-encrypted under key {keys.current_id!r}: {report.tracker_payload} tracker "
+        f"payload(s), {report.queries} quer(y/ies), {report.default_js} default_js; "
+        f"{report.already_current} already current"
+    )
+    return 0
+
+
 # check ------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from nflow.check import check_playbook
@@ -449,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config")
     p.set_defaults(func=cmd_token)
 
+    p = sub.add_parser("keys", help="encryption keys for data at rest")
+    p.add_argument("action", choices=["generate", "rotate"])
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_keys)
+
     p = sub.add_parser("run", help="run one request through an app without a server")
     p.add_argument("app", metavar="FILE.json")
     p.add_argument("method")
@@ -467,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (ConfigError, PlaybookError) as exc:
+    except (ConfigError, PlaybookError, KeyConfigError) as exc:
         _err(f"nflow: {exc}")
         return 2
     except NflowError as exc:

@@ -343,7 +343,7 @@ class _Run:
             connection_next=target,
             duration=f"{int((time.perf_counter() - started) * 1000)}m",
             order_box=order,
-            payload=orjson.dumps(payload, default=str).decode(),
+            payload=self._sealed_payload(payload),
             ip=request.client,
             real_ip=_real_ip(request),
             user_agent=request.header("user-agent"),
@@ -351,6 +351,16 @@ class _Run:
             hostname="",
             host=request.host,
         )
+
+    def _sealed_payload(self, payload: dict[str, Any]) -> str:
+        text = orjson.dumps(payload, default=str).decode()
+        keyring = self.engine.services.keyring
+        if keyring is None:
+            return text
+        from nflow.security import field_aad
+
+        # [security] encrypt_sensitive_data: form fields in tracker rows are sealed at rest.
+        return str(keyring.encrypt(text, aad=field_aad("tracker", "payload")))
 
     def replace_vm(self) -> None:
         """The runtime could not be cleaned from its previous run: take a fresh one."""

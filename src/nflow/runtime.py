@@ -42,6 +42,7 @@ from nflow.processes import ProcessRegistry
 from nflow.ratelimit import RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
+from nflow.security import KeyConfigError, KeyRing
 from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
 from nflow.store import Store
 from nflow.tracker import Tracker
@@ -101,6 +102,7 @@ class Services:
     login_path: str = "/nflow_login"
     tracker: Tracker | None = None
     metrics: Metrics | None = None
+    keyring: KeyRing | None = None
     runtime: Runtime | None = None
 
     def spawn_fork(self, **kwargs: Any) -> None:
@@ -190,6 +192,11 @@ class Runtime:
         )
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
         self.services.auth_trigger = _auth_trigger(config)
+        if config.security.encrypt_sensitive_data:
+            try:
+                self.services.keyring = KeyRing.load(config=config.security)
+            except KeyConfigError as exc:
+                raise ConfigError(str(exc), key="security.encryption_key") from None
         self.services.login_path = config.auth.login_path
         self.sessions = await self._session_backend()
         self.metrics = get_metrics() if config.monitor.enabled and self._observe else None
@@ -228,6 +235,7 @@ class Runtime:
                 max_age=session.max_age_seconds,
                 secure=session.cookie_secure,
                 run_io=io.run,
+                keyring=self.services.keyring,
             )
         secret = session.secret or self._session_secret
         if not secret:

@@ -33,12 +33,15 @@ class RedisSessions:
         max_age: int,
         secure: bool,
         run_io: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]],
+        keyring: Any = None,
     ) -> None:
         self._redis = client
         self._prefix = prefix
         self._max_age = max_age
         self._secure = secure
         self._run = run_io
+        # With [security] encrypt_sensitive_data, values are sealed (AES-256-GCM) at rest.
+        self._keys = keyring
 
     def key(self, sid: str) -> str:
         return f"{self._prefix}session:{sid}"
@@ -54,8 +57,10 @@ class RedisSessions:
         for field, data in stored.items():
             name = field.decode("utf-8", "replace")
             try:
+                if self._keys is not None and data.startswith(b"enc:"):
+                    data = self._keys.decrypt(data.decode(), aad=_aad(name)).encode()
                 values = orjson.loads(data)
-            except orjson.JSONDecodeError:
+            except (orjson.JSONDecodeError, ValueError):
                 continue
             if isinstance(values, dict):
                 loaded.sessions.values[name] = values
@@ -84,7 +89,9 @@ class RedisSessions:
         async def write() -> None:
             async with redis.pipeline(transaction=True) as pipe:
                 for name, data in updates.items():
-                    if data:
+                    if data and self._keys is not None:
+                        pipe.hset(key, name, self._keys.encrypt(data.decode(), aad=_aad(name)))
+                    elif data:
                         pipe.hset(key, name, data)
                     else:
                         pipe.hdel(key, name)
@@ -96,3 +103,7 @@ class RedisSessions:
 
     async def close(self) -> None:
         await self._run(self._redis.aclose())
+
+
+def _aad(name: str) -> bytes:
+    return f"nflow:session.{name}".encode()
