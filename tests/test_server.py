@@ -182,3 +182,31 @@ def test_sessions_work_across_workers_without_configured_secret(tmp_path: Path) 
             assert r.json()["n"] == "7"
     finally:
         assert srv.stop() == 0
+
+
+def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
+    import threading
+
+    doc = app_doc(
+        s=starter("s", "/slow", "a", method="GET"),
+        a=js("a", "function main(){ sleep(1200); c.JSON(200, {done: true}) }"),
+    )
+    (tmp_path / "app.json").write_text(json.dumps(doc))
+    srv = Server(tmp_path, "--app", "app.json", "--workers", "1")
+    srv.wait_ready()
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            result["response"] = httpx.get(srv.url + "/slow", timeout=10)
+        except httpx.HTTPError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.4)  # the request is now inside its sleep
+    assert srv.stop() == 0
+    thread.join(10)
+    response = result.get("response")
+    assert isinstance(response, httpx.Response), result
+    assert (response.status_code, response.json()) == (200, {"done": True})
