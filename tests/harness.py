@@ -85,6 +85,7 @@ class Harness:
         support: Sequence[Path] = (),
         config: Config | None = None,
         toml: str | None = None,
+        access_log: bool = False,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         files: list[Path] = []
@@ -95,6 +96,9 @@ class Harness:
                 files.append(path)
             else:
                 files.append(app)
+        if not access_log and config is None and "[logging]" not in (toml or ""):
+            # Access lines are written by a background thread; keep them out of test output.
+            toml = (toml or "") + "\n[logging]\naccess = false\n"
         if toml is not None:
             cfg_path = tmp_path / "config.toml"
             cfg_path.write_text(toml)

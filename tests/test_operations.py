@@ -37,7 +37,7 @@ def make(db_url: str, tmp_path: Path) -> Iterator[MakeHarness]:
 
     def factory(toml: str = "") -> Harness:
         # /evil probes eval at run time, so the analyzer only warns for these apps.
-        harness = Harness(db_url, tmp_path, apps=[HELLO], toml=WARN_ONLY + toml)
+        harness = Harness(db_url, tmp_path, apps=[HELLO], toml=WARN_ONLY + toml, access_log=True)
         made.append(harness)
         return harness
 

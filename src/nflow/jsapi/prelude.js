@@ -568,6 +568,24 @@
   const PromiseResolve = Promise.resolve;
   const PromiseThen = Promise.prototype.then;
   const NEVER = new Promise(function () {});
+  // An async main() (or auth()) settles while the host drains the job queue; until then
+  // take() has no result. A rejection is rethrown by take().
+  function watch(rec, out) {
+    if (out !== null && (typeof out === "object" || typeof out === "function") && typeof out.then === "function") {
+      rec.__pending = true;
+      PromiseThen.call(
+        PromiseResolve.call(PromiseCtor, out),
+        function () {
+          rec.__pending = false;
+        },
+        function (e) {
+          rec.__pending = false;
+          rec.__err = e;
+          rec.__failed = true;
+        }
+      );
+    }
+  }
   function finish() {
     let p = R.payload;
     // A payload that is not a plain object becomes {} (the original crashed the server).
@@ -629,22 +647,7 @@
       R.__flow_app = n[3];
       R.current_box = n[4];
       R.prev_box = prev;
-      const rec = R;
-      const out = fn();
-      if (out !== null && (typeof out === "object" || typeof out === "function") && typeof out.then === "function") {
-        rec.__pending = true;
-        PromiseThen.call(
-          PromiseResolve.call(PromiseCtor, out),
-          function () {
-            rec.__pending = false;
-          },
-          function (e) {
-            rec.__pending = false;
-            rec.__err = e;
-            rec.__failed = true;
-          }
-        );
-      }
+      watch(R, fn());
       // Never settles: the host runs the job queue until it is empty, inside this evaluation
       // and under its time limit, so no job of this step (an awaited main(), a stray .then)
       // can run later, during another request. take() then reads the result.
@@ -654,6 +657,11 @@
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (R.__failed) throw R.__err;
       if (R.__pending) return null;
+      if (R.__auth) {
+        R.__auth = false;
+        const next = R.next;
+        return next === undefined || next === null ? "" : StringCtor(next);
+      }
       return finish();
     },
     auth(token, key, preset) {
@@ -661,18 +669,8 @@
       if (!reset()) return null;
       const p = jsonParse(preset);
       for (const k of O.keys(p)) R[k] = p[k];
-      const rec = R;
-      PromiseThen.call(
-        PromiseResolve.call(PromiseCtor, steps.get(key)()),
-        function () {
-          const next = rec.next;
-          rec.__out = next === undefined || next === null ? "" : StringCtor(next);
-        },
-        function (e) {
-          rec.__err = e;
-          rec.__failed = true;
-        }
-      );
+      R.__auth = true;
+      watch(R, steps.get(key)());
       return NEVER;
     },
     end(token) {
