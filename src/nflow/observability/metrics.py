@@ -630,19 +630,23 @@ class Metrics:
             self._count("workflow_runs", (app, "ok" if ok else "error"))
 
     def node_finished(self, app: str, node_type: str, seconds: float) -> None:
-        key: tuple[str, ...] = (app, node_type)
+        with self._r.lock:
+            self._observe_node(app, node_type, seconds)
+
+    def _observe_node(self, app: str, node_type: str, seconds: float) -> None:
+        # Called with the lock held.
         r = self._r
-        with r.lock:
-            p = r.pending
+        p = r.pending
+        key: tuple[str, ...] = (app, node_type)
+        sums = p.node_hist.get(key)
+        if sums is None:
+            key = r.admit("node", key)
             sums = p.node_hist.get(key)
             if sums is None:
-                key = r.admit("node", key)
-                sums = p.node_hist.get(key)
-                if sums is None:
-                    sums = p.node_hist[key] = [0.0] * (len(_NODE_BOUNDS) + 1)
-            seconds = _clean_seconds(seconds)
-            sums[0] += seconds
-            sums[1 + bisect_left(_NODE_BOUNDS, seconds)] += 1
+                sums = p.node_hist[key] = [0.0] * (len(_NODE_BOUNDS) + 1)
+        seconds = _clean_seconds(seconds)
+        sums[0] += seconds
+        sums[1 + bisect_left(_NODE_BOUNDS, seconds)] += 1
 
     def run_finished(self, app: str, ok: bool, nodes: Iterable[tuple[str, float]]) -> None:
         """One call per run: the process, the workflow outcome and each node's duration.
@@ -659,16 +663,7 @@ class Metrics:
                 p.workflow_errors += 1
             self._count("workflow_runs", (app, "ok" if ok else "error"))
             for node_type, seconds in nodes:
-                key: tuple[str, ...] = (app, node_type)
-                sums = p.node_hist.get(key)
-                if sums is None:
-                    key = r.admit("node", key)
-                    sums = p.node_hist.get(key)
-                    if sums is None:
-                        sums = p.node_hist[key] = [0.0] * (len(_NODE_BOUNDS) + 1)
-                seconds = _clean_seconds(seconds)
-                sums[0] += seconds
-                sums[1 + bisect_left(_NODE_BOUNDS, seconds)] += 1
+                self._observe_node(app, node_type, seconds)
 
     def process_started(self) -> None:
         """A workflow process (wid) was created (``nflow_processes_total``)."""
