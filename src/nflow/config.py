@@ -14,8 +14,11 @@ __all__ = [
     "DatabaseConfig",
     "DatabaseNflowConfig",
     "DebugConfig",
+    "ExtraDatabaseConfig",
+    "HttpConfig",
     "HttpsConfig",
     "LimitsConfig",
+    "LlmConfig",
     "LoggingConfig",
     "MailConfig",
     "MongoConfig",
@@ -321,6 +324,9 @@ class TwilioConfig(_Section):
     account_sid: str = ""
     auth_token: str = ""
     verify_service_id: str = ""
+    # Tests and proxies point this at another server speaking the Verify API.
+    base_url: str = Field(default="https://verify.twilio.com", pattern=r"^https?://[^/\s]+")
+    timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> TwilioConfig:
@@ -342,6 +348,10 @@ class MailConfig(_Section):
     password: str = ""
     starttls: bool = False
     tls: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_message_bytes: int = Field(default=25 * _MIB, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    cafile: str = ""
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> MailConfig:
@@ -583,6 +593,100 @@ class SecurityConfig(_Section):
 # nflow's own sections
 
 
+class HttpConfig(_Section):
+    """The HTTP plugin's policy (``nflow.plugins.HttpPolicy``)."""
+
+    allow_private: bool = False
+    allowed_hosts: _CommaList = ()
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=10 * _MIB, ge=1)
+    max_redirects: int = Field(default=5, ge=0)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not entry.strip():
+                raise _problem("http.allowed_hosts", "has an empty entry")
+        return value
+
+
+class LlmConfig(_Section):
+    """The LLM plugin's endpoints, keys and caps (``nflow.plugins.LlmSettings``)."""
+
+    openai_api_key: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    gemini_api_key: str = ""
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    gemini_model: str = "gemini-2.0-flash"
+    ollama_base_url: str = "http://localhost:11434"
+    ollama_model: str = "llama3.2"
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_tokens: int = Field(default=4096, ge=1)
+    max_response_bytes: int = Field(default=4 * _MIB, ge=1024)
+
+    @field_validator("openai_base_url", "gemini_base_url", "ollama_base_url")
+    @classmethod
+    def _urls(cls, value: str, info: ValidationInfo) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise _problem(
+                f"llm.{info.field_name}", f"expected an http:// or https:// URL, got {_show(value)}"
+            )
+        return value
+
+
+class ExtraDatabaseConfig(_Section):
+    """One ``[databases.<name>]`` table: a database scripts reach with ``db_query``/``db_exec``.
+
+    ``[databases.nflow]`` tunes the nflow database itself (no ``url``, no ``queries``: its
+    queries are the rows of the ``queries`` table).
+    """
+
+    url: str = ""
+    max_rows: int = Field(default=1000, ge=1)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    read_only: bool = True
+    queries: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL (aiosqlite or asyncpg) for ``url``."""
+        text = self.url.strip()
+        if "://" in text:
+            postgres = text.split("://", 1)[0].lower().startswith("postgres")
+        else:  # libpq key=value pairs, or else a SQLite file path / file: URI
+            postgres = "=" in text and not text.startswith("file:")
+        return _sqlalchemy_url("postgres" if postgres else "sqlite3", text)
+
+
+def _database_problems(databases: Mapping[str, ExtraDatabaseConfig]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for name, db in databases.items():
+        key = f"databases.{name}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+            found.append((key, "a database name is letters, digits, _ and -"))
+        if name == "nflow":
+            if db.url:
+                found.append((f"{key}.url", "the nflow database is [database_nflow]; leave it out"))
+            if db.queries:
+                found.append(
+                    (f"{key}.queries", "the nflow database's queries are the queries table")
+                )
+            continue
+        if not db.url:
+            found.append((f"{key}.url", "is required (a postgres:// URL or a sqlite file path)"))
+            continue
+        try:
+            db.sqlalchemy_url  # noqa: B018 - the property validates the URL
+        except ValueError as exc:
+            found.append((f"{key}.url", str(exc)))
+        for query, sql in db.queries.items():
+            if not sql.strip():
+                found.append((f"{key}.queries.{query}", "is empty"))
+    return found
+
+
 class LimitsConfig(_Section):
     max_steps: int = Field(default=1000, ge=1)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -678,10 +782,13 @@ class Config(_Section):
     auth: AuthConfig = AuthConfig()
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
+    http: HttpConfig = HttpConfig()
+    llm: LlmConfig = LlmConfig()
+    databases: dict[str, ExtraDatabaseConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        found: list[tuple[str, str]] = []
+        found: list[tuple[str, str]] = _database_problems(self.databases)
         if self.session.backend == "redis" and not self.redis.host:
             found.append(("session.backend", '"redis" needs redis.host to be set'))
         if self.rate_limit.enabled and self.rate_limit.backend == "redis" and not self.redis.host:
@@ -902,6 +1009,9 @@ def _apply_environ(
             continue
         section = data.setdefault(section_name, {})
         model = _SECTIONS[section_name]
+        if section_name == "databases":
+            _database_override(variable, parts[1:], text, section, findings, sources)
+            continue
         if model is None:
             if len(parts) != 2:
                 findings.append(_Finding(variable, section_name, "expected NFLOW_ENV__<NAME>"))
@@ -941,6 +1051,44 @@ def _apply_environ(
         sources[dotted] = variable
 
 
+def _database_override(
+    variable: str,
+    parts: list[str],
+    text: str,
+    section: dict[str, Any],
+    findings: list[_Finding],
+    sources: dict[str, str],
+) -> None:
+    """``NFLOW_DATABASES__<NAME>__<KEY>`` and ``NFLOW_DATABASES__<NAME>__QUERIES__<QUERY>``."""
+    keys = _keys_of(ExtraDatabaseConfig)
+    if len(parts) < 2 or parts[1] not in keys or (parts[1] == "queries") != (len(parts) == 3):
+        findings.append(
+            _Finding(
+                variable,
+                "databases",
+                "expected NFLOW_DATABASES__<NAME>__<KEY> (url, max_rows, timeout_seconds, "
+                "read_only) or NFLOW_DATABASES__<NAME>__QUERIES__<QUERY>",
+            )
+        )
+        return
+    name, key = parts[0], parts[1]
+    entry = section.get(name)
+    entry = dict(entry) if isinstance(entry, dict) else {}
+    dotted = f"databases.{name}.{key}"
+    if key == "queries":
+        table = entry.get("queries")
+        entry["queries"] = {**(table if isinstance(table, dict) else {}), parts[2]: text}
+        sources[f"{dotted}.{parts[2]}"] = variable
+    else:
+        try:
+            entry[key] = _convert(_kind(ExtraDatabaseConfig, keys[key]), text)
+        except ValueError as exc:
+            findings.append(_Finding(variable, dotted, str(exc)))
+            return
+        sources[dotted] = variable
+    section[name] = entry
+
+
 _EXPECTED = {
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -965,6 +1113,8 @@ _SECRET_KEYS = frozenset(
         "debug.auth_token",
         "security.encryption_key",
         "session.secret",
+        "llm.openai_api_key",
+        "llm.gemini_api_key",
     }
 )
 
@@ -995,6 +1145,8 @@ def _describe(error: ErrorDetails, key: str) -> str:
         return f"{error['msg'].removeprefix('String ').lower()}, got {shown}"
     if kind == "missing":
         return "is required"
+    if kind == "extra_forbidden":
+        return "unknown key"
     return f"{error['msg'].removeprefix('Value error, ')}, got {shown}"
 
 
