@@ -37,7 +37,7 @@ from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, Starter, flag, load_playbook
-from nflow.plugins import PLUGIN_TABLES, close_plugins
+from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
 from nflow.processes import ProcessRegistry
 from nflow.ratelimit import RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
@@ -181,6 +181,7 @@ class Runtime:
             env=dict(config.env),
         )
         self.services.runtime = self
+        apply_plugin_config(config)  # [http], [mail], [llm] policies of the plugin functions
         limits = EngineLimits(
             memory_bytes=config.vm_pool.max_memory_mb * 1024 * 1024,
             stack_bytes=config.limits.max_stack_kb * 1024,

@@ -19,8 +19,8 @@ def plugin_rt(tmp_path: Path) -> Iterator[Callable[..., PluginRuntime]]:
     """Builds PluginRuntime(toml) instances, all closed after the test."""
     made: list[PluginRuntime] = []
 
-    def factory(toml: str = "") -> PluginRuntime:
-        rt = PluginRuntime(tmp_path, toml)
+    def factory(toml: str = "", *, database_url: str = "") -> PluginRuntime:
+        rt = PluginRuntime(tmp_path, toml, database_url=database_url)
         made.append(rt)
         return rt
 

@@ -29,9 +29,9 @@ REQUEST_TIMEOUT = 10
 
 
 class PluginRuntime:
-    """Runtime(hosts=PLUGIN_TABLES) on SQLite; ``serve`` installs one-route apps."""
+    """Runtime(hosts=PLUGIN_TABLES) on SQLite (or ``database_url``); ``serve`` installs apps."""
 
-    def __init__(self, tmp_path: Path, toml: str = "") -> None:
+    def __init__(self, tmp_path: Path, toml: str = "", *, database_url: str = "") -> None:
         self.tmp_path = tmp_path
         self.loop = asyncio.new_event_loop()
         cfg = tmp_path / "plugin-config.toml"
@@ -39,7 +39,7 @@ class PluginRuntime:
         self.runtime = Runtime(
             load_config(cfg, environ={}),
             app_files=[],
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
+            database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
             hosts=PLUGIN_TABLES,
             session_secret="s" * 40,
         )

@@ -18,7 +18,6 @@ import redis as redis_lib
 from plugin_support import LocalServer, PluginRuntime, Reply, Seen, json_reply
 
 from harness import COMPAT, UUID, app_doc, js, starter
-from nflow.plugins import HttpPolicy, configure_http
 
 LEGACY = COMPAT / "legacy" / "legacy_hopbox_scim_login_2023-03-11.json"
 CHECK_STEP = "fb378cd4-8f1c-41c5-9d56-01928104fb9a"  # SCIM token + user search
@@ -65,12 +64,12 @@ def test_hopbox_login_against_fake_scim(
     redis_prefix: str,
 ) -> None:
     scim = local_server(scim_app)
-    configure_http(HttpPolicy(allowed_hosts=("127.0.0.1",)))
     redis_host = os.environ.get("NFLOW_TEST_REDIS", "127.0.0.1:6379")
     prefix = f"{redis_prefix}hopbox-{secrets.token_hex(3)}:"
     rt = plugin_rt(
         f'[env]\nscim_base = "{scim.url}"\nopenid_base = "https://openid.example"\n'
         f'[redis]\nhost = "{redis_host}"\nprefix = "{prefix}"\n'
+        '[http]\nallowed_hosts = ["127.0.0.1"]\n'  # the fake SCIM server is on loopback
     )
     rt.serve_doc(login_app())
 

@@ -216,8 +216,10 @@ def test_implicit_tls_from_the_config_section(
     plugin_rt: Callable[..., PluginRuntime], smtp: Callable[..., SmtpPeer], self_signed: Cert
 ) -> None:
     peer = smtp(ssl_context=self_signed.server_context())
-    configure_mail(MailPolicy(cafile=str(self_signed.cert)))
-    rt = plugin_rt(f'[mail]\nsmtp = "127.0.0.1"\nport = {peer.port}\nfrom = "{FROM}"\ntls = true\n')
+    rt = plugin_rt(
+        f'[mail]\nsmtp = "127.0.0.1"\nport = {peer.port}\nfrom = "{FROM}"\ntls = true\n'
+        f'cafile = "{self_signed.cert}"\n'
+    )
     out = rt.run(send("", 'send_mail("ana@example.com", "from config", "m", "text", [])'))
     assert out == {"ok": True}
     assert peer.messages[0].message["Subject"] == "from config"

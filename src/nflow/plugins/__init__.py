@@ -1,9 +1,10 @@
-"""Plugin host functions (spec §3.7, §3.1): HTTP client, mail, LLMs and Redis helpers.
+"""Plugin host functions (spec §3.7, §3.1): HTTP client, mail, LLMs, Redis, databases, rules.
 
 Each module exports a :class:`~nflow.jsapi.HostTable`; :data:`PLUGIN_TABLES` lists them for
-``Runtime(hosts=...)``. Policies that are not part of the config schema yet (HTTP address
-allow-list, mail CA file, LLM endpoints) are set through the ``configure_*`` hooks.
-:func:`close_plugins` releases per-worker resources and belongs in the runtime's shutdown.
+``Runtime(hosts=...)``. Policies come from ``config.toml`` through :func:`apply_plugin_config`
+(the runtime calls it when it opens), which fills the ``configure_*`` hooks; embedders and
+tests may call those hooks directly. :func:`close_plugins` releases per-worker resources and
+belongs in the runtime's shutdown.
 """
 
 from __future__ import annotations
@@ -13,33 +14,41 @@ __all__ = [
     "HttpPolicy",
     "LlmSettings",
     "MailPolicy",
+    "apply_plugin_config",
     "close_plugins",
     "configure_http",
     "configure_llm",
     "configure_mail",
+    "db",
     "http",
     "llm",
     "mail",
     "redis",
+    "rules",
+    "run_rules",
 ]
 
 import asyncio
 
 from nflow._io import IoLoop
 from nflow.jsapi._host import HostTable
+from nflow.plugins._db import close_databases, db
 from nflow.plugins._http import HttpPolicy, configure_http, http
 from nflow.plugins._llm import LlmSettings, configure_llm, llm
 from nflow.plugins._mail import MailPolicy, configure_mail, mail, wait_background_mail
+from nflow.plugins._policies import apply_plugin_config
 from nflow.plugins._redis import close_redis, redis
+from nflow.plugins._rules import rules, run_rules
 
-PLUGIN_TABLES: list[HostTable] = [http, mail, llm, redis]
+PLUGIN_TABLES: list[HostTable] = [http, mail, llm, redis, db, rules]
 
 
 async def close_plugins(io: IoLoop, *, timeout: float = 10.0) -> None:
-    """Let background mail on ``io`` finish (up to ``timeout``), then close the Redis client.
+    """Let background mail on ``io`` finish (up to ``timeout``), then close Redis and databases.
 
     Await it from the server's loop before ``io`` is closed.
     """
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, wait_background_mail, io, timeout)
     await close_redis(io)
+    await close_databases(io)

@@ -17,8 +17,10 @@ from ._records import (
     UserRecord,
 )
 from ._store import Store
+from ._support import BIND_PREFIX, normalise_url, translate_placeholders
 
 __all__ = [
+    "BIND_PREFIX",
     "AppRecord",
     "ImportSummary",
     "ModuleRecord",
@@ -27,4 +29,6 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "normalise_url",
+    "translate_placeholders",
 ]
