@@ -125,6 +125,33 @@ def test_promise_jobs_finish_inside_their_own_step(h: Harness) -> None:
     assert blocked(h, "return typeof order") == "ran: undefined"
 
 
+LATE = "function(){ c.JSON(200, {late: true}) }"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # No async, await, import or Promise in the source: each still queues a promise job,
+        # and the job must run inside this step, not in some later request's.
+        "globalThis['Prom' + 'ise'].resolve().then(" + LATE + ")",
+        "Object.getOwnPropertyDescriptor(globalThis, 'Prom' + 'ise').get().resolve().then("
+        + LATE
+        + ")",
+        "var P = Reflect.get(globalThis, 'Prom' + 'ise'); new P(function(r){ r({then: "
+        + LATE
+        + "}) })",
+        "Array['from' + 'Async']([{then: function(r){ c.JSON(200, {late: true}); r(1) }}])",
+        "var S = globalThis['AsyncDisposable' + 'Stack']; var s = new S();"
+        " s.defer(" + LATE + "); s.defer(function(){}); s['dispose' + 'Async']()",
+        "return {then: function(r){ c.JSON(200, {late: true}); r() }}",
+    ],
+)
+def test_promise_jobs_without_async_syntax_finish_in_their_step(h: Harness, code: str) -> None:
+    status, body, _ = run(h, "function main(){ " + code + " }")
+    assert (status, body) == (200, {"late": True})
+    assert blocked(h, "return 'clean'") == "ran: clean"
+
+
 def test_dynamic_import_is_refused(h: Harness) -> None:
     status, body, _ = run(
         h, "async function main(){ await import('fs'); c.JSON(200, {imported: true}) }"

@@ -61,6 +61,11 @@ _PRELUDE_FRAMES = frozenset(
 STEP_FUNCTION = "__nf_step"
 
 
+# A step without these words cannot queue a promise job by syntax alone; see run() in
+# prelude.js for the API side. Words inside strings or comments only cost the fast path.
+_ASYNC_WORDS = re.compile(r"async|await|import")
+
+
 @functools.lru_cache(maxsize=4096)
 def _step_key(source: str) -> str:
     # Cached: hashing the same module source on every request is measurable on hello flows.
@@ -91,6 +96,7 @@ class NflowVM:
         )
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
+        self._sync_steps: set[str] = set()
         self._nodes: set[str] = set()
         # Watched by nflow.watchdog: the monotonic deadline of the evaluation running now.
         self.deadline = 0.0
@@ -176,6 +182,8 @@ class NflowVM:
         )
         self._rt.eval(code, timeout=timeout)
         self._steps.add(key)
+        if _ASYNC_WORDS.search(source) is None:
+            self._sync_steps.add(key)
         return key
 
     def check_syntax(self, source: str) -> None:
@@ -213,21 +221,23 @@ class NflowVM:
         fresh = "1" if self._fresh else "0"
         payload = quote(payload_json) if payload_json else '""'
         extra = quote(preset) if preset else '""'
+        sync = "1" if key in self._sync_steps else "0"
         code = (
             f"__nf.run({self._qtoken},{fresh},{quote(key)},{quote(node_key)},"
-            f"{payload},{quote(prev)},{extra})"
+            f"{payload},{quote(prev)},{extra},{sync})"
         )
         self.deadline = time.monotonic() + timeout
         ctx = self.ctx
         if ctx is not None:
             self.label = f"node {node_key.partition(':')[2]} of run {ctx.wid}"
         try:
-            drained = self._rt.drain(code, timeout=timeout)
+            result = self._rt.drain(code, timeout=timeout)
             self._fresh = False
-            if drained is None:  # run() refused: the previous run left the runtime dirty
+            if result is None:  # run() refused: the previous run left the runtime dirty
                 self.broken = True
                 raise DirtyRuntime()
-            result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+            if not isinstance(result, list):  # the job queue was drained: read the result
+                result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
         finally:
             self.deadline = 0.0
         if not isinstance(result, list):

@@ -191,6 +191,7 @@
   // ---- 2. per-request state -----------------------------------------------------------
   let R = O.create(null); // nflow's per-request values (payload, next, header...)
   let rid = 0; // incremented per request, so a stale closure can tell it is stale
+  let touched = false; // the running step reached a promise API (see "Promise jobs" below)
 
   function lazy(name) {
     if (!(name in R)) R[name] = REQ(name);
@@ -541,6 +542,40 @@
     defineProperty(G, name, { value: globals[name], writable: false, enumerable: false, configurable: false });
   }
 
+  // Promise jobs are the only code that can run after main() returns. A step whose source
+  // has no async/await/import and that never reaches a promise API cannot have queued one,
+  // so run() returns its result at once, without the drain and the take() that follow
+  // (most steps). These are the only ways to a promise without those keywords; each one
+  // marks the step, which then takes the drained path. WeakRef, FinalizationRegistry,
+  // Atomics and queueMicrotask, the other job sources, are gone (above).
+  const PromiseG = G.Promise;
+  const AsyncStackG = G.AsyncDisposableStack;
+  function marking(value) {
+    deepFreeze(value);
+    return {
+      get: function () {
+        touched = true;
+        return value;
+      },
+      enumerable: false,
+      configurable: false,
+    };
+  }
+  defineProperty(G, "Promise", marking(PromiseG));
+  if (AsyncStackG !== undefined) defineProperty(G, "AsyncDisposableStack", marking(AsyncStackG));
+  const nativeFromAsync = Array.fromAsync;
+  if (nativeFromAsync !== undefined) {
+    defineProperty(Array, "fromAsync", {
+      value: function fromAsync() {
+        touched = true;
+        return nativeFromAsync.apply(this, arguments);
+      },
+      writable: false,
+      enumerable: false,
+      configurable: false,
+    });
+  }
+
   // Freeze everything reachable from the globals that exist now (builtins, c, helpers),
   // and make every existing global binding permanent, so the only way a script can leave
   // state behind is by adding new globals, which end() deletes.
@@ -564,14 +599,17 @@
   deepFreeze(requestInfo);
 
   // ---- 3. step compilation and running ------------------------------------------------
-  const PromiseCtor = Promise;
-  const PromiseResolve = Promise.resolve;
-  const PromiseThen = Promise.prototype.then;
-  const NEVER = new Promise(function () {});
+  const PromiseCtor = PromiseG;
+  const PromiseResolve = PromiseG.resolve;
+  const PromiseThen = PromiseG.prototype.then;
+  const NEVER = new PromiseCtor(function () {});
   // An async main() (or auth()) settles while the host drains the job queue; until then
   // take() has no result. A rejection is rethrown by take().
-  function watch(rec, out) {
-    if (out !== null && (typeof out === "object" || typeof out === "function") && typeof out.then === "function") {
+  function thenable(out) {
+    return out !== null && (typeof out === "object" || typeof out === "function") && typeof out.then === "function";
+  }
+  function watch(rec, out, isThenable) {
+    if (isThenable) {
       rec.__pending = true;
       PromiseThen.call(
         PromiseResolve.call(PromiseCtor, out),
@@ -629,7 +667,9 @@
     },
     // fresh: 1 starts a new request (reset first), 0 continues the current one.
     // preset: JSON of extra request values (auth trigger globals), or "".
-    run(token, fresh, key, nodeKey, payload, prev, preset) {
+    // sync: 1 when the step's source cannot create a promise job by syntax (no async,
+    // await or import); its result then comes back at once unless it reached a promise API.
+    run(token, fresh, key, nodeKey, payload, prev, preset, sync) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (fresh && !reset()) return null;
       if (preset) {
@@ -647,7 +687,11 @@
       R.__flow_app = n[3];
       R.current_box = n[4];
       R.prev_box = prev;
-      watch(R, fn());
+      touched = false;
+      const out = fn();
+      const pending = thenable(out);
+      if (sync && !touched && !pending) return finish();
+      watch(R, out, pending);
       // Never settles: the host runs the job queue until it is empty, inside this evaluation
       // and under its time limit, so no job of this step (an awaited main(), a stray .then)
       // can run later, during another request. take() then reads the result.
@@ -670,7 +714,8 @@
       const p = jsonParse(preset);
       for (const k of O.keys(p)) R[k] = p[k];
       R.__auth = true;
-      watch(R, steps.get(key)());
+      const out = steps.get(key)();
+      watch(R, out, thenable(out));
       return NEVER;
     },
     end(token) {
