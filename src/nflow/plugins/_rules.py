@@ -37,6 +37,7 @@ from __future__ import annotations
 __all__ = ["RuleError", "rules", "run_rules"]
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -311,6 +312,8 @@ class _Parser:
         return ("path", root, keys)
 
 
+# Flows run the same rule strings on every request; the parsed trees are never mutated.
+@functools.lru_cache(maxsize=1024)
 def parse_rule(source: str) -> Node:
     if len(source) > MAX_RULE_LENGTH:
         raise RuleError(f"longer than {MAX_RULE_LENGTH} characters")
