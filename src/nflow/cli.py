@@ -387,13 +387,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else "application/x-www-form-urlencoded"
             )
             headers.append(("Content-Type", ctype))
-    runtime = Runtime(config, app_files=[args.app], serve_stored_apps=False)
+    if args.verbose:
+        from nflow.logs import configure_logging
+
+        configure_logging(
+            level=config.logging.level,
+            fmt=config.logging.format,
+            verbose=True,
+            security=config.security,
+        )
+    runtime = Runtime(config, app_files=[args.app], serve_stored_apps=False, log_nodes=args.verbose)
 
     async def run() -> Response:
         await runtime.open()
         try:
             request = Request.from_url(args.method, args.path, headers=headers, body=body)
-            response = await runtime.handle(request)
+            tracing = runtime.tracing
+            span = tracing.start_request(request) if tracing is not None else None
+            response = Response(500)
+            try:
+                response = await runtime.handle(request)
+            finally:
+                if span is not None:
+                    span.finish(request, response)
             runtime.wait_forks(10.0)
             return response
         finally:
@@ -428,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, help="worker processes (default: number of CPUs)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, one line per executed node"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -488,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--header", "-H", action="append", help="'Name: value' (repeatable)")
     p.add_argument("--config")
     p.add_argument("-i", "--include", action="store_true", help="print status and headers")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, one line per executed node"
+    )
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -30,6 +30,7 @@ __all__ = [
     "SecurityConfig",
     "ServerConfig",
     "SessionConfig",
+    "TracingConfig",
     "TrackerConfig",
     "TwilioConfig",
     "UrlConfig",
@@ -752,6 +753,26 @@ class LoggingConfig(_Section):
     access: bool = True
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces over OTLP/HTTP; off by default (no span is created then)."""
+
+    enabled: bool = False
+    # Left unset, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT apply.
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = Field(default="nflow", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"https?://[^/\s]+", value):
+            raise _problem(
+                "tracing.endpoint",
+                f"expected an http:// or https:// URL of an OTLP/HTTP receiver, got {value!r}",
+            )
+        return value
+
+
 # --------------------------------------------------------------------------------------------
 # The root
 
@@ -785,6 +806,7 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     llm: LlmConfig = LlmConfig()
     databases: dict[str, ExtraDatabaseConfig] = Field(default_factory=dict)
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -1396,6 +1418,7 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "session.secret",
     "https_engine.*",
     "monitor.metrics_port",
+    "tracing.*",
 )
 
 

@@ -7,8 +7,9 @@ code runs on the server's event loop, in a worker thread, under ``nflow run`` an
 
 from __future__ import annotations
 
-__all__ = ["Engine", "Execution", "StepResult", "TraceEntry", "VMProvider"]
+__all__ = ["Engine", "Execution", "NodeInterceptor", "StepResult", "TraceEntry", "VMProvider"]
 
+import functools
 import logging
 import threading
 import time
@@ -109,6 +110,11 @@ class VMProvider:
 
 StepFunction = Callable[["Engine", "_Run", Node, dict[str, Any]], StepResult]
 
+# Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the
+# run's context, the node and ``proceed``, which runs the rest of the chain and the step; it
+# returns (or raises) what ``proceed`` did.
+NodeInterceptor = Callable[[RunContext, Node, Callable[[], StepResult]], StepResult]
+
 
 class Engine:
     """Runs playbooks. ``services`` carries config, store, caches and the process registry."""
@@ -124,6 +130,8 @@ class Engine:
             "dromedary_callback": _step_legacy_plugin,
         }
         self.plans: dict[tuple[str, str], tuple[str, str]] = {}
+        # Outermost first. Empty by default, and then the loop pays one truth test per node.
+        self.interceptors: list[NodeInterceptor] = []
 
     def plan(self, run: _Run, node: Node) -> tuple[str, str]:
         """Source and runtime key of a js node, resolved once per app version."""
@@ -255,8 +263,17 @@ class _Run:
             ctx.node_id = node.id
             started = time.perf_counter()
             step = self.engine.steps.get(node.type, _step_unknown)
+            interceptors = self.engine.interceptors
             try:
-                result = step(self.engine, self, node, merged)
+                if interceptors:
+                    result = _intercepted(
+                        interceptors,
+                        ctx,
+                        node,
+                        functools.partial(step, self.engine, self, node, merged),
+                    )
+                else:
+                    result = step(self.engine, self, node, merged)
             except ExecutionError as exc:
                 self._trace(node, "", started, str(exc))
                 raise
@@ -451,6 +468,14 @@ class UnknownNodeType(ExecutionError):
     def __init__(self, node: Node) -> None:
         super().__init__(f"node {node.label} has unknown type {node.type!r}", node=node.id)
         self.node_type = node.type
+
+
+def _intercepted(
+    chain: list[NodeInterceptor], ctx: RunContext, node: Node, call: Callable[[], StepResult]
+) -> StepResult:
+    for interceptor in reversed(chain):
+        call = functools.partial(interceptor, ctx, node, call)
+    return call()
 
 
 def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:

@@ -16,7 +16,13 @@ from typing import IO, Any
 
 import orjson
 
-_EXTRA = ("wid", "app", "starter", "node", "rule", "status", "ip", "duration_ms", "trace_id")
+_EXTRA = (
+    *("wid", "app", "starter", "node", "node_type", "next", "error", "rule", "status", "ip"),
+    *("duration_ms", "trace_id", "span_id"),
+)
+
+
+_CHATTY = ("aiosqlite", "asyncio", "urllib3")
 
 
 class _JsonFormatter(logging.Formatter):
@@ -67,6 +73,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO))
+    if verbose:
+        # -v is for nflow's own detail; these libraries log every statement and connection.
+        for name in _CHATTY:
+            logging.getLogger(name).setLevel(logging.INFO)
     if security is not None:
         # Passwords, tokens and card numbers never reach a log handler.
         from nflow.security import install_log_sanitizer
@@ -100,7 +110,9 @@ class AccessLog:
             line = (
                 f"{time.strftime('%H:%M:%S')} ACCESS  {event.get('method')} {event.get('path')} "
                 f"{event.get('status')} {event.get('duration_ms')}ms  [wid={event.get('wid')} "
-                f"app={event.get('app')} starter={event.get('starter')}]\n"
+                f"app={event.get('app')} starter={event.get('starter')}"
+                + (f" trace_id={event['trace_id']}" if "trace_id" in event else "")
+                + "]\n"
             ).encode()
         with self._lock:
             self._buffer.append(line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ["RunLimits", "Runtime", "Services"]
 
 import asyncio
+import contextvars
 import logging
 import os
 import re
@@ -21,13 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 from nflow._io import IoLoop
 from nflow.check import security_problems
 from nflow.config import Config
-from nflow.engine import Engine, Execution, VMProvider, is_auth_entry
+from nflow.engine import Engine, Execution, NodeInterceptor, VMProvider, is_auth_entry
 from nflow.errors import ConfigError, ExecutionError, PlaybookError, Problem
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
@@ -47,6 +48,9 @@ from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, Sessio
 from nflow.store import Store
 from nflow.tracker import Tracker
 from nflow.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from nflow.observability.tracing import Tracing
 
 log = logging.getLogger("nflow")
 
@@ -133,12 +137,15 @@ class Runtime:
         session_secret: str | None = None,
         watchdog: Mapping[str, Any] | None = None,
         observe: bool = True,
+        log_nodes: bool = False,
     ) -> None:
         self.config = config or Config()
         self.database_url = database_url or self.config.database_url
         self._session_secret = session_secret
         self._watchdog_options = dict(watchdog or {})
         self._observe = observe
+        self._log_nodes = log_nodes
+        self.tracing: Tracing | None = None
         self.sessions: SessionBackend
         self.metrics: Metrics | None = None
         self.limiter: RateLimiter | None = None
@@ -202,6 +209,7 @@ class Runtime:
         self.sessions = await self._session_backend()
         self.metrics = get_metrics() if config.monitor.enabled and self._observe else None
         self.services.metrics = self.metrics
+        self.engine.interceptors = self._node_interceptors()
         self.limiter = None
         self.limiter_on_io = False
         if config.rate_limit.enabled:
@@ -222,6 +230,21 @@ class Runtime:
             )
         await self.reload()
         self.is_open = True
+
+    def _node_interceptors(self) -> list[NodeInterceptor]:
+        """Tracing (outermost, so ``-v`` lines carry the node's span) and ``-v`` node lines."""
+        chain: list[NodeInterceptor] = []
+        if self.config.tracing.enabled and self._observe:
+            # Imported only when on: tracing off costs neither the import nor a span.
+            from nflow.observability.tracing import Tracing
+
+            self.tracing = Tracing.from_config(self.config.tracing)
+            chain.append(self.tracing.node)
+        if self._log_nodes:
+            from nflow.observability.nodelog import log_node
+
+            chain.append(log_node)
+        return chain
 
     async def _session_backend(self) -> SessionBackend:
         config = self.config
@@ -273,6 +296,9 @@ class Runtime:
             self.watchdog.close()
             if self.metrics is not None:
                 self.metrics.flush()
+            if self.tracing is not None:
+                self.tracing.shutdown()
+                self.tracing = None
         if self._io is not None:
             await close_plugins(self._io)
             tracker = self.services.tracker
@@ -416,8 +442,14 @@ class Runtime:
         if route.blocking:
             assert self._pool is not None
             loop = asyncio.get_running_loop()
+            # In the caller's context, so the run's spans and log lines join its trace.
             execution = await loop.run_in_executor(
-                self._pool, self._execute, request, route, loaded.sessions
+                self._pool,
+                contextvars.copy_context().run,
+                self._execute,
+                request,
+                route,
+                loaded.sessions,
             )
         else:
             execution = self._execute(request, route, loaded.sessions)
@@ -554,7 +586,8 @@ class Runtime:
                     extra={"wid": wid, "node": execution.error.node},
                 )
 
-        future = pool.submit(run)
+        # The branch's spans belong to the request that forked it.
+        future = pool.submit(contextvars.copy_context().run, run)
         with self._forks_lock:
             self._forks.add(future)
         future.add_done_callback(self._fork_done)

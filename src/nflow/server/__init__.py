@@ -84,5 +84,6 @@ def worker_app() -> RsgiApp:
         app_files=spec["apps"],
         example_if_empty=spec["example"],
         session_secret=spec.get("session_secret") or None,
+        log_nodes=bool(spec.get("verbose")),  # -v: one line per executed node
     )
     return RsgiApp(runtime)

@@ -34,6 +34,9 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
         metrics.request_started()
     response: Response | None = None
     extra: list[tuple[str, str]] = []
+    # nflow's own routes (health, metrics) are not traced, as they are not counted.
+    tracing = runtime.tracing
+    span = tracing.start_request(request) if tracing is not None and not own else None
     try:
         if runtime.limiter is not None and not own:
             response, extra = await _rate_limit(runtime, request)
@@ -44,6 +47,9 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = json_response(500, {"message": "Internal Server Error"})
+    finally:
+        if span is not None:
+            span.finish(request, response or json_response(500, {}))
     if extra:
         response.headers.extend(extra)
     elapsed = time.perf_counter() - started
@@ -54,20 +60,22 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     if threshold and len(response.body) >= threshold:
         _compress(request, response)
     if config.logging.access and not own:
-        access_log().write(
-            {
-                "level": "info",
-                "logger": "nflow.access",
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "wid": response.wid,
-                "app": response.app,
-                "starter": response.route,
-                "ip": request.client_ip,
-            }
-        )
+        event: dict[str, object] = {
+            "level": "info",
+            "logger": "nflow.access",
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "wid": response.wid,
+            "app": response.app,
+            "starter": response.route,
+            "ip": request.client_ip,
+        }
+        if span is not None:
+            event["trace_id"] = span.trace_id
+            event["span_id"] = span.span_id
+        access_log().write(event)
     return response
 
 
@@ -113,6 +121,8 @@ class RsgiApp:
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.runtime.close())
+        # Workers may leave through os._exit, which skips the access log's atexit flush.
+        access_log().flush()
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
