@@ -9,6 +9,7 @@ __all__ = ["AccessLog", "access_log", "configure_logging"]
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -98,9 +99,21 @@ class AccessLog:
         self._json = json_lines
         self._buffer: list[bytes] = []
         self._lock = threading.Lock()
+        self._start()
+        atexit.register(self.flush)
+        if hasattr(os, "register_at_fork"):
+            # Server workers are forked from the process that configured logging; the writer
+            # thread does not survive a fork, and without it lines pile up in memory unwritten.
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="nflow-access-log", daemon=True)
         self._thread.start()
-        atexit.register(self.flush)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = []  # the parent's unwritten lines are the parent's to write
+        self._start()
 
     def write(self, event: dict[str, object]) -> None:
         event["ts"] = time.time()

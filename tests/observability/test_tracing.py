@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -321,6 +322,11 @@ def test_serve_exports_at_shutdown_and_logs_ids_and_node_lines(
         r = httpx.get(srv.url + "/two", headers={"traceparent": TRACEPARENT}, timeout=10)
         assert r.json() == {"ok": True}
         wid = r.headers["nflow-wid-1"]
+        # The worker writes access lines while it serves, not only when it stops.
+        deadline = time.monotonic() + 10
+        while '"nflow.access"' not in srv.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert '"nflow.access"' in srv.output()
     finally:
         assert srv.stop() == 0, srv.output()
     # The batch processor waits 5 s between exports; these came with the shutdown flush.
