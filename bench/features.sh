@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Features benchmark (issue 6): what metrics, the access log and rate limiting cost.
+#
+# Serves bench/apps/bench.json (ANY /bench, ANY /hello) from nflow with the same wrk settings
+# as bench/compare.sh (../shared/bench/wrk-matrix.sh, c64, 15 s, 5 s warm-up, 2 workers), in
+# configurations that differ only in [monitor], [logging] and [rate_limit]:
+#   off      metrics off, access log off, rate limit off
+#   on       metrics on, JSON access log on (to a file), rate limit on with a limit that never
+#            triggers
+#   tracing  "on" plus OpenTelemetry tracing to a local OTLP/HTTP sink (extra row, not part of
+#            the target; TRACING=0 leaves it out)
+# and prints req/s and p99 side by side with the ratio on/off. Target: "on" within 10 % of
+# "off" (ratio >= 0.90) on both endpoints, with zero errors. A benchmark, not a test.
+#
+# Env: NFLOW_PORT (8091; the configurations use 8091, 8092, 8093), OTLP_PORT (4319),
+#      WORKERS (2), CONNS (64), DURATION (15s), HOST (127.0.0.1; loopback only),
+#      NFLOW (nflow executable; default .venv/bin/nflow), TRACING (1), KEEP=1 keeps the work
+#      directory (configs, server logs, access log, raw wrk output).
+#      WARMUP, THREADS and WRK_TIMEOUT are passed through to wrk-matrix.sh.
+# Exit status: 0 if the target passed, 1 if not, other values on errors.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+SHARED="$(dirname "$REPO")/shared/bench"
+APP="$REPO/bench/apps/bench.json"
+NFLOW_PORT="${NFLOW_PORT:-8091}"
+OTLP_PORT="${OTLP_PORT:-4319}"
+WORKERS="${WORKERS:-2}"
+CONNS="${CONNS:-64}"
+DURATION="${DURATION:-15s}"
+HOST="${HOST:-127.0.0.1}"
+TRACING="${TRACING:-1}"
+
+case "$HOST" in
+  127.*|localhost) ;;
+  *) echo "refusing non-loopback address: $HOST (this benchmark runs on loopback only)" >&2; exit 2 ;;
+esac
+
+if [ -n "${NFLOW:-}" ]; then
+  :
+elif [ -x "$REPO/.venv/bin/nflow" ]; then
+  NFLOW="$REPO/.venv/bin/nflow"
+else
+  NFLOW="$(command -v nflow || true)"
+fi
+if [ -z "$NFLOW" ] || [ ! -x "$NFLOW" ]; then
+  echo "nflow executable not found (set NFLOW=...)" >&2
+  exit 2
+fi
+PY="$(dirname "$NFLOW")/python"
+[ -x "$PY" ] || PY="python3"
+for f in "$SHARED/wrk-matrix.sh" "$APP"; do
+  [ -f "$f" ] || { echo "missing $f" >&2; exit 2; }
+done
+command -v wrk >/dev/null 2>&1 || { echo "wrk is required (apt-get install -y wrk)" >&2; exit 2; }
+command -v curl >/dev/null 2>&1 || { echo "curl is required" >&2; exit 2; }
+
+CONFIGS="off on"
+[ "$TRACING" = 1 ] && CONFIGS="off on tracing"
+
+# --- cleanup: stop what this script started, by PID (as bench/compare.sh does) ----------------
+declare -A PIDS=()
+MATRIX_PID=""
+WORK=""
+# The functions below run from the EXIT trap (shellcheck cannot see that: SC2317).
+# shellcheck disable=SC2317
+stop_pid() { # stop_pid PID NAME
+  local pid="$1" name="$2"
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || { echo "stopped $name (PID $pid)" >&2; return 0; }
+    sleep 0.1
+  done
+  echo "$name (PID $pid) still running after 5 s; sending SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+stop_matrix() { # wrk-matrix.sh runs wrk under `timeout`, which forwards SIGTERM to wrk
+  local child
+  [ -n "${MATRIX_PID:-}" ] || return 0
+  kill -0 "$MATRIX_PID" 2>/dev/null || return 0
+  for child in $(pgrep -P "$MATRIX_PID" 2>/dev/null || true); do
+    kill -TERM "$child" 2>/dev/null || true
+  done
+  kill -TERM "$MATRIX_PID" 2>/dev/null || true
+  wait "$MATRIX_PID" 2>/dev/null || true
+  echo "stopped wrk-matrix.sh (PID $MATRIX_PID)" >&2
+}
+# shellcheck disable=SC2317
+cleanup() {
+  local rc=$? name
+  trap - EXIT INT TERM
+  stop_matrix
+  for name in "${!PIDS[@]}"; do
+    stop_pid "${PIDS[$name]}" "$name"
+  done
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ "${KEEP:-0}" = 1 ] || [ "$rc" = 3 ]; then
+      echo "work directory kept: $WORK" >&2
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT
+trap 'echo "terminated" >&2; exit 143' TERM
+
+answers() { curl -fsS --max-time 1 -o /dev/null "$1" 2>/dev/null; }
+
+port_of() { # port_of CONFIG
+  case "$1" in off) echo "$NFLOW_PORT" ;; on) echo $((NFLOW_PORT + 1)) ;; tracing) echo $((NFLOW_PORT + 2)) ;; esac
+}
+
+# --- header ------------------------------------------------------------------------------------
+COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  COMMIT="$COMMIT + uncommitted changes"
+fi
+MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+echo "== nflow features off vs on =="
+echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "nflow:     commit $COMMIT, $WORKERS worker(s) per server, configurations: $CONFIGS"
+echo "machine:   $(nproc) CPU(s), ${MODEL:-unknown model}, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+echo "load:      conns=$CONNS, duration=$DURATION, warm-up=${WARMUP:-5s} per cell; wrk and the servers share the CPUs"
+echo
+
+# --- configurations ------------------------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/nflow-features.XXXXXX")"
+for c in $CONFIGS; do
+  mkdir -p "$WORK/$c"
+  if answers "http://$HOST:$(port_of "$c")/hello"; then
+    echo "something already answers port $(port_of "$c"); pick another NFLOW_PORT" >&2
+    exit 2
+  fi
+done
+cat >"$WORK/off/config.toml" <<'EOF'
+[monitor]
+enabled = false
+[logging]
+format = "json"
+access = false
+[rate_limit]
+enabled = false
+EOF
+cat >"$WORK/on/config.toml" <<'EOF'
+[monitor]
+enabled = true
+[logging]
+format = "json"
+access = true
+[rate_limit]
+enabled = true
+ip_rate_limit = 1000000000
+ip_window_minutes = 1
+ip_burst_size = 1000000000
+EOF
+if [ "$TRACING" = 1 ]; then
+  cp "$WORK/on/config.toml" "$WORK/tracing/config.toml"
+  printf '[tracing]\nenabled = true\nendpoint = "http://127.0.0.1:%s/v1/traces"\n' "$OTLP_PORT" \
+    >>"$WORK/tracing/config.toml"
+  # An OTLP/HTTP sink that accepts and drops every export (decoding is not what is measured).
+  "$PY" -c '
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$OTLP_PORT" >"$WORK/otlp-sink.log" 2>&1 </dev/null &
+  PIDS[otlp-sink]=$!
+fi
+
+# --- start the servers (all at once; an idle server costs little) -------------------------------
+for c in $CONFIGS; do
+  (
+    cd "$WORK/$c"
+    # stderr holds the JSON log, access lines included: that is the "log to a file".
+    exec "$NFLOW" serve --config config.toml --app "$APP" --host "$HOST" \
+      --port "$(port_of "$c")" --workers "$WORKERS"
+  ) >"$WORK/$c/nflow.log" 2>&1 </dev/null &
+  PIDS[nflow-$c]=$!
+done
+for c in $CONFIGS; do
+  url="http://$HOST:$(port_of "$c")/hello"
+  ready=0
+  for _ in $(seq 1 300); do
+    if ! kill -0 "${PIDS[nflow-$c]}" 2>/dev/null; then
+      echo "nflow ($c) exited during start-up; last lines of $WORK/$c/nflow.log:" >&2
+      tail -n 20 "$WORK/$c/nflow.log" >&2
+      exit 3
+    fi
+    if answers "$url"; then ready=1; break; fi
+    sleep 0.1
+  done
+  [ "$ready" = 1 ] || { echo "nflow ($c) did not answer $url within 30 s" >&2; exit 3; }
+  echo "nflow $c started (PID ${PIDS[nflow-$c]}): $(curl -fsS --max-time 5 "http://$HOST:$(port_of "$c")/bench")" >&2
+done
+
+# --- load --------------------------------------------------------------------------------------
+ROWS="$WORK/rows.csv"
+: >"$ROWS"
+run() { # run URL LABEL
+  echo "running wrk: $2 ($1)" >&2
+  CONNS="$CONNS" DURATION="$DURATION" AVG=1 HEADER=0 RAW_DIR="$WORK/raw/$2" \
+    "$SHARED/wrk-matrix.sh" "$1" "$2" >"$WORK/$2.csv" 2>"$WORK/$2.err" </dev/null &
+  MATRIX_PID=$!
+  if ! wait "$MATRIX_PID"; then
+    MATRIX_PID=""
+    echo "wrk-matrix.sh failed for $2:" >&2
+    cat "$WORK/$2.err" >&2
+    exit 5
+  fi
+  MATRIX_PID=""
+  cat "$WORK/$2.csv" >&2
+  cat "$WORK/$2.csv" >>"$ROWS"
+}
+# Interleaved, so slow drift in the machine's load hits every configuration alike.
+for ep in bench hello; do
+  for c in $CONFIGS; do
+    run "http://$HOST:$(port_of "$c")/$ep" "$c-$ep"
+  done
+done
+for c in $CONFIGS; do
+  kill -0 "${PIDS[nflow-$c]}" 2>/dev/null || { echo "nflow ($c) died during the run" >&2; exit 3; }
+done
+if [ -f "$WORK/on/nflow.log" ]; then
+  echo "access lines written by 'on': $(grep -c '"logger":"nflow.access"' "$WORK/on/nflow.log" || true)"
+fi
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+echo
+echo "label,conns,rps,p50_ms,p99_ms,errors,avg_ms"
+cat "$ROWS"
+echo
+
+# --- the table -----------------------------------------------------------------------------------
+status=0
+awk -F, '
+  { split($1, parts, "-"); cfg = parts[1]; ep = parts[2]
+    rps[cfg, ep, $2] = $3; p99[cfg, ep, $2] = $5; err[cfg, ep, $2] = $6
+    if (!($2 in seen)) { seen[$2] = 1; order[n++] = $2 }
+    if (cfg == "tracing") traced = 1 }
+  function num(v) { return v != "NA" && v != "" }
+  function row(cfg, ep, c, target,   r, ok, why) {
+    ok = 1; why = ""
+    if (!num(rps[cfg, ep, c]) || !num(rps["off", ep, c]) || rps["off", ep, c] + 0 == 0) {
+      r = "NA"; ok = 0; why = " no result"
+    } else {
+      r = sprintf("%.3f", rps[cfg, ep, c] / rps["off", ep, c])
+      if (target && r + 0 < 0.90) { ok = 0; why = why " on<0.90*off" }
+      if (err[cfg, ep, c] + 0 != 0 || err["off", ep, c] + 0 != 0) { ok = 0; why = why " errors" }
+    }
+    printf "%-7s %-8s %6s %10s %10s %7s %9s %9s %7s  %s\n", "/" ep, cfg, c, rps["off", ep, c], \
+      rps[cfg, ep, c], r, p99["off", ep, c], p99[cfg, ep, c], err[cfg, ep, c] + 0, \
+      (target ? (ok ? "PASS" : "FAIL" why) : "(not a target)" why)
+    if (target && !ok) fail = 1
+  }
+  END {
+    printf "%-7s %-8s %6s %10s %10s %7s %9s %9s %7s  %s\n", "", "config", "conns", "off rps", \
+      "rps", "ratio", "off p99", "p99", "errors", "result (target: on >= 0.90 x off, 0 errors)"
+    for (i = 0; i < n; i++) {
+      for (e = 0; e < 2; e++) {
+        ep = (e == 0 ? "bench" : "hello")
+        row("on", ep, order[i], 1)
+        if (traced) row("tracing", ep, order[i], 0)
+      }
+    }
+    print ""
+    print (fail ? "overall: FAIL" : "overall: PASS")
+    exit fail
+  }' "$ROWS" || status=$?
+echo "(p99 in ms; ratio = rps / off rps; errors are socket errors + non-2xx)"
+exit "$status"
