@@ -67,6 +67,7 @@ from ._tables import (
     modules,
     nflow,
     queries,
+    revision,
     session_revocations,
     template,
     tracker,
@@ -126,6 +127,23 @@ _GET_TOKENS = (
 )
 _INSERT_TRACKER = insert(tracker)
 _COUNT_TRACKER = select(func.count()).select_from(tracker)
+
+
+def _table_marker(table: Any, column: Any) -> list[Any]:
+    return [
+        select(func.count()).select_from(table).scalar_subquery(),
+        select(func.max(table.c.id)).scalar_subquery(),
+        select(func.sum(func.length(column))).scalar_subquery(),
+    ]
+
+
+_CATALOG_MARKER = select(
+    select(func.max(revision.c.revision)).scalar_subquery(),
+    *_table_marker(nflow, nflow.c.json),
+    *_table_marker(modules, modules.c.code),
+    *_table_marker(template, template.c.content),
+    *_table_marker(queries, queries.c.query),
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -360,6 +378,7 @@ class Store:
             await self._lock(conn, nflow)
             values = {"json": json_text, "default_js": default_js, "tag": tag}
             await self._upsert(conn, nflow, "name", name, values)
+            await self._bump(conn)
 
     async def list_apps(self) -> list[str]:
         async with self._tx("list_apps") as conn:
@@ -369,6 +388,7 @@ class Store:
     async def delete_app(self, name: str) -> bool:
         async with self._tx("delete_app", write=True) as conn:
             result = await conn.execute(delete(nflow).where(nflow.c.name == name))
+            await self._bump(conn)
             return result.rowcount > 0
 
     @staticmethod
@@ -378,6 +398,26 @@ class Store:
         result = await conn.execute(sa_update(table).where(table.c[key] == value).values(**values))
         if result.rowcount == 0:
             await conn.execute(insert(table).values({key: value, **values}))
+
+    async def _bump(self, conn: AsyncConnection) -> None:
+        """Count one more write to apps, modules, templates or queries (see catalog_marker)."""
+        await self._lock(conn, revision)
+        bumped = await conn.execute(
+            sa_update(revision).where(revision.c.id == 1).values(revision=revision.c.revision + 1)
+        )
+        if bumped.rowcount == 0:
+            await conn.execute(insert(revision).values(id=1, revision=1))
+
+    async def catalog_marker(self) -> str:
+        """A short text that changes whenever apps, modules, templates or queries change.
+
+        nflow's own writes bump ``nflow_revision``; row counts, highest ids and text lengths
+        catch most writes made by other programs (the Go designer) too. One cheap query, so
+        every worker can poll it each second.
+        """
+        async with self._tx("catalog_marker") as conn:
+            row = (await conn.execute(_CATALOG_MARKER)).one()
+        return ":".join("" if v is None else str(v) for v in row)
 
     # --- modules, templates, queries ---------------------------------------------------------
 
@@ -403,6 +443,7 @@ class Store:
         async with self._tx("put_module", write=True) as conn:
             await self._lock(conn, modules)
             await self._put_module(conn, module)
+            await self._bump(conn)
 
     async def _put_module(self, conn: AsyncConnection, module: ModuleRecord) -> None:
         values = {"form": module.form, "mod": module.mod, "code": module.code}
@@ -427,6 +468,7 @@ class Store:
         async with self._tx("put_template", write=True) as conn:
             await self._lock(conn, template)
             await self._upsert(conn, template, "name", name, {"content": content})
+            await self._bump(conn)
 
     async def list_queries(self) -> dict[str, str]:
         """Name → SQL. Of duplicate names the newest row wins, as in the Go runtime's
@@ -444,6 +486,7 @@ class Store:
         async with self._tx("put_query", write=True) as conn:
             await self._lock(conn, queries)
             await self._upsert(conn, queries, "name", name, {"query": sql})
+            await self._bump(conn)
 
     async def run_sql(
         self, sql: str, params: Sequence[object] = (), *, max_rows: int = 1000
@@ -664,6 +707,7 @@ class Store:
                 await self._lock(conn, queries)
                 for name, query in doc.queries:
                     await self._upsert(conn, queries, "name", name, {"query": query})
+            await self._bump(conn)
         return ImportSummary(
             apps=apps,
             modules=len(doc.modules),

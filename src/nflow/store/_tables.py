@@ -35,6 +35,7 @@ __all__ = [
     "modules",
     "nflow",
     "queries",
+    "revision",
     "session_revocations",
     "template",
     "tracker",
@@ -282,4 +283,15 @@ session_revocations = Table(
     metadata,
     Column("sid", String(64), primary_key=True),
     Column("expires", Integer, nullable=False),
+)
+
+
+# nflow's own: one row counting writes to apps, modules, templates and queries, so running
+# servers notice `nflow import` with one cheap query (hot reload). A separate table keeps the
+# Go runtime's tables exactly as they were.
+revision = Table(
+    "nflow_revision",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("revision", Integer, nullable=False),
 )
