@@ -733,6 +733,8 @@ class ServerConfig(_Section):
     workers: int = Field(default=0, ge=0)
     mode: Annotated[Literal["development", "production"], BeforeValidator(_lower)] = "development"
     compress_min_bytes: int = Field(default=1024, ge=0)
+    # How often each worker looks for changed app files and stored apps; 0 turns it off.
+    reload_interval_seconds: float = Field(default=1.0, ge=0)
 
     @property
     def effective_workers(self) -> int:
@@ -1414,11 +1416,22 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "redis.password",
     "redis.db",
     "redis.prefix",
-    "session.backend",
-    "session.secret",
+    "session.*",
     "https_engine.*",
     "monitor.metrics_port",
     "tracing.*",
+    # Built once per worker: the JS engine's limits, thread pool, metrics, limiter kind,
+    # tracker queue and encryption keys.
+    "vm_pool.max_size",
+    "vm_pool.max_memory_mb",
+    "limits.max_stack_kb",
+    "monitor.enabled",
+    "rate_limit.enabled",
+    "rate_limit.backend",
+    "tracker.*",
+    "security.enable_encryption",
+    "security.encryption_key",
+    "security.encrypt_sensitive_data",
 )
 
 

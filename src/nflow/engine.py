@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -39,6 +39,9 @@ from nflow.processes import Process
 from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
 from nflow.store import TrackerRow
 from nflow.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from nflow._catalog import Catalog
 
 log = logging.getLogger("nflow.engine")
 security_log = logging.getLogger("nflow.security")
@@ -136,9 +139,10 @@ class Engine:
     def plan(self, run: _Run, node: Node) -> tuple[str, str]:
         """Source and runtime key of a js node, resolved once per app version."""
         plan = (run.source_for(node), f"{run.playbook.digest[:16]}:{node.id}")
-        if len(self.plans) > 100_000:
-            self.plans.clear()
-        self.plans[(run.playbook.digest, node.id)] = plan
+        plans = run.plans
+        if len(plans) > 100_000:
+            plans.clear()
+        plans[(run.playbook.digest, node.id)] = plan
         return plan
 
     # public -----------------------------------------------------------------------------
@@ -156,7 +160,11 @@ class Engine:
         wid: str | None = None,
         payload: dict[str, Any] | None = None,
         isolated: bool = False,
+        catalog: Catalog | None = None,
     ) -> Execution:
+        """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
+        routed with: module sources and templates come from it for the whole run, even if a
+        hot reload swaps in a new version meanwhile."""
         services = self.services
         limits = services.limits
         wid = wid or new_wid()
@@ -178,9 +186,10 @@ class Engine:
             deadline=time.monotonic() + limits.request_timeout_seconds,
             isolated=isolated,
             max_host_calls=limits.max_host_calls,
+            templates=catalog.templates if catalog is not None else None,
         )
         execution = Execution(wid=wid, app=playbook.name, response=Response())
-        run = _Run(self, playbook, ctx, execution)
+        run = _Run(self, playbook, ctx, execution, catalog)
         vm = self.vms.get()
         run.vm = vm
         vm.start(ctx)
@@ -219,13 +228,26 @@ class Engine:
 class _Run:
     """State of one execution while the loop runs."""
 
-    def __init__(self, engine: Engine, playbook: Playbook, ctx: RunContext, ex: Execution) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        playbook: Playbook,
+        ctx: RunContext,
+        ex: Execution,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.engine = engine
         self.playbook = playbook
         self.ctx = ctx
         self.execution = ex
         self.vm: NflowVM
         self.prev = ""
+        # Captured once: a reload during the run cannot switch module code under it.
+        self.catalog = catalog
+        self.modules: Mapping[str, str | None] = (
+            catalog.modules if catalog is not None else engine.services.modules
+        )
+        self.plans = catalog.plans if catalog is not None else engine.plans
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -440,7 +462,7 @@ class _Run:
             return code
         script = data.get("script")
         if isinstance(script, str) and script:
-            modules: Mapping[str, str | None] = self.engine.services.modules
+            modules = self.modules
             if script not in modules:
                 raise ModuleNotFound(
                     f"node {node.label} uses module {script!r}, which is not in the modules "
@@ -481,7 +503,7 @@ def _intercepted(
 def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     ctx = run.ctx
     vm = run.vm
-    plan = engine.plans.get((run.playbook.digest, node.id))
+    plan = run.plans.get((run.playbook.digest, node.id))
     if plan is None:
         plan = engine.plan(run, node)
     limits = engine.services.limits
@@ -562,6 +584,7 @@ def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -
             sessions=ctx.sessions.copy(),
             payload=clone,
             wid=fork_wid,
+            catalog=run.catalog,
         )
     return StepResult("output_1", orjson.loads(orjson.dumps(payload)))
 

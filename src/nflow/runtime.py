@@ -12,24 +12,22 @@ import asyncio
 import contextvars
 import logging
 import os
-import re
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nflow._catalog import Catalog, build_catalog
 from nflow._http import Request, Response
 from nflow._io import IoLoop
-from nflow.check import security_problems
 from nflow.config import Config
 from nflow.engine import Engine, Execution, NodeInterceptor, VMProvider, is_auth_entry
-from nflow.errors import ConfigError, ExecutionError, PlaybookError, Problem
+from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._gojson import dumps as go_json
@@ -37,7 +35,7 @@ from nflow.jsapi._templates import templates
 from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
-from nflow.playbook import Playbook, Starter, flag, load_playbook
+from nflow.playbook import Playbook, flag
 from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
 from nflow.processes import ProcessRegistry
 from nflow.ratelimit import RateLimiter, limiter_from_config
@@ -54,12 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nflow")
 
-# Host functions that wait on I/O or time. A route whose reachable scripts name one runs in
-# a worker thread, so the wait does not hold up the server's event loop.
-_BLOCKING = re.compile(
-    r"\b(validate_user|get_user|validate_token|get_token|sleep|http_\w+|send_mail\w*|"
-    r"openai|ollama|gemini|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
-)
 DEFAULT_AUTH_TRIGGER = 'function auth(){ if (!exist_profile()) { next = "login" } }'
 
 
@@ -119,6 +111,7 @@ class _Route:
     match: Match
     blocking: bool
     resume: str = ""
+    catalog: Catalog | None = None
 
 
 class Runtime:
@@ -155,11 +148,12 @@ class Runtime:
         self.example_if_empty = example_if_empty
         self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
         self.host = core.merged([users, templates, twilio, *PLUGIN_TABLES, *hosts])
-        self.router = Router()
+        # Everything a request needs from the loaded apps, swapped whole by reload().
+        self.catalog = Catalog()
+        self.reload_lock = threading.Lock()
         self.problems: list[Problem] = []
         self._io: IoLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._routes: dict[tuple[str, str], bool] = {}
         self._forks: set[Future[Any]] = set()
         self._forks_lock = threading.Lock()
         self.services: Services
@@ -355,80 +349,64 @@ class Runtime:
     # loading ----------------------------------------------------------------------------
     async def reload(self) -> None:
         """(Re)load modules, templates, queries and apps; build the routing table."""
-        store = self.services.store
-        modules = await self.store_call(store.list_modules())
-        templates = await self.store_call(store.list_templates())
-        queries = await self.store_call(store.list_queries())
-        self.services.modules = {m.name: m.code for m in modules}
-        self.engine.plans.clear()  # module code may have changed under the same app version
-        self.services.templates = {t.name: t.content for t in templates}
-        self.services.queries = dict(queries)
-        playbooks: list[Playbook] = []
-        problems: list[Problem] = []
-        for path in self.app_files:
-            try:
-                text = path.read_bytes()
-            except OSError as exc:
-                raise PlaybookError(f"cannot read app file {path}: {exc.strerror}") from None
-            playbook = load_playbook(text, name=path.stem, source=str(path))
-            playbooks.append(playbook)
-        if self.serve_stored_apps:
-            for name in await self.store_call(store.list_apps()):
-                record = await self.store_call(store.get_app(name))
-                if record is None:
-                    continue
-                try:
-                    playbooks.append(load_playbook(record.json, name=name, source=f"app {name!r}"))
-                except PlaybookError as exc:
-                    log.error("app %r in the database cannot be served: %s", name, exc)
-                    problems.extend(exc.problems)
-        if not playbooks and self.example_if_empty:
-            text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
-            playbooks.append(load_playbook(text, name="example", source="bundled example"))
-        served: list[Playbook] = []
-        for playbook in playbooks:
-            found = await asyncio.to_thread(
-                security_problems,
-                playbook,
-                modules=self.services.modules,
-                security=self.config.security,
-            )
-            for problem in found:
-                log.warning(
-                    "app %r: %s",
-                    playbook.name,
-                    problem,
-                    extra={"app": playbook.name, "node": problem.node},
-                )
-            problems.extend(found)
-            if any(p.severity == "error" for p in found):
-                log.error(
-                    "app %r is not served: its scripts break [security] rules (block mode)",
-                    playbook.name,
-                )
-                continue
-            served.append(playbook)
-        playbooks = served
-        router = Router(playbooks)
-        routes: dict[tuple[str, str], bool] = {}
-        for playbook in playbooks:
-            problems.extend(playbook.problems)
-            for problem in playbook.errors:
-                log.error("app %r: %s", playbook.name, problem)
-            for starter in playbook.starters:
-                routes[(playbook.digest, starter.node.id)] = self._blocking(playbook, starter)
-        self.router = router
-        self._routes = routes
-        self.problems = problems
+        await asyncio.to_thread(self._reload_all)
 
-    def _blocking(self, playbook: Playbook, starter: Starter) -> bool:
-        modules = self.services.modules
-        for node_id in playbook.reachable(starter.node.id):
-            data = playbook.nodes[node_id].data
-            for source in (data.get("code"), modules.get(str(data.get("script", "")))):
-                if isinstance(source, str) and _BLOCKING.search(source):
-                    return True
-        return False
+    def _reload_all(self) -> None:
+        with self.reload_lock:
+            self.install(build_catalog(self).catalog)
+
+    def install(self, catalog: Catalog) -> None:
+        """Serve ``catalog`` from now on: one reference assignment, so requests that already
+        started keep the catalog they read."""
+        self.catalog = catalog
+        self.services.modules = catalog.modules
+        self.services.templates = catalog.templates
+        self.services.queries = catalog.queries
+        self.engine.plans = catalog.plans
+        self.problems = list(catalog.problems)
+
+    def apply_config(self, config: Config, changed: Iterable[str] = ()) -> None:
+        """Serve with ``config`` from now on, for what can change live (SIGHUP): limits, env,
+        auth trigger and login path, rate-limit numbers, plugin policies ([http], [mail],
+        [llm]), and everything read per request.
+
+        Keys built into the worker at open (see ``RESTART_REQUIRED_KEYS``) must keep their
+        values in ``config``. Raises ConfigError, changing nothing, if the trigger is unusable.
+        """
+        trigger = _auth_trigger(config)
+        limiter = self.limiter
+        if limiter is not None and any(k.startswith("rate_limit.ip_") for k in changed):
+            # New bucket sizes: buckets in memory start full again, Redis keeps its state.
+            limiter = limiter_from_config(
+                config.rate_limit,
+                redis=getattr(limiter, "_client", None),
+                redis_prefix=config.redis.prefix,
+            )
+        services = self.services
+        self.config = config
+        services.config = config
+        services.limits = RunLimits.from_config(config)
+        services.env = dict(config.env)
+        services.auth_trigger = trigger
+        services.login_path = config.auth.login_path
+        self.limiter = limiter
+        apply_plugin_config(config)
+
+    @property
+    def router(self) -> Router:
+        return self.catalog.router
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self.catalog = replace(self.catalog, router=router)
+
+    @property
+    def _routes(self) -> Mapping[tuple[str, str], bool]:
+        return self.catalog.blocking
+
+    @_routes.setter
+    def _routes(self, blocking: Mapping[tuple[str, str], bool]) -> None:
+        self.catalog = replace(self.catalog, blocking=blocking)
 
     # requests ---------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -487,7 +465,8 @@ class Runtime:
                 },
             )
         endpoint, resume = split_markers(request.path)
-        match = self.router.match(request.method, endpoint)
+        catalog = self.catalog  # read once: the whole request uses this version
+        match = catalog.router.match(request.method, endpoint)
         if match is None:
             return json_response(404, {"code": 404, "message": "not found"})
         if not resume:
@@ -511,8 +490,8 @@ class Runtime:
                         f"the flow that starts at {match.starter.pattern}",
                     },
                 )
-        blocking = self._routes.get((match.playbook.digest, match.starter.node.id), False)
-        return _Route(match=match, blocking=blocking, resume=resume)
+        blocking = catalog.blocking.get((match.playbook.digest, match.starter.node.id), False)
+        return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog)
 
     def _execute(
         self, request: Request, route: _Route, sessions: Sessions | None = None
@@ -540,6 +519,7 @@ class Runtime:
             sessions=sessions,
             resume=bool(resume),
             auth=is_auth_entry(entry),
+            catalog=route.catalog,
         )
 
     # background forks -------------------------------------------------------------------
@@ -554,6 +534,7 @@ class Runtime:
         sessions: Sessions,
         payload: dict[str, Any],
         wid: str,
+        catalog: Catalog | None = None,
     ) -> None:
         pool = self._pool
         if pool is None:
@@ -573,6 +554,7 @@ class Runtime:
                     wid=wid,
                     payload=payload,
                     isolated=True,
+                    catalog=catalog,
                 )
             except Exception:
                 log.exception("background branch %s crashed", wid, extra={"wid": wid})

@@ -73,6 +73,8 @@ class RunContext:
     extra_headers: dict[str, str] = field(default_factory=dict)
     cookies_out: list[str] = field(default_factory=list)
     on_fork: Callable[..., None] | None = None
+    # The stored templates of the loaded version the run started with (hot reload).
+    templates: dict[str, str] | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -60,6 +60,13 @@ def serve(
         respawn_failed_workers=True,
         respawn_interval=0.5,
     )
+    # SIGHUP: check the config once here, then let each worker apply what can change live.
+    from nflow._reload import forward_sighup
+    from nflow.config import load_config
+
+    server.on_startup(
+        forward_sighup(server, config_path=config_path, config=load_config(config_path))
+    )
     try:
         server.serve()
     finally:
@@ -68,6 +75,7 @@ def serve(
 
 def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
+    from nflow._reload import Reloader
     from nflow.config import load_config
     from nflow.logs import configure_logging
 
@@ -86,4 +94,7 @@ def worker_app() -> RsgiApp:
         session_secret=spec.get("session_secret") or None,
         log_nodes=bool(spec.get("verbose")),  # -v: one line per executed node
     )
-    return RsgiApp(runtime)
+    app = RsgiApp(runtime)
+    # Changed app files and stored apps are picked up without a restart (hot reload).
+    app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
+    return app

@@ -7,12 +7,15 @@ import gzip
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 from nflow.logs import access_log
 from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin, is_builtin
+
+if TYPE_CHECKING:
+    from nflow._reload import Reloader
 
 log = logging.getLogger("nflow.server")
 
@@ -115,11 +118,16 @@ class RsgiApp:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.reloader: Reloader | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.runtime.open())
+        if self.reloader is not None:
+            self.reloader.start(loop)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
         loop.run_until_complete(self.runtime.close())
         # Workers may leave through os._exit, which skips the access log's atexit flush.
         access_log().flush()
