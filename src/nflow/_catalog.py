@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -298,13 +298,13 @@ class _Builder:
                 self.changes.append("templates changed")
             if queries != old.queries:
                 self.changes.append("queries changed")
-            if (
-                not self.changes
-                and marker == old.marker
-                and _same(files, old.files)
-                and _same(apps, old.stored)
-            ):
-                return Rebuild(old, [], self.store_error)
+            if not self.changes:
+                if marker == old.marker and _same(files, old.files) and _same(apps, old.stored):
+                    return Rebuild(old, [], self.store_error)
+                # Only bookkeeping moved (file times, a refused version's digest): the same
+                # apps, routes and plans, so no rebuild.
+                bookkeeping = replace(old, files=tuple(files), stored=tuple(apps), marker=marker)
+                return Rebuild(bookkeeping, [], self.store_error)
         playbooks = [s.playbook for s in (*files, *apps) if s.playbook is not None]
         if not playbooks and self.runtime.example_if_empty:
             text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
@@ -338,6 +338,7 @@ def build_catalog(runtime: Runtime, previous: Catalog | None = None) -> Rebuild:
     """The first catalog (``previous`` None), or the next one after ``previous``.
 
     Blocking (file and database reads, static analysis): call it off the request path.
-    When nothing changed, the result's catalog is ``previous`` itself.
+    When nothing changed, the result's catalog is ``previous`` itself; when nothing served
+    changed (only what was seen of the sources), ``changes`` is empty.
     """
     return _Builder(runtime, previous).build()

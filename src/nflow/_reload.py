@@ -150,7 +150,8 @@ class Reloader:
 
     # apps --------------------------------------------------------------------------------
     def check(self, *, full: bool = False) -> bool:
-        """Look for changes once; True when a new version was installed.
+        """Look for changes once; True when a new version of some app, module, template or
+        query was installed.
 
         ``full`` reloads and analyzes every app again (new ``[security]`` rules).
         """
@@ -173,7 +174,7 @@ class Reloader:
             log.info("reloaded every app for the new configuration; routes: %s", routes)
         elif rebuild.changes:
             log.info("reloaded: %s", "; ".join(rebuild.changes))
-        return True
+        return full or bool(rebuild.changes)
 
     def _note_store(self, error: str) -> None:
         # One line when the database goes away and one when it is back, not one a second.
