@@ -122,6 +122,12 @@ class Load:
             thread.start()
         return self
 
+    def settle(self, url: str, paths: list[str], version: str) -> None:
+        """Wait until ``version`` is served, then until the load has run on it a while."""
+        eventually(lambda: all(served(url, p) == version for p in paths), f"version {version}")
+        mark = self.count
+        eventually(lambda: self.count >= mark + 30, "requests on the new version")
+
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         for thread in self._threads:
@@ -189,9 +195,8 @@ def test_app_file_changes_under_load(hot: Server) -> None:
     eventually(lambda: all(served(hot.url, "/v") == "A" for _ in range(4)), "version A")
     with Load(hot.url, ["/v", "/slow"]) as load:
         for version in "BABAB":
-            time.sleep(0.3)
             write_atomically(app, versioned(version))
-        time.sleep(0.3)
+            load.settle(hot.url, ["/v"], version)
     assert not load.errors, load.errors[:5]
     assert load.count >= 300 and set(load.seen) == {"A", "B"}, load.seen
     eventually(lambda: all(served(hot.url, "/v") == "B" for _ in range(6)), "version B")
@@ -293,11 +298,9 @@ def test_stored_app_and_modules_change_under_load(
     assert served(srv.url, "/v") == served(srv.url, "/m") == "A"
     with Load(srv.url, ["/v", "/slow", "/m"]) as load:
         for version in "BAB":
-            time.sleep(0.15)
             import_app(version)
-            time.sleep(0.15)
             import_modules(version)
-        time.sleep(0.3)
+            load.settle(srv.url, ["/v", "/m"], version)
     assert not load.errors, load.errors[:5]
     assert load.count >= 300 and set(load.seen) == {"A", "B"}, load.seen
     eventually(
