@@ -21,9 +21,21 @@ from nflow.errors import (
 )
 from nflow.playbook import Node, Playbook, Starter, load_playbook, parse_playbook
 from nflow.runtime import Runtime
+from nflow.server import AsgiApp
+from nflow.steps import (
+    RequestInfo,
+    StepContext,
+    StepError,
+    StepInputError,
+    StepRegistrationError,
+    discover_steps,
+    registered_steps,
+    step,
+)
 
 __all__ = [
     "AppNotFound",
+    "AsgiApp",
     "Config",
     "ConfigError",
     "Execution",
@@ -36,16 +48,24 @@ __all__ = [
     "Problem",
     "ProcessKilled",
     "Request",
+    "RequestInfo",
     "Response",
     "Runtime",
     "ScriptError",
     "ScriptTimeout",
     "Starter",
+    "StepContext",
+    "StepError",
+    "StepInputError",
     "StepLimitExceeded",
+    "StepRegistrationError",
     "StepResult",
     "StoreError",
     "TraceEntry",
+    "discover_steps",
     "load_config",
     "load_playbook",
     "parse_playbook",
+    "registered_steps",
+    "step",
 ]

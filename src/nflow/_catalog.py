@@ -28,6 +28,7 @@ from nflow.check import security_problems
 from nflow.errors import PlaybookError, Problem
 from nflow.playbook import Playbook, Starter, load_playbook
 from nflow.router import Router
+from nflow.steps import registered_steps
 
 if TYPE_CHECKING:
     from nflow.runtime import Runtime
@@ -96,7 +97,10 @@ def _routes(playbook: Playbook) -> str:
 
 
 def is_blocking(playbook: Playbook, starter: Starter, modules: Mapping[str, str | None]) -> bool:
+    custom = registered_steps()
     for node_id in playbook.reachable(starter.node.id):
+        if playbook.nodes[node_id].type in custom:
+            return True  # a Python step's wait must not hold up the server's loop
         data = playbook.nodes[node_id].data
         for source in (data.get("code"), modules.get(str(data.get("script", "")))):
             if isinstance(source, str) and BLOCKING_CALLS.search(source):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_playbook"]
+__all__ = ["check_playbook", "custom_step_problems"]
 
 from collections.abc import Mapping
 
@@ -88,6 +88,43 @@ def check_playbook(
     finally:
         runtime.close()
     problems.extend(security_problems(playbook, modules=modules, security=security))
+    problems.extend(custom_step_problems(playbook))
+    return problems
+
+
+def custom_step_problems(playbook: Playbook) -> list[Problem]:
+    """Node data of custom Python steps that can never validate into the step's input model.
+
+    Node data wins over the payload at run time, so a wrongly typed field there fails every
+    run. Missing fields are not reported: the payload may bring them.
+    """
+    from pydantic import ValidationError
+
+    from nflow.steps import registered_steps
+
+    steps = registered_steps()
+    problems: list[Problem] = []
+    for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+        definition = steps.get(node.type)
+        if definition is None or definition.input is None:
+            continue
+        params = {k: v for k, v in node.data.items() if k not in ("type", "name_box") and v != ""}
+        try:
+            definition.input.model_validate(params)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                loc = error["loc"]
+                if error["type"] == "missing" or not loc or loc[0] not in params:
+                    continue
+                problems.append(
+                    Problem(
+                        "error",
+                        f"step {node.type!r}: {error['msg']}, got {error.get('input')!r}",
+                        tab=node.tab,
+                        node=node.id,
+                        field=".".join(str(p) for p in loc),
+                    )
+                )
     return problems
 
 

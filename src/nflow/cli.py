@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
             _print(f"database: {runtime.store.url}")
+            _print_custom_steps()
             apps = runtime.router.playbooks
             if not apps:
                 _print("no apps to serve: import one with `nflow import app.json` or pass --app")
@@ -295,12 +296,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_custom_steps() -> None:
+    from nflow.steps import registered_steps
+
+    steps = registered_steps()
+    if steps:
+        listed = ", ".join(f"{name} ({d.origin})" for name, d in sorted(steps.items()))
+        _print(f"custom steps: {listed}")
+
+
 # check ------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from nflow.check import check_playbook
     from nflow.playbook import load_playbook
+    from nflow.steps import discover_steps
     from nflow.store import Store
 
+    # Node types of installed step packages are known types, not errors.
+    try:
+        discover_steps()
+    except NflowError as exc:
+        _err(f"error: {exc}")
+        return 1
     modules: dict[str, str | None] = {}
     apps: list[str] = []
     for file in args.files:

@@ -132,6 +132,7 @@ class Engine:
             "dromedary": _step_legacy_plugin,
             "dromedary_callback": _step_legacy_plugin,
         }
+        self.steps.update(dict.fromkeys(_custom_step_types(), _step_custom))
         self.plans: dict[tuple[str, str], tuple[str, str]] = {}
         # Outermost first. Empty by default, and then the loop pays one truth test per node.
         self.interceptors: list[NodeInterceptor] = []
@@ -604,7 +605,22 @@ def _step_legacy_plugin(
 
 
 def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    if node.type in _custom_step_types():  # registered after this engine was built
+        return _step_custom(engine, run, node, payload)
     raise UnknownNodeType(node)
+
+
+def _step_custom(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    """A node type registered with ``@nflow.step``: see nflow.steps."""
+    from nflow._step_runner import run_custom_step
+
+    return run_custom_step(engine, run, node, payload)
+
+
+def _custom_step_types() -> Mapping[str, object]:
+    from nflow.steps import registered_steps
+
+    return registered_steps()
 
 
 def _limit_name(exc: ExecutionError) -> str:

@@ -188,11 +188,12 @@ def _parse_node(
                 )
             )
         node_type = ""
-    elif node_type not in KNOWN_NODE_TYPES:
+    elif node_type not in KNOWN_NODE_TYPES and node_type not in _custom_types():
+        known = sorted(KNOWN_NODE_TYPES | set(_custom_types()))
         problems.append(
             Problem(
                 "error",
-                f"unknown node type {node_type!r} (known: {', '.join(sorted(KNOWN_NODE_TYPES))})",
+                f"unknown node type {node_type!r} (known: {', '.join(known)})",
                 tab=tab,
                 node=node_id,
                 field="type",
@@ -332,3 +333,10 @@ def _json_position(text: str | bytes, pos: int) -> tuple[int, int]:
     line = before.count(b"\n") + 1
     col = pos - (before.rfind(b"\n") + 1) + 1
     return line, col
+
+
+def _custom_types() -> Mapping[str, object]:
+    """Node types registered as custom Python steps (nflow.steps), imported only when needed."""
+    from nflow.steps import registered_steps
+
+    return registered_steps()

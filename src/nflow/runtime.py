@@ -43,6 +43,7 @@ from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
 from nflow.security import KeyConfigError, KeyRing
 from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
+from nflow.steps import discover_steps
 from nflow.store import Store
 from nflow.tracker import Tracker
 from nflow.watchdog import Watchdog
@@ -166,6 +167,8 @@ class Runtime:
         if self.is_open:
             return
         config = self.config
+        # Installed packages' custom steps must be known before apps are parsed.
+        discover_steps()
         self._io = IoLoop()
         store = Store(self.database_url)
         try:
