@@ -165,7 +165,8 @@ class AsgiApp:
     """ASGI interface, to mount nflow inside Starlette or any ASGI server.
 
     The lifespan protocol opens and closes the runtime; when the host server does not send
-    lifespan events, the runtime opens on the first request.
+    lifespan events (a mounted app never gets them), the runtime opens on the first request
+    and the host application should close it. Under a mount, ``root_path`` is stripped.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -202,6 +203,10 @@ class AsgiApp:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         path = scope.get("raw_path")
         raw_path = path.decode("latin-1") if isinstance(path, bytes) else scope["path"]
+        root = scope.get("root_path", "")
+        if root and raw_path.startswith(root):
+            # Mounted under a prefix (Starlette's Mount): starters match the rest of the path.
+            raw_path = raw_path[len(root) :] or "/"
         request = Request(
             scope["method"],
             raw_path.split("?", 1)[0],
