@@ -116,11 +116,15 @@ def _store_from(args: argparse.Namespace) -> object:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from nflow.applimits import app_limit_problems
+    from nflow.config import Config
     from nflow.playbook import load_playbook
     from nflow.store import Store
 
     store = _store_from(args)
     assert isinstance(store, Store)
+    config, _ = _config(args.config)
+    assert isinstance(config, Config)
 
     async def run() -> int:
         await store.open()
@@ -137,7 +141,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         _err(str(exc))
                         failed += 1
                         continue
-                    errors = playbook.errors
+                    errors = playbook.errors + app_limit_problems(playbook, config)
                     if errors and not args.force:
                         _err(f"{file}: not imported, {len(errors)} error(s) (use --force):")
                         for problem in errors:
@@ -307,6 +311,7 @@ def _print_custom_steps() -> None:
 
 # check ------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
+    from nflow.applimits import app_limit_problems
     from nflow.check import check_playbook
     from nflow.playbook import load_playbook
     from nflow.steps import discover_steps
@@ -366,6 +371,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         loaded, _ = _config(args.config)
         assert isinstance(loaded, _Config)
         problems = check_playbook(playbook, modules=modules, security=loaded.security)
+        problems += app_limit_problems(playbook, loaded)
         n_err = sum(1 for p in problems if p.severity == "error")
         n_warn = len(problems) - n_err
         _print(

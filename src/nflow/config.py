@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "RESTART_REQUIRED_KEYS",
+    "AppConfig",
     "AuthConfig",
     "Config",
     "DatabaseConfig",
@@ -70,6 +71,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from nflow.applimits import validate_app_limits
 from nflow.errors import ConfigError
 
 _ENV_PREFIX = "NFLOW_"
@@ -699,6 +701,21 @@ class LimitsConfig(_Section):
     sleep_max_ms: int = Field(default=5000, ge=0)
 
 
+class AppConfig(_Section):
+    """``[apps."<app name>"]``: settings of one app. Only ``limits`` so far (lower-only)."""
+
+    limits: dict[str, int | float] = Field(default_factory=dict)
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: object) -> object:
+        values, issues = validate_app_limits(value)
+        if issues:
+            # Keys without a dot are relative: the caller adds apps.<name>.limits.
+            raise _problems([(i.key or "limits", i.message) for i in issues])
+        return values
+
+
 class AuthConfig(_Section):
     trigger: str = ""
     login_path: str = "/nflow_login"
@@ -809,6 +826,7 @@ class Config(_Section):
     llm: LlmConfig = LlmConfig()
     databases: dict[str, ExtraDatabaseConfig] = Field(default_factory=dict)
     tracing: TracingConfig = TracingConfig()
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -1037,6 +1055,15 @@ def _apply_environ(
             _database_override(variable, parts[1:], text, section, findings, sources)
             continue
         if model is None:
+            if section_name == "apps":
+                findings.append(
+                    _Finding(
+                        variable,
+                        section_name,
+                        'per-app settings are read from config.toml ([apps."<name>".limits]) only',
+                    )
+                )
+                continue
             if len(parts) != 2:
                 findings.append(_Finding(variable, section_name, "expected NFLOW_ENV__<NAME>"))
                 continue

@@ -167,7 +167,7 @@ class Engine:
         routed with: module sources and templates come from it for the whole run, even if a
         hot reload swaps in a new version meanwhile."""
         services = self.services
-        limits = services.limits
+        limits = services.limits_for(playbook)
         wid = wid or new_wid()
         sessions = sessions if sessions is not None else Sessions()
         writer = ResponseWriter(max_bytes=limits.max_response_bytes)
@@ -188,6 +188,7 @@ class Engine:
             isolated=isolated,
             max_host_calls=limits.max_host_calls,
             templates=catalog.templates if catalog is not None else None,
+            limits=limits,
         )
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
@@ -252,7 +253,7 @@ class _Run:
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
-        limits = self.engine.services.limits
+        limits = ctx.limits
         form = ctx.sessions.get(FORM_SESSION)
         payload: dict[str, Any] = dict(initial or {})
         next_id = first
@@ -507,7 +508,7 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
     plan = run.plans.get((run.playbook.digest, node.id))
     if plan is None:
         plan = engine.plan(run, node)
-    limits = engine.services.limits
+    limits = ctx.limits
     remaining = ctx.remaining()
     if remaining <= 0:
         raise ScriptTimeout(

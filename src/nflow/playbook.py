@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from nflow.applimits import validate_app_limits
 from nflow.errors import PlaybookError, Problem
 
 KNOWN_NODE_TYPES = frozenset({"starter", "js", "gorutine", "dromedary", "dromedary_callback"})
@@ -77,6 +78,8 @@ class Playbook:
     tabs: tuple[str, ...]
     digest: str
     problems: tuple[Problem, ...] = field(default=())
+    # The document's "nflow_limits": valid overrides only (bad entries are problems).
+    limits: Mapping[str, int | float] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def errors(self) -> list[Problem]:
@@ -146,6 +149,12 @@ def parse_playbook(doc: object, *, name: str = "app", source: str = "") -> Playb
                 nodes[node_id] = node
     starters = _starters(nodes, problems)
     _check_links(nodes, starters, problems)
+    limits: dict[str, int | float] = {}
+    if "nflow_limits" in doc:
+        limits, issues = validate_app_limits(doc["nflow_limits"])
+        for issue in issues:
+            key = f"nflow_limits.{issue.key}" if issue.key else "nflow_limits"
+            problems.append(Problem("error", issue.message, field=key))
     digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Playbook(
         name=name,
@@ -154,6 +163,7 @@ def parse_playbook(doc: object, *, name: str = "app", source: str = "") -> Playb
         tabs=tuple(tabs),
         digest=digest,
         problems=tuple(problems),
+        limits=MappingProxyType(limits),
     )
 
 

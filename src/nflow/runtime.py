@@ -10,6 +10,7 @@ __all__ = ["RunLimits", "Runtime", "Services"]
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import os
 import secrets
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nflow._catalog import Catalog, build_catalog
 from nflow._http import Request, Response
 from nflow._io import IoLoop
+from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
 from nflow.config import Config
 from nflow.engine import Engine, Execution, NodeInterceptor, VMProvider, is_auth_entry
 from nflow.errors import ConfigError, ExecutionError, Problem
@@ -101,6 +103,14 @@ class Services:
     metrics: Metrics | None = None
     keyring: KeyRing | None = None
     runtime: Runtime | None = None
+    # Effective limits of apps with overrides, by (digest, name); the rest use ``limits``.
+    app_limits: dict[tuple[str, str], RunLimits] = field(default_factory=dict)
+
+    def limits_for(self, playbook: Playbook) -> RunLimits:
+        """The limits a run of ``playbook`` gets: one dict lookup, computed at load."""
+        if not self.app_limits:
+            return self.limits
+        return self.app_limits.get((playbook.digest, playbook.name), self.limits)
 
     def spawn_fork(self, **kwargs: Any) -> None:
         assert self.runtime is not None
@@ -367,6 +377,7 @@ class Runtime:
         self.services.queries = catalog.queries
         self.engine.plans = catalog.plans
         self.problems = list(catalog.problems)
+        self.services.app_limits = self._app_limits(catalog.playbooks)
 
     def apply_config(self, config: Config, changed: Iterable[str] = ()) -> None:
         """Serve with ``config`` from now on, for what can change live (SIGHUP): limits, env,
@@ -394,6 +405,7 @@ class Runtime:
         services.login_path = config.auth.login_path
         self.limiter = limiter
         apply_plugin_config(config)
+        services.app_limits = self._app_limits(self.catalog.playbooks)
 
     @property
     def router(self) -> Router:
@@ -410,6 +422,33 @@ class Runtime:
     @_routes.setter
     def _routes(self, blocking: Mapping[tuple[str, str], bool]) -> None:
         self.catalog = replace(self.catalog, blocking=blocking)
+
+    def _app_limits(self, playbooks: Sequence[Playbook]) -> dict[tuple[str, str], RunLimits]:
+        """Per-app overrides resolved once per load; a raise is clamped with a warning."""
+        server = self.services.limits
+        base = server_limits(self.config)
+        found: dict[tuple[str, str], RunLimits] = {}
+        for playbook in playbooks:
+            sources = override_sources(playbook.name, playbook.limits, self.config)
+            if not sources:
+                continue
+            for source, values in sources:
+                for raised in raised_limits(base, values, source=source):
+                    log.warning(
+                        "app %r: %s; clamped to the server's limit",
+                        playbook.name,
+                        raised,
+                        extra={"app": playbook.name},
+                    )
+            values = effective_limits(base, *(v for _, v in sources))
+            limits = dataclasses.replace(server, **values)  # type: ignore[arg-type]
+            if limits != server:
+                found[(playbook.digest, playbook.name)] = limits
+        names = {p.name for p in playbooks}
+        for name in self.config.apps:
+            if name not in names:
+                log.warning("config [apps.%s]: no app of that name is served", json_name(name))
+        return found
 
     # requests ---------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -493,6 +532,16 @@ class Runtime:
                         f"the flow that starts at {match.starter.pattern}",
                     },
                 )
+        app_limits = self.services.limits_for(match.playbook)
+        if app_limits is not limits and len(request.body) > app_limits.max_body_bytes:
+            return json_response(
+                413,
+                {
+                    "code": 413,
+                    "message": f"request body larger than {app_limits.max_body_bytes} bytes "
+                    f"(the limit of app {match.playbook.name!r})",
+                },
+            )
         blocking = catalog.blocking.get((match.playbook.digest, match.starter.node.id), False)
         return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog)
 
@@ -640,6 +689,10 @@ async def _redis_client(config: Config) -> Any:
 
 def json_response(status: int, body: object) -> Response:
     return Response(status, go_json(body), [("content-type", "application/json")])
+
+
+def json_name(name: str) -> str:
+    return go_json(name).decode().strip()
 
 
 def new_wid() -> str:

@@ -70,6 +70,7 @@ class RunContext:
     node_id: str = ""
     host_calls: int = 0
     max_host_calls: int = 100_000
+    limits: Any = None  # the run's RunLimits (the app's, when it lowers the server's)
     extra_headers: dict[str, str] = field(default_factory=dict)
     cookies_out: list[str] = field(default_factory=list)
     on_fork: Callable[..., None] | None = None

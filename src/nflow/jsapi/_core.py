@@ -158,7 +158,7 @@ def new_uuid(ctx: RunContext) -> str:
 def sleep(ctx: RunContext, ms: object) -> None:
     if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
         raise HostError("sleep(ms) expects a non-negative number of milliseconds")
-    limit_ms = ctx.services.limits.sleep_max_ms
+    limit_ms = (ctx.limits or ctx.services.limits).sleep_max_ms
     if ms > limit_ms:
         raise HostError(f"sleep({ms}) is longer than limits.sleep_max_ms ({limit_ms} ms)")
     seconds = ms / 1000.0

@@ -1,0 +1,192 @@
+"""Per-app limit overrides: an app may lower the server's ``[limits]``, never raise them.
+
+Two sources, both optional: ``[apps."<name>".limits]`` in config.toml (the operator's say) and a
+top-level ``"nflow_limits": {...}`` object in the app document (the author's say; the designer
+ignores keys it does not know). The effective value of a key is the lowest of the server's and
+the overrides'; an override above the server's limit is an error for ``nflow check`` and
+``nflow import`` and is clamped (with a warning) when a server loads the app, so a stricter
+server never has to refuse an app written for a looser one.
+
+Memory (``vm_pool.max_memory_mb``) and stack (``limits.max_stack_kb``) are not per-app keys: the
+JS engine fixes both when a runtime is created, and each worker thread keeps one warm runtime
+shared by every app, so they cannot differ between apps without a runtime per app and thread.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APP_LIMIT_KEYS",
+    "AppLimitIssue",
+    "Raised",
+    "app_limit_problems",
+    "effective_limits",
+    "override_sources",
+    "raised_limits",
+    "server_limits",
+    "validate_app_limits",
+]
+
+import difflib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nflow.errors import Problem
+
+if TYPE_CHECKING:
+    from nflow.config import Config
+    from nflow.playbook import Playbook
+
+# key → (integer?, minimum, minimum allowed?) — the same bounds as LimitsConfig.
+_SPECS: dict[str, tuple[bool, float, bool]] = {
+    "max_steps": (True, 1, True),
+    "request_timeout_seconds": (False, 0, False),
+    "step_timeout_seconds": (False, 0, False),
+    "max_body_bytes": (True, 1, True),
+    "max_response_bytes": (True, 1, True),
+    "max_host_calls": (True, 1, True),
+    "sleep_max_ms": (True, 0, True),
+}
+APP_LIMIT_KEYS: tuple[str, ...] = tuple(_SPECS)
+
+_NOT_PER_APP = {
+    "max_stack_kb": "the stack size is fixed when a JS runtime is created, and one runtime "
+    "per worker thread serves every app; lower limits.max_stack_kb for the whole server",
+    "max_memory_mb": "the heap limit is fixed when a JS runtime is created, and one runtime "
+    "per worker thread serves every app; lower vm_pool.max_memory_mb for the whole server",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AppLimitIssue:
+    """One bad entry: ``key`` is relative to the overrides object (``max_steps``)."""
+
+    key: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """An override above the server's limit (refused by check, clamped at load)."""
+
+    source: str  # "nflow_limits" or 'apps."name".limits'
+    key: str
+    given: float
+    server: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source}.{self.key} = {_num(self.given)} is above the server's limit "
+            f"{_num(self.server)} (limits.{self.key}); an app may only lower limits"
+        )
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    text = json.dumps(value) if isinstance(value, str | list) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_app_limits(raw: object) -> tuple[dict[str, int | float], list[AppLimitIssue]]:
+    """The valid overrides of ``raw`` and one issue per bad entry (unknown key, wrong type).
+
+    ``raw`` is the ``nflow_limits`` object of a document or an ``[apps.x.limits]`` table.
+    """
+    if not isinstance(raw, Mapping):
+        return {}, [AppLimitIssue("", f"expected an object of limits, got {_show(raw)}")]
+    values: dict[str, int | float] = {}
+    issues: list[AppLimitIssue] = []
+    for key, value in raw.items():
+        key = str(key)
+        spec = _SPECS.get(key)
+        if spec is None:
+            if key in _NOT_PER_APP:
+                issues.append(AppLimitIssue(key, f"cannot be set per app: {_NOT_PER_APP[key]}"))
+                continue
+            close = difflib.get_close_matches(key, APP_LIMIT_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            known = ", ".join(APP_LIMIT_KEYS)
+            issues.append(AppLimitIssue(key, f"unknown limit{hint}; per-app limits: {known}"))
+            continue
+        integer, minimum, inclusive = spec
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            kind = "an integer" if integer else "a number"
+            issues.append(AppLimitIssue(key, f"expected {kind}, got {_show(value)}"))
+            continue
+        if integer and not isinstance(value, int):
+            issues.append(AppLimitIssue(key, f"expected an integer, got {_show(value)}"))
+            continue
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f"at least {_num(minimum)}" if inclusive else f"greater than {_num(minimum)}"
+            issues.append(AppLimitIssue(key, f"must be {bound}, got {_show(value)}"))
+            continue
+        values[key] = value
+    return values, issues
+
+
+def raised_limits(
+    server: Mapping[str, int | float], overrides: Mapping[str, int | float], *, source: str
+) -> list[Raised]:
+    """The overrides that try to go above the server's value of their key."""
+    return [
+        Raised(source, key, value, server[key])
+        for key, value in overrides.items()
+        if key in server and value > server[key]
+    ]
+
+
+def effective_limits(
+    server: Mapping[str, int | float], *overrides: Mapping[str, int | float]
+) -> dict[str, int | float]:
+    """The lowest of the server's value and every override, per key (raises are ignored)."""
+    result = {key: server[key] for key in APP_LIMIT_KEYS if key in server}
+    for given in overrides:
+        for key, value in given.items():
+            if key in result and value < result[key]:
+                result[key] = value
+    return result
+
+
+def server_limits(config: Config) -> dict[str, int | float]:
+    """The server's value of every per-app key (the step timeout as the engine applies it)."""
+    values: dict[str, int | float] = {key: getattr(config.limits, key) for key in APP_LIMIT_KEYS}
+    values["step_timeout_seconds"] = config.effective_step_timeout_seconds
+    return values
+
+
+def override_sources(
+    name: str, document: Mapping[str, int | float], config: Config
+) -> list[tuple[str, Mapping[str, int | float]]]:
+    """The overrides that apply to app ``name``: config.toml's, then the document's."""
+    sources: list[tuple[str, Mapping[str, int | float]]] = []
+    app = config.apps.get(name)
+    if app is not None and app.limits:
+        sources.append((f'apps."{name}".limits', app.limits))
+    if document:
+        sources.append(("nflow_limits", document))
+    return sources
+
+
+def app_limit_problems(playbook: Playbook, config: Config) -> list[Problem]:
+    """``nflow check`` / ``nflow import``: one error per override above the server's limit."""
+    server = server_limits(config)
+    problems: list[Problem] = []
+    for source, values in override_sources(playbook.name, playbook.limits, config):
+        for raised in raised_limits(server, values, source=source):
+            problems.append(
+                Problem(
+                    "error",
+                    f"app {playbook.name!r}: {raised}",
+                    field=f"{source}.{raised.key}",
+                )
+            )
+    return problems
