@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from nflow.errors import ConfigError, NflowError, PlaybookError
-from nflow.security import KeyConfigError
+from nflow.security import KeyConfigError, SecretError
 
 __all__ = ["main"]
 
@@ -294,8 +294,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     report = _with_store(args, rotate)
     _print(
         f"re-encrypted under key {keys.current_id!r}: {report.tracker_payload} tracker "
-        f"payload(s), {report.queries} quer(y/ies), {report.default_js} default_js; "
-        f"{report.already_current} already current"
+        f"payload(s), {report.queries} quer(y/ies), {report.default_js} default_js, "
+        f"{report.secrets} secret(s); {report.already_current} already current"
     )
     return 0
 
@@ -307,6 +307,64 @@ def _print_custom_steps() -> None:
     if steps:
         listed = ", ".join(f"{name} ({d.origin})" for name, d in sorted(steps.items()))
         _print(f"custom steps: {listed}")
+
+
+# secrets ----------------------------------------------------------------------------------
+def _secret_value(args: argparse.Namespace) -> str:
+    if args.value is not None:
+        return str(args.value)
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"value of {args.name}: ")
+    # Piped: the whole input, minus the newline `echo` adds (values may span lines).
+    return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from nflow.config import Config
+    from nflow.security import KeyRing, delete_secret, list_secrets, set_secret
+
+    if args.action == "list":
+
+        async def listed(store: Any) -> Any:
+            return await list_secrets(store)
+
+        rows = _with_store(args, listed)
+        if not rows:
+            _err("no secrets stored (add one with `nflow secrets set NAME`)")
+        for row in rows:
+            updated = row.updated.isoformat(sep=" ", timespec="seconds") if row.updated else ""
+            _print(f"{row.name}\tkey {row.key_id}\t{updated}")
+        return 0
+    if not args.name:
+        _err(f"nflow secrets {args.action}: give the secret's NAME")
+        return 2
+    if args.action == "delete":
+
+        async def deleted(store: Any) -> bool:
+            result: bool = await delete_secret(store, args.name)
+            return result
+
+        if not _with_store(args, deleted):
+            _err(f"no secret {args.name!r}")
+            return 1
+        _print(f"secret {args.name!r} deleted")
+        return 0
+    config, _ = _config(args.config)
+    assert isinstance(config, Config)
+    try:
+        keys = KeyRing.load(config=config.security)
+    except KeyConfigError as exc:
+        raise KeyConfigError(f"secrets are always stored encrypted, and {exc}") from None
+    value = _secret_value(args)
+
+    async def put(store: Any) -> None:
+        await set_secret(store, keys, args.name, value)
+
+    _with_store(args, put)
+    _print(f'secret {args.name!r} stored (key {keys.current_id}); use it as "secret:{args.name}"')
+    return 0
 
 
 # check ------------------------------------------------------------------------------------
@@ -521,6 +579,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_keys)
 
+    p = sub.add_parser(
+        "secrets", help='configuration secrets, stored encrypted (config value "secret:NAME")'
+    )
+    p.add_argument("action", choices=["set", "list", "delete"])
+    p.add_argument("name", nargs="?", help="the secret's name (set, delete)")
+    p.add_argument(
+        "--value", help="the value (default: read from stdin; a flag can end up in shell history)"
+    )
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_secrets)
+
     p = sub.add_parser("run", help="run one request through an app without a server")
     p.add_argument("app", metavar="FILE.json")
     p.add_argument("method")
@@ -542,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (ConfigError, PlaybookError, KeyConfigError) as exc:
+    except (ConfigError, PlaybookError, KeyConfigError, SecretError) as exc:
         _err(f"nflow: {exc}")
         return 2
     except NflowError as exc:

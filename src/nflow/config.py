@@ -40,7 +40,9 @@ __all__ = [
     "load_config",
     "redacted",
     "restart_required_keys",
+    "secret_references",
     "with_overrides",
+    "with_secrets",
 ]
 
 import difflib
@@ -63,6 +65,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -75,6 +78,7 @@ from nflow.applimits import validate_app_limits
 from nflow.errors import ConfigError
 
 _ENV_PREFIX = "NFLOW_"
+SECRET_REF = "secret:"  # a value "secret:NAME" is read from the nflow_secrets table
 _MIB = 1024 * 1024
 
 
@@ -736,7 +740,8 @@ class SessionConfig(_Section):
     @field_validator("secret")
     @classmethod
     def _strong(cls, value: str) -> str:
-        if value and len(value) < 32:
+        # A "secret:NAME" reference is checked again once the runtime has resolved it.
+        if value and len(value) < 32 and not value.startswith(SECRET_REF):
             raise _problem(
                 "session.secret",
                 f"must be at least 32 characters, got {len(value)} characters",
@@ -827,6 +832,8 @@ class Config(_Section):
     databases: dict[str, ExtraDatabaseConfig] = Field(default_factory=dict)
     tracing: TracingConfig = TracingConfig()
     apps: dict[str, AppConfig] = Field(default_factory=dict)
+    # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
+    _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -1405,9 +1412,97 @@ def redacted(config: Config) -> dict[str, object]:
         name: "***" if value and _SECRET_NAME.search(name) else value
         for name, value in data["env"].items()
     }
+    for dotted, name in config._secret_keys.items():
+        section, key = dotted.split(".", 1)
+        data[section][key] = SECRET_REF + name  # what the file says, never the value
     scrubbed = _scrub(data)
     assert isinstance(scrubbed, dict)
     return scrubbed
+
+
+# Keys that cannot come from nflow_secrets: they are needed to reach and open that table.
+_NO_SECRET_SECTIONS = ("database_nflow.", "security.encryption_key")
+
+
+def secret_references(config: Config) -> dict[str, str]:
+    """Dotted keys whose value is ``"secret:NAME"``, with the secret's name.
+
+    Keys of a section and entries of ``[env]`` may refer to a secret; a reference anywhere
+    else (database_nflow, the encryption key, nested tables, lists) is a ConfigError.
+    """
+    found: dict[str, str] = {}
+    bad: list[_Finding] = []
+    data = config.model_dump(by_alias=True)
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if isinstance(value, str) and value.startswith(SECRET_REF):
+                if dotted.startswith(_NO_SECRET_SECTIONS):
+                    bad.append(
+                        _Finding(
+                            "configuration",
+                            dotted,
+                            f"{dotted}: cannot refer to a secret: secrets are kept in the "
+                            "nflow database and sealed with the encryption key, so this key "
+                            "is needed to read them",
+                        )
+                    )
+                else:
+                    found[dotted] = value[len(SECRET_REF) :]
+            elif _mentions_secret(value):
+                bad.append(
+                    _Finding(
+                        "configuration",
+                        dotted,
+                        f"{dotted}: secret references work on keys of a section and [env] "
+                        "entries only, not inside lists or nested tables",
+                    )
+                )
+    if bad:
+        _raise(bad)
+    return found
+
+
+def _mentions_secret(value: object) -> bool:
+    if isinstance(value, str):
+        return value.startswith(SECRET_REF)
+    if isinstance(value, dict):
+        return any(_mentions_secret(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_mentions_secret(v) for v in value)
+    return False
+
+
+def with_secrets(config: Config, values: Mapping[str, tuple[str, str]]) -> Config:
+    """A copy of ``config`` with ``{dotted key: (secret name, plaintext)}`` substituted and
+    validated again (``session.secret`` must still be 32+ characters ...).
+
+    Problems name the key and the secret, never the value. :func:`redacted` shows such keys
+    as ``"secret:NAME"``.
+    """
+    data: dict[str, Any] = config.model_dump(by_alias=True)
+    for dotted, (_name, plain) in values.items():
+        section, key = dotted.split(".", 1)
+        data[section][key] = plain
+    try:
+        resolved = Config.model_validate(data)
+    except ValidationError as exc:
+        findings = _from_validation(exc, {}, "configuration")
+        _raise([_from_secret(f, values) for f in findings])
+    resolved._secret_keys = {**config._secret_keys, **{k: v[0] for k, v in values.items()}}
+    return resolved
+
+
+def _from_secret(finding: _Finding, values: Mapping[str, tuple[str, str]]) -> _Finding:
+    if finding.key not in values:
+        return finding
+    name, plain = values[finding.key]
+    text = finding.text
+    if plain:  # a validator may quote the value it refused; a secret is never shown
+        text = text.replace(json.dumps(plain), '"***"').replace(plain, "***")
+    return _Finding(finding.origin, finding.key, f"{text} (from secret {name!r})")
 
 
 def _leaves(prefix: str, value: object, out: dict[str, object]) -> None:

@@ -43,7 +43,7 @@ from nflow.processes import ProcessRegistry
 from nflow.ratelimit import RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
-from nflow.security import KeyConfigError, KeyRing
+from nflow.security import KeyConfigError, KeyRing, resolve_secrets
 from nflow.sessions import CookieSessions, LoadedSessions, RedisSessions, SessionBackend
 from nflow.steps import discover_steps
 from nflow.store import Store
@@ -183,9 +183,14 @@ class Runtime:
         store = Store(self.database_url)
         try:
             await self._io.run(store.open())
+            # "secret:NAME" values of the config come from nflow_secrets, before anything
+            # (sessions, Redis, mail ...) reads them.
+            config = await self._io.run(resolve_secrets(config, store))
         except BaseException:
+            await self._io.run(store.close())  # closing a store that did not open is a no-op
             self._io.close()
             raise
+        self.config = config
         self.services = Services(
             config=config,
             limits=RunLimits.from_config(config),

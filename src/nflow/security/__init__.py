@@ -4,6 +4,8 @@
   report :class:`Finding` s; :class:`AnalyzerRules` holds the ``[security]`` settings.
 * :class:`KeyRing` encrypts and decrypts ``enc:v1:<key id>:…`` values (AES-256-GCM) and
   :func:`rotate_database` re-encrypts the stored ones under the current key.
+* :func:`set_secret` / :func:`resolve_secrets` keep configuration secrets in the database,
+  sealed, and replace ``"secret:NAME"`` values of the config when a runtime opens.
 * :func:`sanitize`, :func:`sanitize_value` and :class:`SanitizingFilter` keep passwords,
   tokens and card numbers out of logs.
 """
@@ -45,6 +47,16 @@ from ._sanitizer import (
     sanitize,
     sanitize_value,
 )
+from ._secrets import (
+    SecretError,
+    delete_secret,
+    list_secrets,
+    read_secrets,
+    resolve_secrets,
+    rotate_secrets,
+    secret_aad,
+    set_secret,
+)
 
 __all__ = [
     "CONFIG_KEY_ID",
@@ -63,17 +75,25 @@ __all__ = [
     "Sanitizer",
     "SanitizingFilter",
     "ScriptAnalyzer",
+    "SecretError",
     "UnknownKeyError",
     "analyze",
     "blocks",
     "check_app",
+    "delete_secret",
     "field_aad",
     "generate_key",
     "install_log_sanitizer",
     "is_encrypted",
+    "list_secrets",
     "luhn_valid",
     "playbook_sources",
+    "read_secrets",
+    "resolve_secrets",
     "rotate_database",
+    "rotate_secrets",
     "sanitize",
     "sanitize_value",
+    "secret_aad",
+    "set_secret",
 ]

@@ -180,10 +180,11 @@ class RotationReport:
     queries: int = 0
     default_js: int = 0
     already_current: int = 0
+    secrets: int = 0  # rows of nflow_secrets (configuration secrets)
 
     @property
     def rotated(self) -> int:
-        return self.tracker_payload + self.queries + self.default_js
+        return self.tracker_payload + self.queries + self.default_js + self.secrets
 
 
 class KeyRing:
@@ -377,7 +378,8 @@ async def rotate_database(
 ) -> RotationReport:
     """Re-encrypt under the current key every ``enc:v1:`` value stored in the database.
 
-    Fields: ``tracker.payload``, ``queries.query`` and ``nflow.default_js``. Each value is
+    Fields: ``tracker.payload``, ``queries.query``, ``nflow.default_js`` and every row of
+    ``nflow_secrets`` (sealed with its own associated data, see ``_secrets``). Each value is
     decrypted with ``field_aad(table, column)`` or, failing that, no associated data, and
     re-encrypted with the same. Rows are updated one by one only if unchanged meanwhile, so
     the rotation may run while the server writes; if it stops half-way, run it again (every
@@ -417,9 +419,13 @@ async def rotate_database(
                 counts[label] += 1
             if len(rows) < batch_size:
                 break
+    from ._secrets import rotate_secrets
+
+    secrets_rotated, secrets_current = await rotate_secrets(store, keyring)
     return RotationReport(
         tracker_payload=counts["tracker_payload"],
         queries=counts["queries"],
         default_js=counts["default_js"],
-        already_current=current,
+        already_current=current + secrets_current,
+        secrets=secrets_rotated,
     )

@@ -10,6 +10,7 @@ __all__ = [
     "AppRecord",
     "ImportSummary",
     "ModuleRecord",
+    "SecretRecord",
     "TemplateRecord",
     "TokenRecord",
     "TrackerRow",
@@ -98,3 +99,13 @@ class ImportSummary:
     modules: int = 0
     templates: int = 0
     queries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """A row of ``nflow_secrets``: ``value`` is the sealed ``enc:v1:`` text, never plaintext."""
+
+    name: str
+    value: str
+    key_id: str
+    updated: datetime | None

@@ -42,6 +42,7 @@ from ._records import (
     AppRecord,
     ImportSummary,
     ModuleRecord,
+    SecretRecord,
     TemplateRecord,
     TokenRecord,
     TrackerRow,
@@ -66,6 +67,7 @@ from ._tables import (
     metadata,
     modules,
     nflow,
+    nflow_secrets,
     queries,
     revision,
     session_revocations,
@@ -636,6 +638,44 @@ class Store:
         stmt = select(session_revocations.c.sid).where(session_revocations.c.sid == sid)
         async with self._tx("is_session_revoked") as conn:
             return (await conn.execute(stmt)).first() is not None
+
+    # --- configuration secrets (values arrive and leave sealed; see nflow.security) ---------
+
+    async def put_secret(self, name: str, value: str, *, key_id: str) -> None:
+        """Add or replace secret ``name``; ``value`` must already be sealed."""
+        values = {"value": value, "key_id": key_id, "updated": func.current_timestamp()}
+        async with self._tx("put_secret", write=True) as conn:
+            await self._lock(conn, nflow_secrets)
+            await self._upsert(conn, nflow_secrets, "name", name, values)
+
+    async def get_secrets(self, names: Sequence[str] | None = None) -> list[SecretRecord]:
+        """The named secrets (all when ``names`` is None), by name."""
+        stmt = select(
+            nflow_secrets.c.name,
+            nflow_secrets.c.value,
+            nflow_secrets.c.key_id,
+            nflow_secrets.c.updated,
+        )
+        if names is not None:
+            stmt = stmt.where(nflow_secrets.c.name.in_(list(names)))
+        async with self._tx("get_secrets") as conn:
+            rows = (await conn.execute(stmt.order_by(nflow_secrets.c.name))).all()
+        return [SecretRecord(str(r[0]), str(r[1]), str(r[2]), r[3]) for r in rows]
+
+    async def replace_secret(self, name: str, old: str, new: str, *, key_id: str) -> bool:
+        """Swap the sealed value only if it is still ``old`` (key rotation beside writers)."""
+        stmt = (
+            sa_update(nflow_secrets)
+            .where(nflow_secrets.c.name == name, nflow_secrets.c.value == old)
+            .values(value=new, key_id=key_id, updated=func.current_timestamp())
+        )
+        async with self._tx("replace_secret", write=True) as conn:
+            return (await conn.execute(stmt)).rowcount > 0
+
+    async def delete_secret(self, name: str) -> bool:
+        async with self._tx("delete_secret", write=True) as conn:
+            result = await conn.execute(delete(nflow_secrets).where(nflow_secrets.c.name == name))
+            return result.rowcount > 0
 
     # --- tracker -----------------------------------------------------------------------------
 

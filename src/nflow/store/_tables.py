@@ -34,6 +34,7 @@ __all__ = [
     "metadata",
     "modules",
     "nflow",
+    "nflow_secrets",
     "queries",
     "revision",
     "session_revocations",
@@ -294,4 +295,16 @@ revision = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("revision", Integer, nullable=False),
+)
+
+
+# nflow's own: configuration secrets ("secret:NAME" in config.toml), always sealed with the
+# KeyRing (AES-256-GCM); ``key_id`` says which key, so rotation finds the stale rows cheaply.
+nflow_secrets = Table(
+    "nflow_secrets",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("updated", LenientTimestamp, server_default=text("CURRENT_TIMESTAMP")),
 )
