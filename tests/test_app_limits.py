@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,20 @@ def test_bad_overrides_name_the_key_path(
     assert "apps.shop.color: unknown key" in message
     with pytest.raises(ConfigError, match="NFLOW_APPS__SHOP__LIMITS__MAX_STEPS: per-app"):
         load_config(None, environ={"NFLOW_APPS__SHOP__LIMITS__MAX_STEPS": "3"})
+
+
+def test_route_that_keeps_hitting_limits_is_quarantined(db_url: str, tmp_path: Path) -> None:
+    apps = [busy_app("/slow", nflow_limits={"request_timeout_seconds": 0.05}), busy_app("/ok")]
+    toml = "[limits]\nquarantine_after_hits = 2\nquarantine_seconds = 0.5\n"
+    h = Harness(db_url, tmp_path, apps=apps, toml=toml)
+    try:
+        assert [h.request("GET", "/slow").status for _ in range(2)] == [408, 408]
+        paused = h.request("GET", "/slow")
+        assert paused.status == 503
+        assert "after repeated limit hits (limits.quarantine_after_hits)" in paused.text
+        assert dict(paused.headers)["retry-after"] == "1"
+        assert h.request("GET", "/ok").status == 200  # other routes are untouched
+        time.sleep(0.6)
+        assert h.request("GET", "/slow").status == 408  # a fresh chance after the pause
+    finally:
+        h.close()

@@ -703,6 +703,9 @@ class LimitsConfig(_Section):
     max_stack_kb: int = Field(default=1024, ge=1)
     max_host_calls: int = Field(default=100_000, ge=1)
     sleep_max_ms: int = Field(default=5000, ge=0)
+    # 0 = off. N limit hits of one route within quarantine_seconds → 503 for that long.
+    quarantine_after_hits: int = Field(default=0, ge=0)
+    quarantine_seconds: float = Field(default=30.0, gt=0)
 
 
 class AppConfig(_Section):

@@ -7,7 +7,15 @@ code runs on the server's event loop, in a worker thread, under ``nflow run`` an
 
 from __future__ import annotations
 
-__all__ = ["Engine", "Execution", "NodeInterceptor", "StepResult", "TraceEntry", "VMProvider"]
+__all__ = [
+    "Engine",
+    "Execution",
+    "NodeInterceptor",
+    "StepResult",
+    "TraceEntry",
+    "VMProvider",
+    "limit_of",
+]
 
 import functools
 import logging
@@ -622,6 +630,11 @@ def _custom_step_types() -> Mapping[str, object]:
     from nflow.steps import registered_steps
 
     return registered_steps()
+
+
+def limit_of(exc: ExecutionError) -> str:
+    """The limit a run failed on ("time", "memory", "steps" ...), or "" for other errors."""
+    return _limit_name(exc)
 
 
 def _limit_name(exc: ExecutionError) -> str:

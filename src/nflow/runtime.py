@@ -26,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 from nflow._catalog import Catalog, build_catalog
 from nflow._http import Request, Response
 from nflow._io import IoLoop
+from nflow._quarantine import Quarantine
 from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
 from nflow.config import Config
-from nflow.engine import Engine, Execution, NodeInterceptor, VMProvider, is_auth_entry
+from nflow.engine import (
+    Engine,
+    Execution,
+    NodeInterceptor,
+    VMProvider,
+    is_auth_entry,
+    limit_of,
+)
 from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
@@ -124,6 +132,10 @@ class _Route:
     resume: str = ""
     catalog: Catalog | None = None
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.match.playbook.digest, self.match.starter.node.id)
+
 
 class Runtime:
     """One worker's nflow: build it, ``await open()``, then ``await handle(request)``."""
@@ -171,6 +183,10 @@ class Runtime:
         self.engine: Engine
         self.started = time.time()
         self.is_open = False
+        self.quarantine = Quarantine(
+            hits=self.config.limits.quarantine_after_hits,
+            seconds=self.config.limits.quarantine_seconds,
+        )
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -460,6 +476,11 @@ class Runtime:
         route = self._route(request)
         if isinstance(route, Response):
             return route
+        quarantine = self.quarantine
+        if quarantine.enabled:
+            left = quarantine.blocked(route.key)
+            if left:
+                return self._quarantined(route, left)
         # Most API requests carry no cookie and change no session: skip the backend then.
         loaded = (
             await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
@@ -478,6 +499,20 @@ class Runtime:
             )
         else:
             execution = self._execute(request, route, loaded.sessions)
+        if (
+            quarantine.enabled
+            and execution.error is not None
+            and limit_of(execution.error)
+            and quarantine.record(route.key)
+        ):
+            log.warning(
+                "route %s of app %r quarantined for %gs: %d limit hits (limits.quarantine_*)",
+                route.match.starter.pattern,
+                route.match.playbook.name,
+                quarantine.seconds,
+                quarantine.hits,
+                extra={"app": route.match.playbook.name, "wid": execution.wid},
+            )
         response = execution.response
         response.app = route.match.playbook.name
         response.route = route.match.starter.pattern
@@ -491,6 +526,21 @@ class Runtime:
             return json_response(500, {"error": exc.message, "wid": execution.wid})
         for cookie in cookies:
             response.headers.append(("set-cookie", cookie))
+        return response
+
+    def _quarantined(self, route: _Route, left: float) -> Response:
+        match = route.match
+        response = json_response(
+            503,
+            {
+                "code": 503,
+                "message": f"route {match.starter.pattern} of app {match.playbook.name!r} is "
+                f"paused for {left:.0f}s after repeated limit hits (limits.quarantine_after_hits)",
+            },
+        )
+        response.headers.append(("retry-after", str(max(1, round(left)))))
+        response.app = match.playbook.name
+        response.route = match.starter.pattern
         return response
 
     def handle_sync(self, request: Request) -> Execution | Response:
