@@ -217,3 +217,15 @@ def test_route_that_keeps_hitting_limits_is_quarantined(db_url: str, tmp_path: P
         assert h.request("GET", "/slow").status == 408  # a fresh chance after the pause
     finally:
         h.close()
+
+
+def test_config_reload_applies_new_app_limits(db_url: str, tmp_path: Path) -> None:
+    h = Harness(db_url, tmp_path, apps=[busy_app("/busy")], toml="")
+    try:
+        assert h.request("GET", "/busy").status == 200
+        path = tmp_path / "reloaded.toml"
+        path.write_text('[apps."app0".limits]\nrequest_timeout_seconds = 0.1\n')
+        h.runtime.apply_config(load_config(path, environ={}), ["apps.app0.limits"])
+        assert h.request("GET", "/busy").status == 408
+    finally:
+        h.close()

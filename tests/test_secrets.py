@@ -202,3 +202,19 @@ def test_start_errors_name_the_key_and_the_secret(
     # The CLI reports the same at start, with exit status 2.
     cfg.write_text(db_toml(db_url) + '[env]\napi_key = "secret:short"\n')
     assert main(["run", "--config", str(cfg), str(app), "GET", "/env"]) == 2
+
+
+def test_config_reload_reads_secrets_again(cfg: Path, db_url: str, tmp_path: Path) -> None:
+    ring = KeyRing.parse(f"k1:{K1}")
+    store_secrets(db_url, ring, {"apikey": PLAIN})
+    toml = '[env]\napi_key = "secret:apikey"\n'
+    h = Harness(db_url, tmp_path, apps=[DOC], toml=toml)
+    try:
+        assert h.request("GET", "/env").json() == {"key": PLAIN}
+        store_secrets(db_url, ring, {"apikey": "rotated-value"})
+        # What a SIGHUP does: the file again, with its "secret:" references unresolved.
+        h.runtime.apply_config(load_config(tmp_path / "config.toml", environ={}), ["env.api_key"])
+        assert h.request("GET", "/env").json() == {"key": "rotated-value"}
+        assert "rotated-value" not in json.dumps(redacted(h.runtime.config))
+    finally:
+        h.close()

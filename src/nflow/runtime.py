@@ -28,7 +28,7 @@ from nflow._http import Request, Response
 from nflow._io import IoLoop
 from nflow._quarantine import Quarantine
 from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
-from nflow.config import Config
+from nflow.config import Config, secret_references
 from nflow.engine import (
     Engine,
     Execution,
@@ -408,6 +408,8 @@ class Runtime:
         Keys built into the worker at open (see ``RESTART_REQUIRED_KEYS``) must keep their
         values in ``config``. Raises ConfigError, changing nothing, if the trigger is unusable.
         """
+        if secret_references(config):  # read from nflow_secrets again: values may have changed
+            config = self.io.call(resolve_secrets(config, self.store), timeout=30.0)
         trigger = _auth_trigger(config)
         limiter = self.limiter
         if limiter is not None and any(k.startswith("rate_limit.ip_") for k in changed):
