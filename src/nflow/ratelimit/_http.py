@@ -75,6 +75,8 @@ def _peer_host(peer: str) -> str:
     return peer  # bare IPv4, bare IPv6, or not an address (unix socket)
 
 
+# Clients come back: parsing their address on every request cost more than the bucket.
+@lru_cache(maxsize=65536)
 def _normal_ip(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text.strip().strip("[]")))

@@ -11,6 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 from nflow.logs import access_log
+from nflow.ratelimit import (
+    MemoryRateLimiter,
+    allowed_headers,
+    bucket_key,
+    client_ip,
+    is_excluded,
+    rejection,
+)
 from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin, is_builtin
 
@@ -85,16 +93,17 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
 async def _rate_limit(
     runtime: Runtime, request: Request
 ) -> tuple[Response | None, list[tuple[str, str]]]:
-    from nflow.ratelimit import allowed_headers, bucket_key, client_ip, is_excluded, rejection
-
     config = runtime.config.rate_limit
     limiter = runtime.limiter
     assert limiter is not None
     ip = client_ip(request.client, request.header_items, trust_forwarded=False)
     if is_excluded(request.path, ip, config):
         return None, []
-    hit = limiter.hit(bucket_key("ip", ip))
-    decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
+    if isinstance(limiter, MemoryRateLimiter):
+        decision = limiter.hit_now(bucket_key("ip", ip))
+    else:
+        hit = limiter.hit(bucket_key("ip", ip))
+        decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
     if decision.allowed:
         return None, list(allowed_headers(decision))
     if runtime.metrics is not None:
