@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -170,18 +169,13 @@ def test_sanitize_value() -> None:
     assert "[TRUNCATED]" in repr(sanitize_value(deep))
 
 
-def test_hostile_inputs_stay_linear() -> None:
+def test_hostile_inputs_are_sanitized_whole() -> None:
+    # Near-miss shapes for the card, e-mail, IP and key=value patterns: nothing to mask, and
+    # the text comes back whole (a backtracking pattern here would never finish the suite).
     sanitizer = Sanitizer(mask_ip=True)
-    start = time.perf_counter()
-    for text in [
-        "a-" * 50_000,
-        "a." * 50_000 + "@",
-        "12-" * 30_000,
-        "1." * 50_000,
-        "password=" * 20_000,
-    ]:
-        sanitizer.sanitize(text)
-    assert time.perf_counter() - start < 5
+    for text in ["a-" * 50_000, "a." * 50_000 + "@", "12-" * 30_000, "1." * 50_000]:
+        assert sanitizer.sanitize(text) == text
+    assert sanitizer.sanitize("password=" * 20_000) == "password=[REDACTED:password]"
 
 
 def test_fast_path_leaves_plain_text_alone() -> None:
