@@ -50,6 +50,42 @@ def test_lower_timeout_gives_408_where_the_same_script_succeeds(
         h.close()
 
 
+# Holds about 40 MiB of arrays at once: fine under the server's 128 MiB heap.
+HOG = (
+    "function main(){ var keep = []; for (var i = 0; i < 40; i++) "
+    "{ keep.push(new Array(131072).fill(i)) } c.JSON(200, {arrays: keep.length}) }"
+)
+
+
+def test_lower_memory_limit_runs_on_its_own_runtime(db_url: str, tmp_path: Path) -> None:
+    hog = app_doc(s=starter("s", "/hog", "a"), a=js("a", HOG))
+    small = {
+        **app_doc(s=starter("s", "/small", "a"), a=js("a", HOG)),
+        "nflow_limits": {"max_memory_mb": 16},
+    }
+    h = Harness(db_url, tmp_path, apps=[hog, small])
+    try:
+        assert h.request("GET", "/hog").json() == {"arrays": 40}
+        r = h.request("GET", "/small")
+        assert r.status == 500
+        assert "memory limit" in r.json()["error"]
+        # The app with the server's heap keeps its runtime and its answer.
+        assert h.request("GET", "/hog").json() == {"arrays": 40}
+        assert h.request("GET", "/small").status == 500
+    finally:
+        h.close()
+
+
+def test_memory_above_the_server_heap_is_refused_by_check(tmp_path: Path, capsys: Any) -> None:
+    doc = {**busy_app("/m"), "nflow_limits": {"max_memory_mb": 4096}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "nflow_limits.max_memory_mb = 4096 is above the server's limit 128" in out
+    assert "(vm_pool.max_memory_mb)" in out
+
+
 def test_each_key_is_enforced_per_app(db_url: str, tmp_path: Path) -> None:
     loop = app_doc(
         s=starter("s", "/loop", "a"),

@@ -7,9 +7,9 @@ the overrides'; an override above the server's limit is an error for ``nflow che
 ``nflow import`` and is clamped (with a warning) when a server loads the app, so a stricter
 server never has to refuse an app written for a looser one.
 
-Memory (``vm_pool.max_memory_mb``) and stack (``limits.max_stack_kb``) are not per-app keys: the
-JS engine fixes both when a runtime is created, and each worker thread keeps one warm runtime
-shared by every app, so they cannot differ between apps without a runtime per app and thread.
+``max_memory_mb`` lowers ``[vm_pool] max_memory_mb``: an app with its own heap limit runs on
+JS runtimes of its own (one per worker thread and limit). The stack (``limits.max_stack_kb``)
+is not a per-app key.
 """
 
 from __future__ import annotations
@@ -48,14 +48,13 @@ _SPECS: dict[str, tuple[bool, float, bool]] = {
     "max_response_bytes": (True, 1, True),
     "max_host_calls": (True, 1, True),
     "sleep_max_ms": (True, 0, True),
+    "max_memory_mb": (True, 1, True),
 }
 APP_LIMIT_KEYS: tuple[str, ...] = tuple(_SPECS)
 
 _NOT_PER_APP = {
     "max_stack_kb": "the stack size is fixed when a JS runtime is created, and one runtime "
     "per worker thread serves every app; lower limits.max_stack_kb for the whole server",
-    "max_memory_mb": "the heap limit is fixed when a JS runtime is created, and one runtime "
-    "per worker thread serves every app; lower vm_pool.max_memory_mb for the whole server",
 }
 
 
@@ -79,8 +78,12 @@ class Raised:
     def __str__(self) -> str:
         return (
             f"{self.source}.{self.key} = {_num(self.given)} is above the server's limit "
-            f"{_num(self.server)} (limits.{self.key}); an app may only lower limits"
+            f"{_num(self.server)} ({_server_key(self.key)}); an app may only lower limits"
         )
+
+
+def _server_key(key: str) -> str:
+    return "vm_pool.max_memory_mb" if key == "max_memory_mb" else f"limits.{key}"
 
 
 def _num(value: float) -> str:
@@ -158,7 +161,10 @@ def effective_limits(
 
 def server_limits(config: Config) -> dict[str, int | float]:
     """The server's value of every per-app key (the step timeout as the engine applies it)."""
-    values: dict[str, int | float] = {key: getattr(config.limits, key) for key in APP_LIMIT_KEYS}
+    values: dict[str, int | float] = {
+        key: getattr(config.limits, key) for key in APP_LIMIT_KEYS if key != "max_memory_mb"
+    }
+    values["max_memory_mb"] = config.vm_pool.max_memory_mb
     values["step_timeout_seconds"] = config.effective_step_timeout_seconds
     return values
 

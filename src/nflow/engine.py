@@ -17,6 +17,7 @@ __all__ = [
     "limit_of",
 ]
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -100,23 +101,37 @@ class VMProvider:
         self._local = threading.local()
         self.created = 0
 
-    def get(self) -> NflowVM:
-        vm: NflowVM | None = getattr(self._local, "vm", None)
+    def get(self, memory_mb: int | None = None) -> NflowVM:
+        """This thread's runtime for ``memory_mb`` (the server's heap limit when None).
+
+        Apps with a lower ``max_memory_mb`` get runtimes of their own: the heap limit is fixed
+        when a runtime is created.
+        """
+        memory = self._limits.memory_bytes if memory_mb is None else memory_mb * 1024 * 1024
+        local = self._local
+        vms: dict[int, NflowVM] | None = getattr(local, "vms", None)
+        if vms is None:
+            vms = local.vms = {}
+        vm = vms.get(memory)
         if vm is None or vm.broken:
             if vm is not None:
                 vm.close()
-            vm = NflowVM(host=self._host, limits=self._limits)
+            limits = self._limits
+            if memory != limits.memory_bytes:
+                limits = dataclasses.replace(limits, memory_bytes=memory)
+            vm = NflowVM(host=self._host, limits=limits)
             if self._watchdog is not None:
                 self._watchdog.watch(vm)
-            self._local.vm = vm
+            vms[memory] = vm
             self.created += 1
         return vm
 
     def discard(self) -> None:
-        vm: NflowVM | None = getattr(self._local, "vm", None)
-        if vm is not None:
-            vm.close()
-            self._local.vm = None
+        vms: dict[int, NflowVM] | None = getattr(self._local, "vms", None)
+        if vms:
+            for vm in vms.values():
+                vm.close()
+            vms.clear()
 
 
 StepFunction = Callable[["Engine", "_Run", Node, dict[str, Any]], StepResult]
@@ -200,7 +215,7 @@ class Engine:
         )
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
-        vm = self.vms.get()
+        vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
         try:
@@ -414,7 +429,7 @@ class _Run:
     def replace_vm(self) -> None:
         """The runtime could not be cleaned from its previous run: take a fresh one."""
         log.warning("replacing a JS runtime a script left dirty", extra={"wid": self.ctx.wid})
-        self.vm = self.engine.vms.get()
+        self.vm = self.engine.vms.get(self.ctx.limits.max_memory_mb)
         self.vm.start(self.ctx)
 
     def fail(self, exc: ExecutionError) -> None:

@@ -77,6 +77,7 @@ class RunLimits:
     max_response_bytes: int = 10 * 1024 * 1024
     max_host_calls: int = 100_000
     sleep_max_ms: int = 5000
+    max_memory_mb: int = 128
 
     @classmethod
     def from_config(cls, config: Config) -> RunLimits:
@@ -89,6 +90,7 @@ class RunLimits:
             max_response_bytes=lim.max_response_bytes,
             max_host_calls=lim.max_host_calls,
             sleep_max_ms=lim.sleep_max_ms,
+            max_memory_mb=config.vm_pool.max_memory_mb,
         )
 
 
