@@ -17,6 +17,7 @@ not a test; the machine's other load moves every figure.
 Env: PORT (8091), WORKERS (2), CONNS (64), DURATION (15, seconds), WARMUP (5),
      HOSTILE_SHARE (0.10), HOSTILE_CONCURRENCY (8, hostile requests in flight at most),
      QUARANTINE (3: limits.quarantine_after_hits; 0 turns the quarantine off),
+     SETTLE (8: seconds between the mixed phase and the "after" RSS sample),
      NFLOW (nflow executable; default .venv/bin/nflow), KEEP=1 keeps the work directory.
 Exit status: 0 if every target passed, 1 if one failed, 2 on set-up errors.
 """
@@ -57,6 +58,7 @@ WARMUP = env_int("WARMUP", 5)
 SHARE = float(os.environ.get("HOSTILE_SHARE", "0.10"))
 CONCURRENCY = env_int("HOSTILE_CONCURRENCY", 8)
 QUARANTINE = env_int("QUARANTINE", 3)
+SETTLE = float(os.environ.get("SETTLE", "8"))  # seconds before the "after" RSS sample
 URL = f"http://{HOST}:{PORT}"
 
 
@@ -253,7 +255,8 @@ def main() -> int:
         hostile.join(DURATION + 30)
         sampler.done.set()
         sampler.join()
-        time.sleep(3)
+        # Isolation children (limits.isolate_seconds) stop after 5 s without work.
+        time.sleep(SETTLE)
         rss_after = rss_mib(server.pid)
         alive = server.poll() is None
     finally:

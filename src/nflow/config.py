@@ -706,6 +706,8 @@ class LimitsConfig(_Section):
     # 0 = off. N limit hits of one route within quarantine_seconds → 503 for that long.
     quarantine_after_hits: int = Field(default=0, ge=0)
     quarantine_seconds: float = Field(default=30.0, gt=0)
+    # nflow serve: after a time or memory limit hit, a route runs in a child process this long.
+    isolate_seconds: float = Field(default=60.0, ge=0)
 
 
 class AppConfig(_Section):
@@ -1550,6 +1552,7 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "vm_pool.max_size",
     "vm_pool.max_memory_mb",
     "limits.max_stack_kb",
+    "limits.isolate_seconds",
     "monitor.enabled",
     "rate_limit.enabled",
     "rate_limit.backend",

@@ -59,6 +59,7 @@ from nflow.tracker import Tracker
 from nflow.watchdog import Watchdog
 
 if TYPE_CHECKING:
+    from nflow._isolation import Isolator
     from nflow.observability.tracing import Tracing
 
 log = logging.getLogger("nflow")
@@ -189,6 +190,8 @@ class Runtime:
             hits=self.config.limits.quarantine_after_hits,
             seconds=self.config.limits.quarantine_seconds,
         )
+        # Set by ``nflow serve`` workers: routes that hit a time or memory limit run in a child.
+        self.isolator: Isolator | None = None
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -316,6 +319,8 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        if self.isolator is not None:
+            self.isolator.close()
         if self.is_open:
             await self.sessions.close()
         if self._pool is not None:
@@ -475,6 +480,10 @@ class Runtime:
                 log.warning("config [apps.%s]: no app of that name is served", json_name(name))
         return found
 
+    def digests(self) -> set[str]:
+        """The versions (digests) of the apps served now."""
+        return {playbook.digest for playbook in self.catalog.playbooks}
+
     # requests ---------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         route = self._route(request)
@@ -485,6 +494,10 @@ class Runtime:
             left = quarantine.blocked(route.key)
             if left:
                 return self._quarantined(route, left)
+        isolator = self.isolator
+        if isolator is not None and isolator.isolated(route.key):
+            # The child loads and saves sessions itself, like any worker.
+            return await isolator.run(request, digest=route.match.playbook.digest)
         # Most API requests carry no cookie and change no session: skip the backend then.
         loaded = (
             await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
@@ -503,6 +516,21 @@ class Runtime:
             )
         else:
             execution = self._execute(request, route, loaded.sessions)
+        if (
+            isolator is not None
+            and execution.error is not None
+            and limit_of(execution.error) in ("time", "memory")
+        ):
+            isolator.isolate(route.key)
+            log.warning(
+                "route %s of app %r hit its %s limit: its requests run in a child process "
+                "for %gs (limits.isolate_seconds)",
+                route.match.starter.pattern,
+                route.match.playbook.name,
+                limit_of(execution.error),
+                isolator.seconds,
+                extra={"app": route.match.playbook.name, "wid": execution.wid},
+            )
         if (
             quarantine.enabled
             and execution.error is not None

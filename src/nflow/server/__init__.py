@@ -10,9 +10,9 @@ import orjson
 from nflow.runtime import Runtime
 from nflow.server._apps import AsgiApp, RsgiApp, dispatch
 
-__all__ = ["AsgiApp", "RsgiApp", "dispatch", "serve", "worker_app"]
+__all__ = ["SPEC_ENV", "AsgiApp", "RsgiApp", "dispatch", "serve", "worker_app", "worker_runtime"]
 
-_SPEC_ENV = "NFLOW_SERVE_SPEC"
+SPEC_ENV = "NFLOW_SERVE_SPEC"
 
 
 def serve(
@@ -35,7 +35,7 @@ def serve(
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
 
-    os.environ[_SPEC_ENV] = orjson.dumps(
+    os.environ[SPEC_ENV] = orjson.dumps(
         {
             "config": config_path,
             "apps": [os.path.abspath(p) for p in app_files],
@@ -73,13 +73,12 @@ def serve(
         remove_multiprocess_dir(metrics_dir)
 
 
-def worker_app() -> RsgiApp:
-    """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
-    from nflow._reload import Reloader
+def worker_runtime() -> Runtime:
+    """A Runtime from the spec ``serve`` left: for a worker, or a worker's isolation child."""
     from nflow.config import load_config
     from nflow.logs import configure_logging
 
-    spec = orjson.loads(os.environ[_SPEC_ENV])
+    spec = orjson.loads(os.environ[SPEC_ENV])
     config = load_config(spec["config"])
     configure_logging(
         level=config.logging.level,
@@ -87,13 +86,27 @@ def worker_app() -> RsgiApp:
         verbose=bool(spec.get("verbose")),
         security=config.security,
     )
-    runtime = Runtime(
+    return Runtime(
         config,
         app_files=spec["apps"],
         example_if_empty=spec["example"],
         session_secret=spec.get("session_secret") or None,
         log_nodes=bool(spec.get("verbose")),  # -v: one line per executed node
     )
+
+
+def worker_app() -> RsgiApp:
+    """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
+    from nflow._isolation import GRACE_SECONDS, Isolator
+    from nflow._reload import Reloader
+
+    spec = orjson.loads(os.environ[SPEC_ENV])
+    runtime = worker_runtime()
+    limits = runtime.config.limits
+    if limits.isolate_seconds > 0:
+        runtime.isolator = Isolator(
+            seconds=limits.isolate_seconds, timeout=limits.request_timeout_seconds + GRACE_SECONDS
+        )
     app = RsgiApp(runtime)
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))

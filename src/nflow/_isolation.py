@@ -1,0 +1,199 @@
+"""Routes that hit a time or memory limit run in a child process for a while.
+
+A JS evaluation holds the GIL until it ends, so an endless loop or a memory bomb on a worker's
+event loop stalls every other request of that worker until its limit stops it (and a memory
+bomb also pays for tearing down and rebuilding its runtime). After a route hits such a limit,
+its next requests are handed to one child process of the worker (``limits.isolate_seconds``):
+the child has a runtime of its own, built from the same spec as the worker, runs at a lower CPU
+priority (nice 10), and the worker's event loop only waits for the answer, serving other
+requests meanwhile.
+
+The child starts on first use and stops after ``IDLE_SECONDS`` without work. A child that
+dies (the watchdog ends a script stuck in native code) is replaced on the next request.
+Only ``nflow serve`` workers isolate: the child is built from the serve spec.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CHILD_ENV", "GRACE_SECONDS", "Isolator"]
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Any
+
+from nflow._http import Request, Response
+
+if TYPE_CHECKING:
+    from nflow.runtime import Runtime
+
+log = logging.getLogger("nflow.isolation")
+
+CHILD_ENV = "NFLOW_ISOLATION_CHILD"
+IDLE_SECONDS = 5.0
+# Past the run's own limits, the worker gives up on the child and replaces it.
+GRACE_SECONDS = 5.0
+CHILD_NICENESS = 10
+
+_ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str]
+
+
+class Isolator:
+    """One child process per worker for the requests of isolated routes."""
+
+    def __init__(self, *, seconds: float, timeout: float) -> None:
+        self.seconds = seconds
+        self.timeout = timeout
+        self._until: dict[tuple[str, str], float] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        self._busy = 0
+        self._last_used = 0.0
+        self._idle_check: asyncio.TimerHandle | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds > 0
+
+    def isolated(self, key: tuple[str, str]) -> bool:
+        if not self._until:  # the common case: one falsy check per request
+            return False
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        self._until.pop(key, None)
+        return False
+
+    def isolate(self, key: tuple[str, str]) -> None:
+        """Send ``key``'s next requests to the child for ``seconds``."""
+        if len(self._until) > 10_000:  # routes come from loaded apps; stay bounded anyway
+            self._until.clear()
+        self._until[key] = time.monotonic() + self.seconds
+
+    async def run(self, request: Request, *, digest: str) -> Response:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=get_context("spawn"), initializer=_child_start
+            )
+        pool = self._pool
+        fields = _request_fields(request)
+        self._busy += 1
+        try:
+            result: _ResponseTuple = await asyncio.wait_for(
+                loop.run_in_executor(pool, _child_handle, fields, digest), self.timeout
+            )
+        except BrokenProcessPool:
+            self._drop(pool)
+            return _failure(
+                "the isolated run of this route ended its process "
+                "(a script stuck past its limits is stopped by the watchdog)"
+            )
+        except TimeoutError:
+            self._drop(pool, kill=True)
+            return _failure(f"the isolated run of this route took longer than {self.timeout:g}s")
+        finally:
+            self._busy -= 1
+            self._last_used = time.monotonic()
+            if self._idle_check is None:
+                self._idle_check = loop.call_later(IDLE_SECONDS, self._stop_if_idle)
+        status, body, headers, app, route, wid = result
+        response = Response(status, body, headers)
+        response.app, response.route, response.wid = app, route, wid
+        return response
+
+    def _stop_if_idle(self) -> None:
+        self._idle_check = None
+        if self._pool is None:
+            return
+        idle = time.monotonic() - self._last_used
+        if self._busy == 0 and idle >= IDLE_SECONDS:
+            self._drop(self._pool)
+            return
+        self._idle_check = asyncio.get_running_loop().call_later(
+            max(0.1, IDLE_SECONDS - idle), self._stop_if_idle
+        )
+
+    def _drop(self, pool: ProcessPoolExecutor, *, kill: bool = False) -> None:
+        if pool is self._pool:
+            self._pool = None
+        if kill:
+            # A child stuck in native code never takes the next work item: end it by its PID.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    os.kill(process.pid, signal.SIGKILL)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+        if self._pool is not None:
+            self._drop(self._pool)
+
+
+def _request_fields(request: Request) -> dict[str, Any]:
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query_string": request.query_string,
+        "headers": list(request.header_items),
+        "body": request.body,
+        "client": request.client,
+        "scheme": request.scheme,
+        "host": request.host,
+    }
+
+
+def _failure(message: str) -> Response:
+    from nflow.jsapi._gojson import dumps as go_json
+
+    return Response(
+        500, go_json({"code": 500, "message": message}), [("content-type", "application/json")]
+    )
+
+
+# --- the child ----------------------------------------------------------------------------
+_child: tuple[asyncio.AbstractEventLoop, Runtime] | None = None
+
+
+def _child_start() -> None:
+    os.environ[CHILD_ENV] = "1"
+    # Suspect routes get the CPU only when the workers leave it: a hostile burst must not
+    # slow the good requests down, only itself.
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
+    from nflow.server import worker_runtime
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    runtime = worker_runtime()
+    loop.run_until_complete(runtime.open())
+    global _child
+    _child = (loop, runtime)
+
+
+def _child_handle(fields: dict[str, Any], digest: str) -> _ResponseTuple:
+    assert _child is not None
+    loop, runtime = _child
+    if digest not in runtime.digests():
+        # The worker serves a newer version of the app than this child loaded.
+        loop.run_until_complete(runtime.reload())
+    method = fields.pop("method")
+    path = fields.pop("path")
+    response = loop.run_until_complete(runtime.handle(Request(method, path, **fields)))
+    return (
+        response.status,
+        response.body,
+        list(response.headers),
+        response.app,
+        response.route,
+        response.wid,
+    )
