@@ -1,7 +1,7 @@
 """Local peers and a plugin-enabled Runtime for the plugin tests (fixtures are in conftest.py).
 
-The plugin tables are not wired into ``Runtime`` by default yet, so the runtime here is built
-with ``hosts=PLUGIN_TABLES``. Requests go through ``nflow.server.dispatch`` as in production.
+Every Runtime carries the plugin tables; requests go through ``nflow.server.dispatch`` as in
+production.
 Everything listens on 127.0.0.1 only.
 """
 
