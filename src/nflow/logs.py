@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from typing import IO, Any
 
 import orjson
@@ -90,14 +91,15 @@ class AccessLog:
 
     Formatting a record and running the sanitizer's patterns cost ~120 µs a request, more
     than running a small flow. Access lines hold only method, path (no query), status, ids,
-    duration and client address, so they skip both: an orjson line is appended to a buffer
-    that a background thread writes out every 200 ms (and at exit).
+    duration and client address, so they skip both: the event is queued as it is, and a
+    background thread formats the queue with orjson and writes it out every 200 ms (and at
+    exit), in one batch rather than a little on every request.
     """
 
     def __init__(self, *, stream: IO[bytes] | None = None, json_lines: bool = True) -> None:
         self._stream = stream
         self._json = json_lines
-        self._buffer: list[bytes] = []
+        self._events: deque[dict[str, object]] = deque()
         self._lock = threading.Lock()
         self._start()
         atexit.register(self.flush)
@@ -112,27 +114,37 @@ class AccessLog:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._buffer = []  # the parent's unwritten lines are the parent's to write
+        self._events = deque()  # the parent's unwritten lines are the parent's to write
         self._start()
 
     def write(self, event: dict[str, object]) -> None:
+        """Queue one line; it is formatted when the buffer is written out."""
         event["ts"] = time.time()
+        # A deque append is atomic: no lock, and the formatting happens in a batch.
+        self._events.append(event)
+
+    def _format(self, event: dict[str, object]) -> bytes:
         if self._json:
-            line = orjson.dumps(event) + b"\n"
-        else:
-            line = (
-                f"{time.strftime('%H:%M:%S')} ACCESS  {event.get('method')} {event.get('path')} "
-                f"{event.get('status')} {event.get('duration_ms')}ms  [wid={event.get('wid')} "
-                f"app={event.get('app')} starter={event.get('starter')}"
-                + (f" trace_id={event['trace_id']}" if "trace_id" in event else "")
-                + "]\n"
-            ).encode()
-        with self._lock:
-            self._buffer.append(line)
+            return orjson.dumps(event) + b"\n"
+        return (
+            f"{time.strftime('%H:%M:%S', time.localtime(float(event['ts'])))} ACCESS  "  # type: ignore[arg-type]
+            f"{event.get('method')} {event.get('path')} "
+            f"{event.get('status')} {event.get('duration_ms')}ms  [wid={event.get('wid')} "
+            f"app={event.get('app')} starter={event.get('starter')}"
+            + (f" trace_id={event['trace_id']}" if "trace_id" in event else "")
+            + "]\n"
+        ).encode()
 
     def flush(self) -> None:
         with self._lock:
-            lines, self._buffer = self._buffer, []
+            events = self._events
+            pop = events.popleft
+            lines = []
+            while events:
+                try:
+                    lines.append(self._format(pop()))
+                except IndexError:
+                    break
         if lines:
             stream = self._stream or sys.stderr.buffer
             try:

@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -419,6 +420,8 @@ class _Recorder:
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
         self.pending = _Pending()
+        # Per-request observations, folded into ``pending`` by the flusher (see Metrics).
+        self.events: deque[tuple[Any, ...]] = deque()
         self.label_sets: dict[str, set[tuple[str, ...]]] = {}
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
@@ -450,8 +453,29 @@ class _Recorder:
             except Exception:  # a metrics failure must never take the worker down
                 log.exception("metrics flush failed")
 
+    def fold(self) -> None:
+        """Fold the queued per-request observations into ``pending``."""
+        events = self.events
+        pop = events.popleft
+        metrics = Metrics.__new__(Metrics)
+        metrics._r = self
+        with self.lock:
+            while events:
+                try:
+                    event = pop()
+                except IndexError:  # another thread folded the rest meanwhile
+                    break
+                kind = event[0]
+                if kind is _STARTED:
+                    self.pending.active += 1
+                elif kind is _REQUEST:
+                    metrics._request_finished(*event[1:])
+                else:
+                    metrics._run_finished(*event[1:])
+
     def flush(self) -> None:
         with self.flush_lock:
+            self.fold()
             with self.lock:
                 p, self.pending = self.pending, _Pending()
             i = self.instruments
@@ -494,6 +518,7 @@ class _Recorder:
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
         self.pending = _Pending()
+        self.events = deque()
         self.pid = os.getpid()
         self.start()
 
@@ -567,6 +592,14 @@ def _clean_seconds(seconds: float) -> float:
     return seconds if seconds >= 0.0 else 0.0  # also turns NaN into 0
 
 
+_STARTED = "started"
+_REQUEST = "request"
+_RUN = "run"
+_STARTED_EVENT = (_STARTED,)
+# Folded at once past this many queued observations, should the flusher fall behind.
+_MAX_QUEUED = 100_000
+
+
 class Metrics:
     """What the server and the engine record.
 
@@ -581,11 +614,15 @@ class Metrics:
         self._r = _get_recorder()
 
     # requests ------------------------------------------------------------------------------
+    # The three calls every request makes only queue a tuple (a deque append is atomic);
+    # the flusher folds them in a batch. Done inline, under the lock, with the request's
+    # other work between calls, they cost several times more than in a tight loop.
     def request_started(self) -> None:
         """A request began (``nflow_requests_active`` +1). Pair with :meth:`request_finished`."""
         r = self._r
-        with r.lock:
-            r.pending.active += 1
+        r.events.append(_STARTED_EVENT)
+        if len(r.events) > _MAX_QUEUED:
+            r.fold()
 
     def request_finished(self, app: str, starter: str, status: int, seconds: float) -> None:
         """A request ended: counts it, its error if ``status >= 400``, and its duration.
@@ -594,24 +631,27 @@ class Metrics:
         404). Call neither method for the health and metrics endpoints (the Go runtime did not
         count them).
         """
+        self._r.events.append((_REQUEST, app, starter, status, seconds))
+
+    def _request_finished(self, app: str, starter: str, status: int, seconds: float) -> None:
+        # Called with the lock held.
         klass = _STATUS_CLASSES[status // 100] if 0 <= status < 1000 else "other"
         key: tuple[str, ...] = (app, starter, klass)
         r = self._r
-        with r.lock:
-            p = r.pending
-            p.active -= 1
-            p.requests += 1
-            if status >= 400:
-                p.errors += 1
+        p = r.pending
+        p.active -= 1
+        p.requests += 1
+        if status >= 400:
+            p.errors += 1
+        sums = p.request_hist.get(key)
+        if sums is None:
+            key = r.admit("request", key)
             sums = p.request_hist.get(key)
             if sums is None:
-                key = r.admit("request", key)
-                sums = p.request_hist.get(key)
-                if sums is None:
-                    sums = p.request_hist[key] = [0.0] * (len(_REQUEST_BOUNDS) + 1)
-            seconds = _clean_seconds(seconds)
-            sums[0] += seconds
-            sums[1 + bisect_left(_REQUEST_BOUNDS, seconds)] += 1
+                sums = p.request_hist[key] = [0.0] * (len(_REQUEST_BOUNDS) + 1)
+        seconds = _clean_seconds(seconds)
+        sums[0] += seconds
+        sums[1 + bisect_left(_REQUEST_BOUNDS, seconds)] += 1
 
     def rate_limited(self) -> None:
         """A request was rejected with 429 by the rate limiter."""
@@ -652,18 +692,20 @@ class Metrics:
         """One call per run: the process, the workflow outcome and each node's duration.
 
         Equivalent to :meth:`process_started`, :meth:`workflow_finished` and one
-        :meth:`node_finished` per ``(node_type, seconds)``, under a single lock.
+        :meth:`node_finished` per ``(node_type, seconds)``; queued like a request's.
         """
-        r = self._r
-        with r.lock:
-            p = r.pending
-            p.processes_started += 1
-            p.workflows += 1
-            if not ok:
-                p.workflow_errors += 1
-            self._count("workflow_runs", (app, "ok" if ok else "error"))
-            for node_type, seconds in nodes:
-                self._observe_node(app, node_type, seconds)
+        self._r.events.append((_RUN, app, ok, nodes))
+
+    def _run_finished(self, app: str, ok: bool, nodes: Iterable[tuple[str, float]]) -> None:
+        # Called with the lock held.
+        p = self._r.pending
+        p.processes_started += 1
+        p.workflows += 1
+        if not ok:
+            p.workflow_errors += 1
+        self._count("workflow_runs", (app, "ok" if ok else "error"))
+        for node_type, seconds in nodes:
+            self._observe_node(app, node_type, seconds)
 
     def process_started(self) -> None:
         """A workflow process (wid) was created (``nflow_processes_total``)."""
