@@ -258,6 +258,19 @@ def test_filter_leaves_clean_records_untouched() -> None:
     assert secret.getMessage() == "pw password=[REDACTED:password]"
 
 
+def test_filter_keeps_nflow_ids_whole() -> None:
+    # This span id holds 7250844443303, a digit run that passes the card-number check; it
+    # was masked in a log line once, so the line no longer matched its trace.
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "node ran", None, None)
+    record.span_id = "b7250844443303e2"
+    record.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    record.card = "4111 1111 1111 1111"
+    SanitizingFilter().filter(record)
+    assert record.span_id == "b7250844443303e2"
+    assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert "1111 1111" not in record.card
+
+
 def test_filter_handles_dict_messages_and_bad_args() -> None:
     event = logging.LogRecord(
         "x", logging.INFO, __file__, 1, {"event": "login", "password": "pw1234"}, None, None

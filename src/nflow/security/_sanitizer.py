@@ -338,6 +338,9 @@ _STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", _MARK}
 )
 _TRACEBACKS = logging.Formatter()
+# Random ids nflow itself puts on records; never user data. A hex span id such as
+# b7250844443303e2 holds a digit run that passes the card-number check.
+_NFLOW_IDS = frozenset({"wid", "trace_id", "span_id"})
 
 
 class SanitizingFilter(logging.Filter):
@@ -398,7 +401,7 @@ class SanitizingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = clean.sanitize(record.stack_info)
         for key, value in list(record.__dict__.items()):
-            if key in _STANDARD_ATTRS:
+            if key in _STANDARD_ATTRS or key in _NFLOW_IDS:
                 continue
             kind = clean.sensitive_kind(key)
             if kind is not None and value is not None and not isinstance(value, bool):
