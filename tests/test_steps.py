@@ -274,6 +274,14 @@ def test_sync_step_past_its_limit_is_408_and_traced(harness_for: Any) -> None:
     assert "time limit" in execution.trace[0].error
 
 
+def test_step_honours_its_apps_lower_time_limit(harness_for: Any) -> None:
+    # The server allows 30 s; the app's own nflow_limits lowers the step limit to 0.2 s.
+    h = harness_for({**one_step_app("t_slow"), "nflow_limits": {"step_timeout_seconds": 0.2}})
+    response = h.request("GET", "/s")
+    assert response.status == 408
+    assert response.json()["message"].endswith("ran longer than its time limit of 0.2s")
+
+
 def test_async_step_runs_on_the_io_loop_and_is_cancelled_at_its_limit(
     harness_for: Any,
 ) -> None:

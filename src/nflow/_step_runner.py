@@ -44,21 +44,13 @@ _KILL_POLL_SECONDS = 0.05
 
 
 def run_custom_step(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
-    from nflow.engine import StepResult, UnknownNodeType
+    from nflow.engine import StepResult, UnknownNodeType, step_timeout
 
     definition = registered_steps().get(node.type)
     if definition is None:
         raise UnknownNodeType(node)
     ctx = run.ctx
-    limits = engine.services.limits
-    remaining = ctx.remaining()
-    if remaining <= 0:
-        raise ScriptTimeout(
-            f"time limit of {limits.request_timeout_seconds}s for the run exceeded "
-            f"before node {node.label}",
-            node=node.id,
-        )
-    timeout = min(limits.step_timeout_seconds, remaining)
+    timeout = step_timeout(ctx, node)
     # The designer leaves untouched fields as "": those do not hide a payload value.
     params = {k: v for k, v in node.data.items() if k not in _DESIGNER_KEYS and v != ""}
     merged = {**payload, **params}

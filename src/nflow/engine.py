@@ -525,12 +525,8 @@ def _intercepted(
     return call()
 
 
-def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
-    ctx = run.ctx
-    vm = run.vm
-    plan = run.plans.get((run.playbook.digest, node.id))
-    if plan is None:
-        plan = engine.plan(run, node)
+def step_timeout(ctx: RunContext, node: Node) -> float:
+    """The time a step may take: its app's step limit, within what is left of the run's."""
     limits = ctx.limits
     remaining = ctx.remaining()
     if remaining <= 0:
@@ -539,7 +535,16 @@ def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> 
             f"before node {node.label}",
             node=node.id,
         )
-    timeout = min(limits.step_timeout_seconds, remaining)
+    return float(min(limits.step_timeout_seconds, remaining))
+
+
+def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
+    ctx = run.ctx
+    vm = run.vm
+    plan = run.plans.get((run.playbook.digest, node.id))
+    if plan is None:
+        plan = engine.plan(run, node)
+    timeout = step_timeout(ctx, node)
     source, node_key = plan
     payload_json = orjson.dumps(payload).decode() if payload else ""
     try:
