@@ -111,10 +111,14 @@ class Reloader:
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start polling; with ``loop`` (the worker's), SIGHUP also requests a config reload."""
         if loop is not None:
+            # Only a main thread's Unix event loop can take signals: an embedding program
+            # may start a worker elsewhere (RuntimeError / ValueError), and Windows loops have
+            # no signal support (NotImplementedError). App polling still runs; only SIGHUP
+            # config reload is off, and the warning says so.
             try:
                 loop.add_signal_handler(signal.SIGHUP, self.request_config_reload)
-            except (NotImplementedError, RuntimeError, ValueError):
-                log.warning("SIGHUP cannot be handled here: config reload is off")
+            except (NotImplementedError, RuntimeError, ValueError) as exc:
+                log.warning("SIGHUP cannot be handled here (%s): config reload is off", exc)
         self._thread = threading.Thread(target=self._run, name="nflow-reload", daemon=True)
         self._thread.start()
 
