@@ -62,32 +62,9 @@ CONFIGS="off on"
 declare -A PIDS=()
 MATRIX_PID=""
 WORK=""
-# The functions below run from the EXIT trap (shellcheck cannot see that: SC2317).
-# shellcheck disable=SC2317
-stop_pid() { # stop_pid PID NAME
-  local pid="$1" name="$2"
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || { echo "stopped $name (PID $pid)" >&2; return 0; }
-    sleep 0.1
-  done
-  echo "$name (PID $pid) still running after 5 s; sending SIGKILL" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-}
-# shellcheck disable=SC2317
-stop_matrix() { # wrk-matrix.sh runs wrk under `timeout`, which forwards SIGTERM to wrk
-  local child
-  [ -n "${MATRIX_PID:-}" ] || return 0
-  kill -0 "$MATRIX_PID" 2>/dev/null || return 0
-  for child in $(pgrep -P "$MATRIX_PID" 2>/dev/null || true); do
-    kill -TERM "$child" 2>/dev/null || true
-  done
-  kill -TERM "$MATRIX_PID" 2>/dev/null || true
-  wait "$MATRIX_PID" 2>/dev/null || true
-  echo "stopped wrk-matrix.sh (PID $MATRIX_PID)" >&2
-}
+# stop_pid and stop_matrix (shared with bench/compare.sh).
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 # shellcheck disable=SC2317
 cleanup() {
   local rc=$? name

@@ -1,0 +1,28 @@
+# Shell helpers shared by the bench/ scripts (sourced, not run).
+# They stop only what the sourcing script started, by PID; stop_matrix reads MATRIX_PID.
+# The functions run from the sourcing script's EXIT trap (shellcheck cannot see that: SC2317).
+# shellcheck disable=SC2317
+stop_pid() { # stop_pid PID NAME
+  local pid="$1" name="$2"
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || { echo "stopped $name (PID $pid)" >&2; return 0; }
+    sleep 0.1
+  done
+  echo "$name (PID $pid) still running after 5 s; sending SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+stop_matrix() { # wrk-matrix.sh runs wrk under `timeout`, which forwards SIGTERM to wrk
+  local child
+  [ -n "${MATRIX_PID:-}" ] || return 0
+  kill -0 "$MATRIX_PID" 2>/dev/null || return 0
+  for child in $(pgrep -P "$MATRIX_PID" 2>/dev/null || true); do
+    kill -TERM "$child" 2>/dev/null || true
+  done
+  kill -TERM "$MATRIX_PID" 2>/dev/null || true
+  wait "$MATRIX_PID" 2>/dev/null || true
+  echo "stopped wrk-matrix.sh (PID $MATRIX_PID)" >&2
+}
