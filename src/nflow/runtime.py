@@ -516,35 +516,9 @@ class Runtime:
             )
         else:
             execution = self._execute(request, route, loaded.sessions)
-        if (
-            isolator is not None
-            and execution.error is not None
-            and limit_of(execution.error) in ("time", "memory")
-        ):
-            isolator.isolate(route.key)
-            log.warning(
-                "route %s of app %r hit its %s limit: its requests run in a child process "
-                "for %gs (limits.isolate_seconds)",
-                route.match.starter.pattern,
-                route.match.playbook.name,
-                limit_of(execution.error),
-                isolator.seconds,
-                extra={"app": route.match.playbook.name, "wid": execution.wid},
-            )
-        if (
-            quarantine.enabled
-            and execution.error is not None
-            and limit_of(execution.error)
-            and quarantine.record(route.key)
-        ):
-            log.warning(
-                "route %s of app %r quarantined for %gs: %d limit hits (limits.quarantine_*)",
-                route.match.starter.pattern,
-                route.match.playbook.name,
-                quarantine.seconds,
-                quarantine.hits,
-                extra={"app": route.match.playbook.name, "wid": execution.wid},
-            )
+        limit = limit_of(execution.error) if execution.error is not None else ""
+        if limit:
+            self._limit_hit(route, limit, execution.wid)
         response = execution.response
         response.app = route.match.playbook.name
         response.route = route.match.starter.pattern
@@ -559,6 +533,32 @@ class Runtime:
         for cookie in cookies:
             response.headers.append(("set-cookie", cookie))
         return response
+
+    def _limit_hit(self, route: _Route, limit: str, wid: str) -> None:
+        """A run of ``route`` ended on ``limit``: isolate the route, count it for quarantine."""
+        app = route.match.playbook.name
+        isolator = self.isolator
+        if isolator is not None and limit in ("time", "memory"):
+            isolator.isolate(route.key)
+            log.warning(
+                "route %s of app %r hit its %s limit: its requests run in a child process "
+                "for %gs (limits.isolate_seconds)",
+                route.match.starter.pattern,
+                app,
+                limit,
+                isolator.seconds,
+                extra={"app": app, "wid": wid},
+            )
+        quarantine = self.quarantine
+        if quarantine.enabled and quarantine.record(route.key):
+            log.warning(
+                "route %s of app %r quarantined for %gs: %d limit hits (limits.quarantine_*)",
+                route.match.starter.pattern,
+                app,
+                quarantine.seconds,
+                quarantine.hits,
+                extra={"app": app, "wid": wid},
+            )
 
     def _quarantined(self, route: _Route, left: float) -> Response:
         match = route.match
