@@ -398,7 +398,10 @@ def test_runtime_left_dirty_is_replaced(make: MakeHarness, attack: str) -> None:
     doc = app_doc(
         s1=starter("s1", "/attack", "a"),
         s2=starter("s2", "/check", "b"),
-        a=js("a", f"function main(){{ {attack}; c.JSON(200, {{done: true}}) }}"),
+        # c is taken first: swapping the global prototype also hides nflow's own globals.
+        a=js(
+            "a", f"function main(){{ const reply = c; {attack}; reply.JSON(200, {{done: true}}) }}"
+        ),
         b=js(
             "b",
             "function main(){ x = 1; c.JSON(200, {perm: typeof perm, sym: "

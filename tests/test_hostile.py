@@ -134,9 +134,9 @@ LATE = "function(){ c.JSON(200, {late: true}) }"
         # No async, await, import or Promise in the source: each still queues a promise job,
         # and the job must run inside this step, not in some later request's.
         "globalThis['Prom' + 'ise'].resolve().then(" + LATE + ")",
-        "Object.getOwnPropertyDescriptor(globalThis, 'Prom' + 'ise').get().resolve().then("
-        + LATE
-        + ")",
+        # The global bindings live on the global object's prototype.
+        "Object.getOwnPropertyDescriptor(Object.getPrototypeOf(globalThis), 'Prom' + 'ise')"
+        ".get().resolve().then(" + LATE + ")",
         "var P = Reflect.get(globalThis, 'Prom' + 'ise'); new P(function(r){ r({then: "
         + LATE
         + "}) })",
@@ -150,6 +150,28 @@ def test_promise_jobs_without_async_syntax_finish_in_their_step(h: Harness, code
     status, body, _ = run(h, "function main(){ " + code + " }")
     assert (status, body) == (200, {"late": True})
     assert blocked(h, "return 'clean'") == "ran: clean"
+
+
+def test_swapped_global_prototype_cannot_redirect_nflow_functions(h: Harness) -> None:
+    # The global bindings live on the global object's prototype. A script may swap it for
+    # the rest of its own run, but nflow's functions bound their builtins at start: a trap
+    # on every lookup sees none of their names, and they keep working.
+    status, body, _ = run(
+        h,
+        """function main(){
+  const reply = c, year = time_now_year, S = String, seen = [];
+  Object.setPrototypeOf(globalThis, new Proxy({}, {
+    has(t, k) { seen.push(S(k)); return false; },
+    get(t, k) { seen.push(S(k)); return undefined; },
+  }));
+  const y = year(), q = reply.QueryParam('a'), m = reply.Request().method();
+  reply.JSON(200, {year: y, q: q, m: m, seen: seen});
+}""",
+    )
+    assert status == 200
+    assert body == {"year": time.localtime().tm_year, "q": "", "m": "GET", "seen": []}
+    # The next request gets a clean runtime with every builtin back.
+    assert blocked(h, "return typeof Math + typeof c") == "ran: objectobject"
 
 
 def test_dynamic_import_is_refused(h: Harness) -> None:

@@ -14,6 +14,9 @@
   const TOKEN = __NF_TOKEN__;
   const HOST_NAMES = __NF_NAMES__;
   const G = globalThis;
+  // Builtins the functions below use when called, bound now: the global bindings end up on
+  // the global object's prototype, which a script may swap for the rest of its own run.
+  const { Array, ArrayBuffer, Date, Math, RangeError, TypeError, Uint8Array, isNaN, parseInt } = G;
   const REQ = G.__h_req;
   const ERR = G.__h_err;
   delete G.__h_req;
@@ -38,6 +41,14 @@
   const ErrorCtor = Error;
   const MapCtor = Map;
   const StringCtor = String;
+  // nflow's globals and, at the end, every builtin live on GLOBALS, a frozen object between
+  // the global object and its old prototype (see the end of this file).
+  const GLOBALS = O.create(getPrototypeOf(G));
+  function defineGlobal(name, desc) {
+    delete G[name];
+    desc.configurable = false;
+    defineProperty(GLOBALS, name, desc);
+  }
 
   // A host error a script may see (HostError) comes back with its message; anything else
   // (a kill, a limit, a bug) is rethrown as is, so it ends the run unless the script catches
@@ -82,8 +93,8 @@
       configurable: false,
     });
   }
-  defineProperty(G, "eval", { value: evalThrower, writable: false, enumerable: false, configurable: false });
-  defineProperty(G, "Function", { value: functionThrower, writable: false, enumerable: false, configurable: false });
+  defineGlobal("eval", { value: evalThrower, writable: false, enumerable: false });
+  defineGlobal("Function", { value: functionThrower, writable: false, enumerable: false });
   for (const name of ["WeakRef", "FinalizationRegistry", "SharedArrayBuffer", "Atomics", "queueMicrotask"]) {
     delete G[name];
   }
@@ -231,7 +242,7 @@
   };
   for (const name of O.keys(REQUEST_GLOBALS)) {
     const loader = REQUEST_GLOBALS[name];
-    defineProperty(G, name, {
+    defineGlobal(name, {
       get: loader
         ? function () {
             return loader(name);
@@ -243,7 +254,6 @@
         R[name] = v;
       },
       enumerable: true,
-      configurable: false,
     });
   }
 
@@ -539,7 +549,7 @@
         };
   }
   for (const name of O.keys(globals)) {
-    defineProperty(G, name, { value: globals[name], writable: false, enumerable: false, configurable: false });
+    defineGlobal(name, { value: globals[name], writable: false, enumerable: false });
   }
 
   // Promise jobs are the only code that can run after main() returns. A step whose source
@@ -558,11 +568,10 @@
         return value;
       },
       enumerable: false,
-      configurable: false,
     };
   }
-  defineProperty(G, "Promise", marking(PromiseG));
-  if (AsyncStackG !== undefined) defineProperty(G, "AsyncDisposableStack", marking(AsyncStackG));
+  defineGlobal("Promise", marking(PromiseG));
+  if (AsyncStackG !== undefined) defineGlobal("AsyncDisposableStack", marking(AsyncStackG));
   const nativeFromAsync = Array.fromAsync;
   if (nativeFromAsync !== undefined) {
     defineProperty(Array, "fromAsync", {
@@ -576,9 +585,12 @@
     });
   }
 
-  // Freeze everything reachable from the globals that exist now (builtins, c, helpers),
-  // and make every existing global binding permanent, so the only way a script can leave
-  // state behind is by adding new globals, which end() deletes.
+  // Freeze everything reachable from the globals that exist now (builtins, c, helpers), then
+  // move every global binding onto GLOBALS, a frozen object between the global object and
+  // its old prototype. Name lookups still find them there; a script can neither reassign
+  // nor delete them. The global object keeps only what the engine made permanent itself,
+  // so the only state a script can leave behind is a global it adds, which reset() finds
+  // by a cheap count of the few own keys left (listing 160 bindings cost ~20 us a step).
   for (const key of ownKeys(G)) {
     const desc = getOwnPropertyDescriptor(G, key);
     if ("value" in desc) deepFreeze(desc.value);
@@ -586,14 +598,12 @@
       deepFreeze(desc.get);
       deepFreeze(desc.set);
     }
-    if (desc.configurable) {
-      if ("value" in desc) {
-        defineProperty(G, key, { value: desc.value, writable: false, enumerable: desc.enumerable, configurable: false });
-      } else {
-        defineProperty(G, key, { get: desc.get, set: desc.set, enumerable: desc.enumerable, configurable: false });
-      }
-    }
+    if (!desc.configurable) continue;
+    if ("value" in desc) desc.writable = false;
+    defineGlobal(key, desc);
   }
+  deepFreeze(GLOBALS);
+  O.setPrototypeOf(G, GLOBALS);
   for (const h of hidden) deepFreeze(h);
   deepFreeze(REQUEST_GLOBALS);
   deepFreeze(requestInfo);
