@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Harness, app_doc, js, starter
+from nflow.config import load_config
 from test_server import Server
 
 MakeHarness = Callable[..., Harness]
@@ -136,6 +137,25 @@ def test_rate_limit_token_bucket_in_memory(make: MakeHarness) -> None:
     # Another client has its own bucket; excluded paths are never limited.
     assert h.request("GET", "/hello", client="10.0.0.2:1").status == 200
     assert h.request("GET", "/health").status == 200
+
+
+def test_rate_limit_excluded_ips_follow_a_reloaded_config_on_open_connections(
+    make: MakeHarness, tmp_path: Path
+) -> None:
+    section = "[rate_limit]\nenabled = true\nip_rate_limit = 1\nip_burst_size = 0\n"
+    h = make(section + 'excluded_ips = ["10.7.0.0/16"]\n')
+    kept_alive = "10.7.1.2:40000"  # one client connection, many requests
+    for _ in range(3):
+        r = h.request("GET", "/hello", client=kept_alive)
+        assert r.status == 200 and r.header("x-ratelimit-limit") == ""
+    assert h.request("GET", "/hello", client="10.8.0.1:1").status == 200
+    assert h.request("GET", "/hello", client="10.8.0.1:1").status == 429
+    # SIGHUP drops the exclusion: the connection that was exempt is limited from now on.
+    path = tmp_path / "reloaded.toml"
+    path.write_text(WARN_ONLY + section)
+    h.runtime.apply_config(load_config(path, environ={}), ["rate_limit.excluded_ips"])
+    assert h.request("GET", "/hello", client=kept_alive).header("x-ratelimit-limit") == "1"
+    assert h.request("GET", "/hello", client=kept_alive).status == 429
 
 
 def test_rate_limit_shared_by_two_servers_through_redis(

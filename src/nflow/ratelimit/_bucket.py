@@ -129,28 +129,32 @@ class MemoryRateLimiter:
         else:
             tokens = bucket[0]
             if now > bucket[1]:
-                tokens = min(float(capacity), tokens + (now - bucket[1]) * rate)
+                tokens += (now - bucket[1]) * rate
+                if tokens > capacity:
+                    tokens = float(capacity)
+                bucket[1] = now
             buckets.move_to_end(key)
         if tokens + EPSILON >= cost:
-            tokens = max(0.0, tokens - cost)
+            tokens -= cost
+            if tokens < 0.0:
+                tokens = 0.0
             allowed = True
             retry_after = 0.0
         else:
             allowed = False
             retry_after = (cost - tokens) / rate
         bucket[0] = tokens
-        if now > bucket[1]:
-            bucket[1] = now
         self._hits += 1
         if self._hits >= _SWEEP_EVERY or len(buckets) > self._max_keys:
             self._hits = 0
             self._evict(now)
+        # Positional: this runs on every request.
         return Decision(
-            allowed=allowed,
-            limit=capacity,
-            remaining=math.floor(tokens + EPSILON),
-            reset_at=self._wall() + (capacity - tokens) / rate,
-            retry_after=retry_after,
+            allowed,
+            capacity,
+            int(tokens + EPSILON),  # floor: tokens are never negative
+            self._wall() + (capacity - tokens) / rate,
+            retry_after,
         )
 
     def _evict(self, now: float) -> None:

@@ -91,25 +91,42 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     return response
 
 
+# Peer address ("host:port", one per client connection) -> its bucket key, or "" when its IP
+# is excluded; for the [rate_limit] section object it was worked out with.
+_peer_keys: dict[str, str] = {}
+_peer_keys_for: list[object] = [None]
+
+
 async def _rate_limit(
     runtime: Runtime, request: Request
 ) -> tuple[Response | None, list[tuple[str, str]]]:
     config = runtime.config.rate_limit
     limiter = runtime.limiter
     assert limiter is not None
-    ip = client_ip(request.client, request.header_items, trust_forwarded=False)
-    if is_excluded(request.path, ip, config):
+    if request.path.startswith(tuple(config.excluded_paths)):
+        return None, []
+    # Parsing the address and matching it against excluded_ips once per connection rather
+    # than on every request (keep-alive clients send thousands on one).
+    if _peer_keys_for[0] is not config or len(_peer_keys) > 4096:
+        _peer_keys.clear()
+        _peer_keys_for[0] = config
+    peer = request.client
+    key = _peer_keys.get(peer)
+    if key is None:
+        ip = client_ip(peer, request.header_items, trust_forwarded=False)
+        key = _peer_keys[peer] = "" if is_excluded("", ip, config) else bucket_key("ip", ip)
+    if not key:
         return None, []
     if isinstance(limiter, MemoryRateLimiter):
-        decision = limiter.hit_now(bucket_key("ip", ip))
+        decision = limiter.hit_now(key)
     else:
-        hit = limiter.hit(bucket_key("ip", ip))
+        hit = limiter.hit(key)
         decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
     if decision.allowed:
-        return None, list(allowed_headers(decision))
+        return None, allowed_headers(decision)
     if runtime.metrics is not None:
         runtime.metrics.rate_limited()
-    log.warning("rate limited", extra={"ip": ip, "path": request.path})
+    log.warning("rate limited", extra={"ip": key.partition(":")[2], "path": request.path})
     status, headers, body = rejection(decision, config)
     return Response(status, body, list(headers)), []
 
