@@ -167,27 +167,10 @@ echo
 # --- load ------------------------------------------------------------------------------------
 ROWS="$WORK/rows.csv"
 : >"$ROWS"
-run() { # run URL LABEL
-  echo "running wrk: $2 ($1)" >&2
-  # In the background so that Ctrl-C is handled at once (wrk runs under `timeout`, which puts
-  # it in its own process group; cleanup stops it through its parent's PID).
-  CONNS="$CONNS" DURATION="$DURATION" AVG=1 HEADER=0 RAW_DIR="$WORK/raw/$2" \
-    "$SHARED/wrk-matrix.sh" "$1" "$2" >"$WORK/$2.csv" 2>"$WORK/$2.err" </dev/null &
-  MATRIX_PID=$!
-  if ! wait "$MATRIX_PID"; then
-    MATRIX_PID=""
-    echo "wrk-matrix.sh failed for $2:" >&2
-    cat "$WORK/$2.err" >&2
-    exit 5
-  fi
-  MATRIX_PID=""
-  cat "$WORK/$2.csv" >&2
-  cat "$WORK/$2.csv" >>"$ROWS"
-}
-run "$NFLOW_URL/bench" nflow-bench
-run "$PEER_URL/bench" nodered-bench
-run "$NFLOW_URL/hello" nflow-hello
-run "$PEER_URL/hello" nodered-hello
+run_matrix "$NFLOW_URL/bench" nflow-bench
+run_matrix "$PEER_URL/bench" nodered-bench
+run_matrix "$NFLOW_URL/hello" nflow-hello
+run_matrix "$PEER_URL/hello" nodered-hello
 kill -0 "$NFLOW_PID" 2>/dev/null || { NFLOW_PID=""; echo "nflow died during the run; see $WORK/nflow.log" >&2; exit 3; }
 kill -0 "$NR_PID" 2>/dev/null || { NR_PID=""; echo "node-red died during the run" >&2; exit 4; }
 

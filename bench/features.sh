@@ -187,25 +187,10 @@ done
 # --- load --------------------------------------------------------------------------------------
 ROWS="$WORK/rows.csv"
 : >"$ROWS"
-run() { # run URL LABEL
-  echo "running wrk: $2 ($1)" >&2
-  CONNS="$CONNS" DURATION="$DURATION" AVG=1 HEADER=0 RAW_DIR="$WORK/raw/$2" \
-    "$SHARED/wrk-matrix.sh" "$1" "$2" >"$WORK/$2.csv" 2>"$WORK/$2.err" </dev/null &
-  MATRIX_PID=$!
-  if ! wait "$MATRIX_PID"; then
-    MATRIX_PID=""
-    echo "wrk-matrix.sh failed for $2:" >&2
-    cat "$WORK/$2.err" >&2
-    exit 5
-  fi
-  MATRIX_PID=""
-  cat "$WORK/$2.csv" >&2
-  cat "$WORK/$2.csv" >>"$ROWS"
-}
 # Interleaved, so slow drift in the machine's load hits every configuration alike.
 for ep in bench hello; do
   for c in $CONFIGS; do
-    run "http://$HOST:$(port_of "$c")/$ep" "$c-$ep"
+    run_matrix "http://$HOST:$(port_of "$c")/$ep" "$c-$ep"
   done
 done
 for c in $CONFIGS; do
