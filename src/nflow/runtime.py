@@ -48,7 +48,7 @@ from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, flag
 from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
 from nflow.processes import ProcessRegistry
-from nflow.ratelimit import RateLimiter, limiter_from_config
+from nflow.ratelimit import PeerKeys, RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
 from nflow.security import KeyConfigError, KeyRing, resolve_secrets
@@ -168,6 +168,8 @@ class Runtime:
         self.sessions: SessionBackend
         self.metrics: Metrics | None = None
         self.limiter: RateLimiter | None = None
+        # Each client connection's bucket key, for the HTTP adapters.
+        self.peer_keys = PeerKeys()
         self.limiter_on_io = False
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps

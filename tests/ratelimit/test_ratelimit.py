@@ -20,6 +20,7 @@ from nflow.ratelimit import (
     DEFAULT_ERROR_MESSAGE,
     Decision,
     MemoryRateLimiter,
+    PeerKeys,
     RedisRateLimiter,
     allowed_headers,
     bucket_key,
@@ -388,6 +389,19 @@ def test_exclusions_by_path_prefix_and_ip_or_network() -> None:
     assert not is_excluded("/api", "2001:db9::5", config)
     assert not is_excluded("/api", "not-an-ip", config)
     assert not is_excluded("/api", "10.1.2.3", RateLimitConfig(excluded_paths=()))
+
+
+def test_peer_keys_per_connection_follow_the_config_they_are_given() -> None:
+    exempt = RateLimitConfig(excluded_ips=("10.0.0.0/8",))
+    peers = PeerKeys(max_peers=2)
+    assert peers.key("10.1.1.1:5000", exempt) == ""
+    assert peers.key("[2001:db8::1]:443", exempt) == bucket_key("ip", "2001:db8::1")
+    # A reloaded section (a new object) is worked out afresh for the same connection.
+    assert peers.key("10.1.1.1:5000", RateLimitConfig()) == bucket_key("ip", "10.1.1.1")
+    # Past max_peers the table starts over instead of growing.
+    for port in range(10):
+        assert peers.key(f"192.0.2.7:{port}", exempt) == bucket_key("ip", "192.0.2.7")
+    assert len(peers) <= 2
 
 
 def test_rejection_response() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_ERROR_MESSAGE",
     "Decision",
     "MemoryRateLimiter",
+    "PeerKeys",
     "RateLimiter",
     "RedisRateLimiter",
     "allowed_headers",
@@ -44,6 +45,7 @@ __all__ = [
 from nflow.ratelimit._bucket import Decision, MemoryRateLimiter, RateLimiter
 from nflow.ratelimit._http import (
     DEFAULT_ERROR_MESSAGE,
+    PeerKeys,
     allowed_headers,
     bucket_key,
     bucket_parameters,

@@ -138,6 +138,40 @@ def is_excluded(path: str, ip: str, config: RateLimitConfig) -> bool:
     return any(candidate in network for candidate in candidates for network in networks)
 
 
+class PeerKeys:
+    """The bucket key of each peer address, worked out once per client connection.
+
+    A keep-alive client sends thousands of requests from one ``host:port``; parsing the address
+    and matching it against ``excluded_ips`` on each of them cost more than the bucket itself.
+    ``key`` returns ``""`` for an excluded address. The table follows the ``[rate_limit]``
+    section it is given: a different one (a SIGHUP reload) starts it afresh, so new
+    exclusions apply to connections already open. It holds at most ``max_peers`` entries.
+    Forwarding headers are not trusted here (see :func:`client_ip`).
+    """
+
+    __slots__ = ("_config", "_keys", "_max_peers")
+
+    def __init__(self, max_peers: int = 4096) -> None:
+        self._keys: dict[str, str] = {}
+        self._config: RateLimitConfig | None = None
+        self._max_peers = max_peers
+
+    def __len__(self) -> int:
+        """Peers held now."""
+        return len(self._keys)
+
+    def key(self, peer: str, config: RateLimitConfig) -> str:
+        keys = self._keys
+        if config is not self._config or len(keys) >= self._max_peers:
+            keys.clear()
+            self._config = config
+        key = keys.get(peer)
+        if key is None:
+            ip = client_ip(peer, (), trust_forwarded=False)
+            key = keys[peer] = "" if is_excluded("", ip, config) else bucket_key("ip", ip)
+        return key
+
+
 def allowed_headers(decision: Decision) -> list[tuple[str, str]]:
     """``X-RateLimit-*`` headers for a response that was let through."""
     return [

@@ -12,14 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 from nflow.logs import access_log
-from nflow.ratelimit import (
-    MemoryRateLimiter,
-    allowed_headers,
-    bucket_key,
-    client_ip,
-    is_excluded,
-    rejection,
-)
+from nflow.ratelimit import MemoryRateLimiter, allowed_headers, rejection
 from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin, is_builtin
 
@@ -91,12 +84,6 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     return response
 
 
-# Peer address ("host:port", one per client connection) -> its bucket key, or "" when its IP
-# is excluded; for the [rate_limit] section object it was worked out with.
-_peer_keys: dict[str, str] = {}
-_peer_keys_for: list[object] = [None]
-
-
 async def _rate_limit(
     runtime: Runtime, request: Request
 ) -> tuple[Response | None, list[tuple[str, str]]]:
@@ -105,16 +92,7 @@ async def _rate_limit(
     assert limiter is not None
     if request.path.startswith(tuple(config.excluded_paths)):
         return None, []
-    # Parsing the address and matching it against excluded_ips once per connection rather
-    # than on every request (keep-alive clients send thousands on one).
-    if _peer_keys_for[0] is not config or len(_peer_keys) > 4096:
-        _peer_keys.clear()
-        _peer_keys_for[0] = config
-    peer = request.client
-    key = _peer_keys.get(peer)
-    if key is None:
-        ip = client_ip(peer, request.header_items, trust_forwarded=False)
-        key = _peer_keys[peer] = "" if is_excluded("", ip, config) else bucket_key("ip", ip)
+    key = runtime.peer_keys.key(request.client, config)
     if not key:
         return None, []
     if isinstance(limiter, MemoryRateLimiter):
