@@ -261,7 +261,8 @@ def test_prototype_pollution_does_not_reach_next_request(h: Harness) -> None:
         ("function main(){ for (;;) { Math.sqrt(2) } }", {408}),
         ("async function main(){ await null; while (true) {} }", {408}),
         ("function main(){ for (;;) Promise.resolve().then(function(){}) }", {408, 500}),
-        ("function main(){ function f(){ Promise.resolve().then(f) } f() }", {408}),
+        # One job at a time, but the engine may reach its heap limit before the time limit.
+        ("function main(){ function f(){ Promise.resolve().then(f) } f() }", {408, 500}),
         ("async function main(){ for (;;) await null }", {408}),
         ("function main(){ (async function(){ for (;;) await null })() }", {408}),
         ("function main(){ function f(){ f() } f() }", {500}),
@@ -305,6 +306,8 @@ def test_limits_end_the_run_in_time(h: Harness, code: str, statuses: set[int]) -
     assert elapsed < 3.0, f"took {elapsed:.2f}s"
     if status == 408:
         assert body["message"].startswith("Script execution exceeded resource limits")
+    elif statuses == {408, 500}:  # the other limit such a flood can meet first
+        assert "memory limit" in body["error"], body
     assert body.get("node") == "a"
 
 
