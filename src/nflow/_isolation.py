@@ -4,9 +4,9 @@ A JS evaluation holds the GIL until it ends, so an endless loop or a memory bomb
 event loop stalls every other request of that worker until its limit stops it (and a memory
 bomb also pays for tearing down and rebuilding its runtime). After a route hits such a limit,
 its next requests are handed to one child process of the worker (``limits.isolate_seconds``):
-the child has a runtime of its own, built from the same spec as the worker, runs at a lower CPU
-priority (nice 10), and the worker's event loop only waits for the answer, serving other
-requests meanwhile.
+the child has a runtime of its own, built from the same spec as the worker, gets the CPU only
+when the workers leave it idle (``SCHED_IDLE``; nice 10 where that is unavailable), and the
+worker's event loop only waits for the answer, serving other requests meanwhile.
 
 The child starts on first use and stops after ``IDLE_SECONDS`` without work. A child that
 dies (the watchdog ends a script stuck in native code) is replaced on the next request.
@@ -25,7 +25,7 @@ import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
@@ -37,8 +37,12 @@ log = logging.getLogger("nflow.isolation")
 
 CHILD_ENV = "NFLOW_ISOLATION_CHILD"
 IDLE_SECONDS = 5.0
-# Past the run's own limits, the worker gives up on the child and replaces it.
+# Past the run's own limits (and the child's start-up), the worker gives up on the child and
+# replaces it.
 GRACE_SECONDS = 5.0
+# Requests of isolated routes waiting for the child, per worker; more answer 503 at once, so
+# a client cannot pile up work (and request bodies) behind a child that is busy or starved.
+MAX_WAITING = 32
 CHILD_NICENESS = 10
 
 _ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str]
@@ -77,28 +81,45 @@ class Isolator:
             self._until.clear()
         self._until[key] = time.monotonic() + self.seconds
 
-    async def run(self, request: Request, *, digest: str) -> Response:
+    async def run(
+        self, request: Request, *, digest: str, timeout: float | None = None
+    ) -> tuple[Response, bool]:
+        """The child's answer to ``request``, and whether the child ran out of time.
+
+        ``timeout`` is the route's own request time limit; the worker waits that long plus
+        :data:`GRACE_SECONDS`. A child that takes longer (stuck, or starved of CPU by the
+        workers) is replaced, and the caller counts it as a time limit hit.
+        """
+        if self._busy >= MAX_WAITING:
+            response = _failure(
+                f"{self._busy} requests of isolated routes are waiting for this worker's "
+                "child process; try again later",
+                status=503,
+            )
+            response.headers.append(("retry-after", "1"))
+            return response, False
+        wait = self.timeout if timeout is None else timeout + GRACE_SECONDS
         loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=get_context("spawn"), initializer=_child_start
+                max_workers=1, mp_context=_LowPriorityContext(), initializer=_child_start
             )
         pool = self._pool
         fields = _request_fields(request)
         self._busy += 1
         try:
             result: _ResponseTuple = await asyncio.wait_for(
-                loop.run_in_executor(pool, _child_handle, fields, digest), self.timeout
+                loop.run_in_executor(pool, _child_handle, fields, digest), wait
             )
         except BrokenProcessPool:
             self._drop(pool)
             return _failure(
                 "the isolated run of this route ended its process "
                 "(a script stuck past its limits is stopped by the watchdog)"
-            )
+            ), False
         except TimeoutError:
             self._drop(pool, kill=True)
-            return _failure(f"the isolated run of this route took longer than {self.timeout:g}s")
+            return _failure(f"the isolated run of this route took longer than {wait:g}s"), True
         finally:
             self._busy -= 1
             self._last_used = time.monotonic()
@@ -107,7 +128,7 @@ class Isolator:
         status, body, headers, app, route, wid = result
         response = Response(status, body, headers)
         response.app, response.route, response.wid = app, route, wid
-        return response
+        return response, False
 
     def _stop_if_idle(self) -> None:
         self._idle_check = None
@@ -152,12 +173,62 @@ def _request_fields(request: Request) -> dict[str, Any]:
     }
 
 
-def _failure(message: str) -> Response:
+def _failure(message: str, *, status: int = 500) -> Response:
     from nflow.jsapi._gojson import dumps as go_json
 
     return Response(
-        500, go_json({"code": 500, "message": message}), [("content-type", "application/json")]
+        status,
+        go_json({"code": status, "message": message}),
+        [("content-type", "application/json")],
     )
+
+
+class _LowPriorityProcess(SpawnProcess):
+    """A spawned child whose CPU priority its parent lowers as soon as the child exists.
+
+    The child's start-up (a fresh interpreter importing nflow, about a CPU-second) is its
+    costliest part and runs before any code of ours does in it, so the parent sets the
+    priority rather than the child.
+    """
+
+    def start(self) -> None:
+        super().start()
+        if self.pid is not None:
+            lower_priority(self.pid)
+
+
+class _LowPriorityContext(SpawnContext):
+    Process = _LowPriorityProcess
+
+
+def lower_priority(pid: int) -> None:
+    """Give ``pid`` the CPU only when nothing else wants it.
+
+    Suspect routes must not slow the good requests down, only themselves. ``SCHED_IDLE``
+    (Linux) does that: the process runs only on a CPU that would otherwise be idle. With a
+    plain ``nice 10`` two children still took a fifth of a busy 2-CPU machine. Elsewhere,
+    or when the policy is refused, nice 10 is the fallback.
+    """
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is not None:
+        try:
+            os.sched_setscheduler(pid, idle, os.sched_param(0))
+            return
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        os.setpriority(
+            os.PRIO_PROCESS, pid, max(CHILD_NICENESS, os.getpriority(os.PRIO_PROCESS, pid))
+        )
+
+
+def priority_of(pid: int) -> str:
+    """How ``pid`` is scheduled, for logs: ``idle (SCHED_IDLE)`` or ``nice N``."""
+    idle = getattr(os, "SCHED_IDLE", None)
+    with contextlib.suppress(OSError, AttributeError):
+        if idle is not None and os.sched_getscheduler(pid) == idle:
+            return "idle (SCHED_IDLE)"
+    return f"nice {os.getpriority(os.PRIO_PROCESS, pid)}"
 
 
 # --- the child ----------------------------------------------------------------------------
@@ -165,11 +236,12 @@ _child: tuple[asyncio.AbstractEventLoop, Runtime] | None = None
 
 
 def _child_start() -> None:
+    started = time.monotonic()
     os.environ[CHILD_ENV] = "1"
-    # Suspect routes get the CPU only when the workers leave it: a hostile burst must not
-    # slow the good requests down, only itself.
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICENESS)
+    # What the imports so far ran at: the parent has lowered it (see _LowPriorityProcess).
+    priority = priority_of(0)
+    if priority.startswith("nice") and int(priority.split()[1]) < CHILD_NICENESS:
+        lower_priority(0)
     from nflow.server import worker_runtime
 
     loop = asyncio.new_event_loop()
@@ -178,6 +250,14 @@ def _child_start() -> None:
     loop.run_until_complete(runtime.open())
     global _child
     _child = (loop, runtime)
+    log.info(
+        "isolation child %d of worker %d ready (runtime opened in %.2fs), CPU priority %s "
+        "from its start",
+        os.getpid(),
+        os.getppid(),
+        time.monotonic() - started,
+        priority,
+    )
 
 
 def _child_handle(fields: dict[str, Any], digest: str) -> _ResponseTuple:

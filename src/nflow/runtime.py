@@ -499,7 +499,14 @@ class Runtime:
         isolator = self.isolator
         if isolator is not None and isolator.isolated(route.key):
             # The child loads and saves sessions itself, like any worker.
-            return await isolator.run(request, digest=route.match.playbook.digest)
+            isolated, timed_out = await isolator.run(
+                request,
+                digest=route.match.playbook.digest,
+                timeout=self.services.limits_for(route.match.playbook).request_timeout_seconds,
+            )
+            if timed_out:
+                self._limit_hit(route, "time", isolated.wid)
+            return isolated
         # Most API requests carry no cookie and change no session: skip the backend then.
         loaded = (
             await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
