@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,10 +35,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         b=js("b", "function main(){ c.JSON(200, {good: true}) }"),
     )
     (folder / "app.json").write_text(json.dumps(doc))
+    # A second app whose own limits make the worker wait only 1 s + GRACE_SECONDS for it.
+    quick = app_doc(s3=starter("s3", "/quick", "q", method="GET"), q=js("q", SPIN))
+    quick["nflow_limits"] = {"request_timeout_seconds": 1, "step_timeout_seconds": 0.5}
+    (folder / "quick.json").write_text(json.dumps(quick))
     (folder / "config.toml").write_text(
         "[limits]\nstep_timeout_seconds = 1.5\nisolate_seconds = 60\n[logging]\naccess = false\n"
     )
-    srv = Server(folder, "--app", "app.json", "--workers", "1")
+    srv = Server(folder, "--app", "app.json", "--app", "quick.json", "--workers", "1")
     try:
         srv.wait_ready()
         yield srv
@@ -133,3 +139,34 @@ def test_requests_waiting_for_the_child_are_bounded(server: Server) -> None:
     assert statuses.count(200) >= MAX_WAITING - 2
     assert statuses.count(503) >= extra - 2
     assert sorted(set(statuses)) == [200, 503]
+
+
+def test_a_child_starved_of_cpu_is_kept_and_the_request_told_to_retry(server: Server) -> None:
+    from nflow._isolation import IDLE_SECONDS
+
+    time.sleep(IDLE_SECONDS + 1)  # the child of the tests above has stopped by now
+    # Every CPU busy at normal priority: an idle-priority child starting now gets almost
+    # none, and its start-up (a fresh interpreter importing nflow) needs about a CPU-second.
+    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(os.cpu_count() or 2)]
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.get("/quick").status_code == 408  # in the worker; isolated now
+            started = time.monotonic()
+            starved = client.get("/quick", params={"ms": "1"})
+            waited = time.monotonic() - started
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert starved.status_code == 503, starved.text
+    assert "got no CPU" in starved.json()["message"]
+    assert starved.headers["retry-after"] == "1"
+    assert 5.5 <= waited < 15  # the app's 1 s request timeout + 5 s for the child
+    # Kept, not replaced: the same child finishes its start-up once the CPUs are free.
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.get("/quick", params={"ms": "1"}).json() == {"spun": 1}
+    assert server.output().count("isolation child") == 2, "the starved child was replaced"
+
+
+# Busy for at most 20 s, so a failed test cannot leave it running.
+BURN = "import time\nt = time.time() + 20\nwhile time.time() < t: pass"

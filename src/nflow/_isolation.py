@@ -43,8 +43,12 @@ GRACE_SECONDS = 5.0
 # Requests of isolated routes waiting for the child, per worker; more answer 503 at once, so
 # a client cannot pile up work (and request bodies) behind a child that is busy or starved.
 MAX_WAITING = 32
+# A child that used less CPU than this share of the time it was waited for was starved (kept),
+# not stuck (replaced).
+STARVED_SHARE = 0.5
 CHILD_NICENESS = 10
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str]
 
 
@@ -84,20 +88,19 @@ class Isolator:
     async def run(
         self, request: Request, *, digest: str, timeout: float | None = None
     ) -> tuple[Response, bool]:
-        """The child's answer to ``request``, and whether the child ran out of time.
+        """The child's answer to ``request``, and whether the route ran out of time there.
 
         ``timeout`` is the route's own request time limit; the worker waits that long plus
-        :data:`GRACE_SECONDS`. A child that takes longer (stuck, or starved of CPU by the
-        workers) is replaced, and the caller counts it as a time limit hit.
+        :data:`GRACE_SECONDS`. A child that used its CPU for that long without answering is
+        stuck: it is replaced, the request gets 500, and the caller counts a time limit hit.
+        A child that got too little CPU (the workers kept every CPU busy) is only starved: it
+        is kept, warm, and the request gets 503 with ``Retry-After``.
         """
         if self._busy >= MAX_WAITING:
-            response = _failure(
+            return _busy(
                 f"{self._busy} requests of isolated routes are waiting for this worker's "
-                "child process; try again later",
-                status=503,
-            )
-            response.headers.append(("retry-after", "1"))
-            return response, False
+                "child process; try again later"
+            ), False
         wait = self.timeout if timeout is None else timeout + GRACE_SECONDS
         loop = asyncio.get_running_loop()
         if self._pool is None:
@@ -108,9 +111,11 @@ class Isolator:
         fields = _request_fields(request)
         self._busy += 1
         try:
-            result: _ResponseTuple = await asyncio.wait_for(
-                loop.run_in_executor(pool, _child_handle, fields, digest), wait
-            )
+            # Submitting starts the child if it is not running yet, so its PID is known now.
+            future = loop.run_in_executor(pool, _child_handle, fields, digest)
+            pid = next(iter(getattr(pool, "_processes", None) or ()), None)
+            cpu_before = _cpu_seconds(pid)
+            result: _ResponseTuple = await asyncio.wait_for(future, wait)
         except BrokenProcessPool:
             self._drop(pool)
             return _failure(
@@ -118,8 +123,25 @@ class Isolator:
                 "(a script stuck past its limits is stopped by the watchdog)"
             ), False
         except TimeoutError:
+            cpu_after = _cpu_seconds(pid)
+            starved = (
+                cpu_before is not None
+                and cpu_after is not None
+                and cpu_after - cpu_before < STARVED_SHARE * wait
+            )
+            if starved:
+                return _busy(
+                    f"the isolated run of this route got no CPU for {wait:g}s: isolated "
+                    "routes run only on CPU the workers leave idle"
+                ), False
             self._drop(pool, kill=True)
             return _failure(f"the isolated run of this route took longer than {wait:g}s"), True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this request itself was cancelled
+            # The child was replaced (another request found it stuck) while this one waited.
+            return _busy("the isolated child process was replaced; try again"), False
         finally:
             self._busy -= 1
             self._last_used = time.monotonic()
@@ -171,6 +193,24 @@ def _request_fields(request: Request) -> dict[str, Any]:
         "scheme": request.scheme,
         "host": request.host,
     }
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """CPU time ``pid`` has used (Linux /proc), or None where unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _busy(message: str) -> Response:
+    response = _failure(message, status=503)
+    response.headers.append(("retry-after", "1"))
+    return response
 
 
 def _failure(message: str, *, status: int = 500) -> Response:
