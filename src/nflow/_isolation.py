@@ -55,9 +55,8 @@ _ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str]
 class Isolator:
     """One child process per worker for the requests of isolated routes."""
 
-    def __init__(self, *, seconds: float, timeout: float) -> None:
+    def __init__(self, *, seconds: float) -> None:
         self.seconds = seconds
-        self.timeout = timeout
         self._until: dict[tuple[str, str], float] = {}
         self._pool: ProcessPoolExecutor | None = None
         self._busy = 0
@@ -85,9 +84,7 @@ class Isolator:
             self._until.clear()
         self._until[key] = time.monotonic() + self.seconds
 
-    async def run(
-        self, request: Request, *, digest: str, timeout: float | None = None
-    ) -> tuple[Response, bool]:
+    async def run(self, request: Request, *, digest: str, timeout: float) -> tuple[Response, bool]:
         """The child's answer to ``request``, and whether the route ran out of time there.
 
         ``timeout`` is the route's own request time limit; the worker waits that long plus
@@ -101,7 +98,7 @@ class Isolator:
                 f"{self._busy} requests of isolated routes are waiting for this worker's "
                 "child process; try again later"
             ), False
-        wait = self.timeout if timeout is None else timeout + GRACE_SECONDS
+        wait = timeout + GRACE_SECONDS
         loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -278,10 +275,10 @@ _child: tuple[asyncio.AbstractEventLoop, Runtime] | None = None
 def _child_start() -> None:
     started = time.monotonic()
     os.environ[CHILD_ENV] = "1"
-    # What the imports so far ran at: the parent has lowered it (see _LowPriorityProcess).
+    # What the imports so far ran at: the parent has lowered it (see _LowPriorityProcess);
+    # lowering again is a no-op then, and covers a parent that could not.
     priority = priority_of(0)
-    if priority.startswith("nice") and int(priority.split()[1]) < CHILD_NICENESS:
-        lower_priority(0)
+    lower_priority(0)
     from nflow.server import worker_runtime
 
     loop = asyncio.new_event_loop()

@@ -97,16 +97,14 @@ def worker_runtime() -> Runtime:
 
 def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
-    from nflow._isolation import GRACE_SECONDS, Isolator
+    from nflow._isolation import Isolator
     from nflow._reload import Reloader
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     runtime = worker_runtime()
     limits = runtime.config.limits
     if limits.isolate_seconds > 0:
-        runtime.isolator = Isolator(
-            seconds=limits.isolate_seconds, timeout=limits.request_timeout_seconds + GRACE_SECONDS
-        )
+        runtime.isolator = Isolator(seconds=limits.isolate_seconds)
     app = RsgiApp(runtime)
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
