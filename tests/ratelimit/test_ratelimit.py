@@ -444,6 +444,34 @@ def test_headers_for_allowed_requests() -> None:
     ]
 
 
+def test_take_headers_agree_with_the_decision_at_every_step() -> None:
+    """The request path's one-call form gives what hit_now + allowed_headers would."""
+    fast, clock = memory(0.5, 3)
+    slow = MemoryRateLimiter(0.5, 3, clock=clock, wall_clock=clock)
+    seen = []
+    for step in range(12):
+        headers = fast.take_headers("ip:a")
+        decision = slow.hit_now("ip:a")
+        assert (headers is not None) == decision.allowed, step
+        if headers is not None:
+            assert headers == allowed_headers(decision), step
+        seen.append(decision.allowed)
+        clock.advance(0.7)
+    assert True in seen and False in seen  # both branches were compared
+
+
+def test_take_reports_the_shortfall_of_a_rejection() -> None:
+    limiter, clock = memory(2.0, 2)
+    assert limiter.take("k") == pytest.approx(1.0)
+    assert limiter.take("k") == pytest.approx(0.0)
+    clock.advance(0.25)  # half a token
+    left = limiter.take("k")
+    assert left == pytest.approx(-0.5)  # rejected, nothing taken
+    assert limiter.decision(left).retry_after == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert limiter.take("k") == pytest.approx(0.0)
+
+
 def test_bucket_keys_do_not_hold_secrets() -> None:
     assert bucket_key("ip", "10.0.0.1") == "ip:10.0.0.1"
     token_key = bucket_key("token", "secret-api-token")

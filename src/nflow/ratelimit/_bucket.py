@@ -7,12 +7,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import ceil
 from typing import Protocol
 
 # Float slack when comparing token counts: 6 s at 1/6 token per second must give a whole token.
 EPSILON = 1e-9
 # Idle buckets are looked for every this many hits (and whenever there are too many).
 _SWEEP_EVERY = 32
+# The headers of a decision (see nflow.ratelimit.allowed_headers).
+LIMIT_HEADER = "X-RateLimit-Limit"
+REMAINING_HEADER = "X-RateLimit-Remaining"
+RESET_HEADER = "X-RateLimit-Reset"
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class MemoryRateLimiter:
         "_clock",
         "_full_after",
         "_hits",
+        "_limit_header",
         "_max_keys",
         "_rate",
         "_wall",
@@ -95,6 +101,7 @@ class MemoryRateLimiter:
         self._wall = wall_clock
         self._max_keys = max_keys
         self._full_after = self._capacity / self._rate
+        self._limit_header = (LIMIT_HEADER, str(self._capacity))
         self._hits = 0
         # key -> [tokens, last update on ``clock``]; ordered oldest update first.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
@@ -116,11 +123,38 @@ class MemoryRateLimiter:
 
     def hit_now(self, key: str, *, cost: int = 1) -> Decision:
         """:meth:`hit` without the coroutine, for callers outside an event loop."""
+        return self.decision(self.take(key, cost=cost), cost=cost)
+
+    def decision(self, left: float, *, cost: int = 1) -> Decision:
+        """The :class:`Decision` for a result of :meth:`take` with the same ``cost``."""
+        if left >= 0.0:
+            allowed, tokens, retry_after = True, left, 0.0
+        else:
+            allowed, tokens, retry_after = False, left + cost, -left / self._rate
+        # Positional: this runs on every request.
+        return Decision(
+            allowed,
+            self._capacity,
+            int(tokens + EPSILON),  # floor: tokens are never negative
+            self.reset_at(tokens),
+            retry_after,
+        )
+
+    def reset_at(self, tokens: float) -> float:
+        """The unix time at which a bucket holding ``tokens`` now is full again."""
+        return self._wall() + (self._capacity - tokens) / self._rate
+
+    def take(self, key: str, *, cost: int = 1) -> float:
+        """Take ``cost`` tokens: the tokens left, or minus the shortfall if rejected.
+
+        The bucket itself, without building a :class:`Decision`: a result ``>= 0`` means the
+        request is allowed and that many tokens remain; a negative one means it was rejected
+        (nothing taken) and ``-result / rate`` seconds would have been enough.
+        """
         capacity = self._capacity
         if not 0 <= cost <= capacity:
             check_cost(cost, capacity)
         now = self._clock()
-        rate = self._rate
         buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is None:
@@ -129,7 +163,7 @@ class MemoryRateLimiter:
         else:
             tokens = bucket[0]
             if now > bucket[1]:
-                tokens += (now - bucket[1]) * rate
+                tokens += (now - bucket[1]) * self._rate
                 if tokens > capacity:
                     tokens = float(capacity)
                 bucket[1] = now
@@ -138,24 +172,31 @@ class MemoryRateLimiter:
             tokens -= cost
             if tokens < 0.0:
                 tokens = 0.0
-            allowed = True
-            retry_after = 0.0
+            left = tokens
         else:
-            allowed = False
-            retry_after = (cost - tokens) / rate
+            left = tokens - cost  # negative: the shortfall
         bucket[0] = tokens
         self._hits += 1
         if self._hits >= _SWEEP_EVERY or len(buckets) > self._max_keys:
             self._hits = 0
             self._evict(now)
-        # Positional: this runs on every request.
-        return Decision(
-            allowed,
-            capacity,
-            int(tokens + EPSILON),  # floor: tokens are never negative
-            self._wall() + (capacity - tokens) / rate,
-            retry_after,
-        )
+        return left
+
+    def take_headers(self, key: str) -> list[tuple[str, str]] | None:
+        """Take one token: the ``X-RateLimit-*`` headers if allowed, None if rejected.
+
+        The request path's call: :meth:`take` and ``allowed_headers(decision(...))`` in one,
+        with no Decision and no property lookups (measured: the separate calls cost the server
+        more than the bucket). After None, :meth:`hit_now` gives the Decision for the 429.
+        """
+        left = self.take(key)
+        if left < 0.0:
+            return None
+        return [
+            self._limit_header,
+            (REMAINING_HEADER, str(int(left + EPSILON))),
+            (RESET_HEADER, str(ceil(self._wall() + (self._capacity - left) / self._rate))),
+        ]
 
     def _evict(self, now: float) -> None:
         # Oldest first: stop at the first bucket that is neither surplus nor full again.

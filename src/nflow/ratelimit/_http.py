@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from nflow.config import RateLimitConfig
-from nflow.ratelimit._bucket import Decision, MemoryRateLimiter, RateLimiter
+from nflow.ratelimit._bucket import (
+    LIMIT_HEADER,
+    REMAINING_HEADER,
+    RESET_HEADER,
+    Decision,
+    MemoryRateLimiter,
+    RateLimiter,
+)
 from nflow.ratelimit._redis import RedisRateLimiter
 
 if TYPE_CHECKING:
@@ -175,9 +182,9 @@ class PeerKeys:
 def allowed_headers(decision: Decision) -> list[tuple[str, str]]:
     """``X-RateLimit-*`` headers for a response that was let through."""
     return [
-        ("X-RateLimit-Limit", str(decision.limit)),
-        ("X-RateLimit-Remaining", str(decision.remaining)),
-        ("X-RateLimit-Reset", str(math.ceil(decision.reset_at))),
+        (LIMIT_HEADER, str(decision.limit)),
+        (REMAINING_HEADER, str(decision.remaining)),
+        (RESET_HEADER, str(math.ceil(decision.reset_at))),
     ]
 
 
