@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Request", "Response", "ResponseWriter"]
+__all__ = ["Request", "Response", "ResponseWriter", "client_host"]
 
 from collections.abc import Iterable, Mapping
 from http.cookies import SimpleCookie
@@ -150,8 +150,7 @@ class Request:
 
     @property
     def client_ip(self) -> str:
-        host = self.client.rsplit(":", 1)[0] if ":" in self.client else self.client
-        return host.strip("[]")
+        return client_host(self.client)
 
     @property
     def uri(self) -> str:
@@ -159,6 +158,12 @@ class Request:
 
     def decoded_path(self) -> str:
         return unquote(self.path)
+
+
+def client_host(peer: str) -> str:
+    """The address part of a peer ``host:port`` (``[v6]:port``), as ``Request.client_ip``."""
+    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+    return host.strip("[]")
 
 
 class _Unset:

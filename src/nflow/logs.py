@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import orjson
 
+from nflow._http import client_host
+
 _EXTRA = (
     *("wid", "app", "starter", "node", "node_type", "next", "error", "rule", "status", "ip"),
     *("duration_ms", "trace_id", "span_id"),
@@ -99,7 +101,7 @@ class AccessLog:
     def __init__(self, *, stream: IO[bytes] | None = None, json_lines: bool = True) -> None:
         self._stream = stream
         self._json = json_lines
-        self._events: deque[dict[str, object]] = deque()
+        self._events: deque[dict[str, object] | tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
         self._start()
         atexit.register(self.flush)
@@ -123,7 +125,31 @@ class AccessLog:
         # A deque append is atomic: no lock, and the formatting happens in a batch.
         self._events.append(event)
 
-    def _format(self, event: dict[str, object]) -> bytes:
+    def request(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        wid: str,
+        app: str,
+        starter: str,
+        peer: str,
+        trace_id: str = "",
+        span_id: str = "",
+    ) -> None:
+        """Queue the line of one served request (``peer`` is the client's ``host:port``).
+
+        The server's per-request form of :meth:`write`: a tuple is queued, and the writer
+        thread makes the event of it (the dict, the client address, the rounding), so the
+        request itself pays for little more than the append.
+        """
+        self._events.append(
+            (time.time(), method, path, status, seconds, wid, app, starter, peer, trace_id, span_id)
+        )
+
+    def _format(self, item: dict[str, object] | tuple[Any, ...]) -> bytes:
+        event = item if isinstance(item, dict) else _request_event(item)
         if self._json:
             return orjson.dumps(event) + b"\n"
         return (
@@ -157,6 +183,27 @@ class AccessLog:
         while True:
             time.sleep(0.2)
             self.flush()
+
+
+def _request_event(item: tuple[Any, ...]) -> dict[str, object]:
+    ts, method, path, status, seconds, wid, app, starter, peer, trace_id, span_id = item
+    event: dict[str, object] = {
+        "level": "info",
+        "logger": "nflow.access",
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "wid": wid,
+        "app": app,
+        "starter": starter,
+        "ip": client_host(peer),
+    }
+    if trace_id:
+        event["trace_id"] = trace_id
+        event["span_id"] = span_id
+    event["ts"] = ts
+    return event
 
 
 _access: AccessLog | None = None
