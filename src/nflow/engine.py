@@ -236,11 +236,7 @@ class Engine:
             services.processes.finish(wid)
         metrics = services.metrics
         if metrics is not None:
-            metrics.run_finished(
-                playbook.name,
-                execution.error is None,
-                [(t.type, t.duration_ms / 1000.0) for t in execution.trace],
-            )
+            metrics.run_finished(playbook.name, execution.error is None, execution.trace)
         headers: dict[str, str] = {"Nflow-Wid-1": wid}
         headers.update(ctx.extra_headers)
         response = ctx.writer.finish(headers)

@@ -68,9 +68,9 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -468,11 +468,14 @@ class _Recorder:
         request_bounds = _REQUEST_BOUNDS
         node_bounds = _NODE_BOUNDS
         classes = _STATUS_CLASSES
+        request_width = len(request_bounds) + 1
+        node_width = len(node_bounds) + 1
         with self.lock:
             p = self.pending
             request_hist = p.request_hist
             node_hist = p.node_hist
             counters = p.counters
+            # _observe and _bump inlined: a call per observation was most of this loop's cost.
             while True:
                 try:
                     event = pop()
@@ -487,7 +490,16 @@ class _Recorder:
                     p.requests += 1
                     if status >= 400:
                         p.errors += 1
-                    _observe(request_hist, admit, "request", key, request_bounds, seconds)
+                    sums = request_hist.get(key)
+                    if sums is None:
+                        key = admit("request", key)
+                        sums = request_hist.get(key)
+                        if sums is None:
+                            sums = request_hist[key] = [0.0] * request_width
+                    if not seconds >= 0.0:  # negative, or NaN
+                        seconds = 0.0
+                    sums[0] += seconds
+                    sums[1 + bisect_left(request_bounds, seconds)] += 1
                 elif kind is _STARTED:
                     p.active += 1
                 else:
@@ -497,10 +509,19 @@ class _Recorder:
                     if not ok:
                         p.workflow_errors += 1
                     _bump(counters, admit, "workflow_runs", (app, "ok" if ok else "error"))
-                    for node_type, node_seconds in nodes:
-                        _observe(
-                            node_hist, admit, "node", (app, node_type), node_bounds, node_seconds
-                        )
+                    for node in nodes:
+                        key = (app, node.type)
+                        sums = node_hist.get(key)
+                        if sums is None:
+                            key = admit("node", key)
+                            sums = node_hist.get(key)
+                            if sums is None:
+                                sums = node_hist[key] = [0.0] * node_width
+                        seconds = node.duration_ms / 1000.0
+                        if not seconds >= 0.0:
+                            seconds = 0.0
+                        sums[0] += seconds
+                        sums[1 + bisect_left(node_bounds, seconds)] += 1
 
     def flush(self) -> None:
         with self.flush_lock:
@@ -653,6 +674,16 @@ def _bump(
     counters[key] = count + 1
 
 
+class NodeTiming(Protocol):
+    """One executed node as :meth:`Metrics.run_finished` reads it (the engine's TraceEntry)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def duration_ms(self) -> float: ...
+
+
 _STARTED = "started"
 _REQUEST = "request"
 _RUN = "run"
@@ -719,12 +750,13 @@ class Metrics:
         r = self._r
         _observe(r.pending.node_hist, r.admit, "node", (app, node_type), _NODE_BOUNDS, seconds)
 
-    def run_finished(self, app: str, ok: bool, nodes: Iterable[tuple[str, float]]) -> None:
+    def run_finished(self, app: str, ok: bool, nodes: Sequence[NodeTiming]) -> None:
         """One call per run: the process, the workflow outcome and each node's duration.
 
         Equivalent to :meth:`process_started`, :meth:`workflow_finished` and one
-        :meth:`node_finished` per ``(node_type, seconds)``; queued like a request's and
-        folded by :meth:`_Recorder.fold`.
+        :meth:`node_finished` per node (its ``type`` and ``duration_ms``, as in the engine's
+        trace, which is passed as it is); queued like a request's and folded by
+        :meth:`_Recorder.fold`. ``nodes`` must not change afterwards.
         """
         self._r.events.append((_RUN, app, ok, nodes))
 
