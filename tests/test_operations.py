@@ -158,6 +158,20 @@ def test_rate_limit_excluded_ips_follow_a_reloaded_config_on_open_connections(
     assert h.request("GET", "/hello", client=kept_alive).status == 429
 
 
+def test_rate_limit_excluded_paths_follow_a_reloaded_config(
+    make: MakeHarness, tmp_path: Path
+) -> None:
+    section = "[rate_limit]\nenabled = true\nip_rate_limit = 5\nip_burst_size = 0\n"
+    h = make(section + 'excluded_paths = ["/hel"]\n')
+    for _ in range(7):  # a prefix, as in the Go runtime: never limited, no headers
+        r = h.request("GET", "/hello")
+        assert r.status == 200 and r.header("x-ratelimit-limit") == ""
+    path = tmp_path / "reloaded.toml"
+    path.write_text(WARN_ONLY + section)
+    h.runtime.apply_config(load_config(path, environ={}), ["rate_limit.excluded_paths"])
+    assert h.request("GET", "/hello").header("x-ratelimit-remaining") == "4"
+
+
 def test_rate_limit_shared_by_two_servers_through_redis(
     db_url: str, tmp_path: Path, redis_prefix: str
 ) -> None:

@@ -170,6 +170,8 @@ class Runtime:
         self.limiter: RateLimiter | None = None
         # Each client connection's bucket key, for the HTTP adapters.
         self.peer_keys = PeerKeys()
+        # The HTTP adapters' per-config lookups (nflow.server._apps), rebuilt when config changes.
+        self.dispatch_plan: object = None
         self.limiter_on_io = False
         self.app_files = [Path(p) for p in app_files]
         self.serve_stored_apps = serve_stored_apps

@@ -12,9 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
 from nflow.logs import access_log
-from nflow.ratelimit import MemoryRateLimiter, allowed_headers, rejection
+from nflow.ratelimit import (
+    Decision,
+    MemoryRateLimiter,
+    allowed_headers,
+    rejection,
+)
 from nflow.runtime import Runtime, json_response
-from nflow.server._routes import builtin, is_builtin
+from nflow.server._routes import builtin
 
 if TYPE_CHECKING:
     from nflow._reload import Reloader
@@ -27,30 +32,93 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+class _Plan:
+    """What :func:`dispatch` reads from the config on every request, worked out once.
+
+    A SIGHUP reload swaps ``runtime.config`` (and maybe the limiter) for new objects; the plan
+    is rebuilt on the first request that sees them.
+    """
+
+    __slots__ = (
+        "access",
+        "compress_min",
+        "config",
+        "debug",
+        "excluded_paths",
+        "limiter",
+        "memory_limiter",
+        "own_paths",
+    )
+
+    def __init__(self, runtime: Runtime) -> None:
+        config = runtime.config
+        monitor = config.monitor
+        self.config = config
+        self.limiter = runtime.limiter
+        self.memory_limiter = self.limiter if isinstance(self.limiter, MemoryRateLimiter) else None
+        own: set[str] = set()
+        if monitor.enabled:
+            own.update((monitor.health_check_path, monitor.health_check_path + "/ready"))
+            if not monitor.metrics_port:
+                own.add(monitor.metrics_path)
+        self.own_paths = frozenset(own)
+        self.debug = config.debug.enabled
+        self.excluded_paths = tuple(config.rate_limit.excluded_paths)
+        self.compress_min = config.server.compress_min_bytes
+        self.access = config.logging.access
+
+
+def _plan(runtime: Runtime) -> _Plan:
+    plan = runtime.dispatch_plan
+    if (
+        not isinstance(plan, _Plan)
+        or plan.config is not runtime.config
+        or plan.limiter is not runtime.limiter
+    ):
+        plan = runtime.dispatch_plan = _Plan(runtime)
+    return plan
+
+
 async def dispatch(runtime: Runtime, request: Request) -> Response:
     """The request pipeline: rate limit, nflow's own routes, playbooks; metrics, gzip, log.
 
     Never lets an exception reach the server.
     """
     started = time.perf_counter()
+    plan = _plan(runtime)
+    path = request.path
+    # Could this be one of nflow's own routes (_routes.builtin)? Those are not counted.
+    own = path in plan.own_paths or (plan.debug and path.startswith("/debug"))
     metrics = runtime.metrics
-    own = is_builtin(runtime, request.path)
     if metrics is not None and not own:
         metrics.request_started()
     response: Response | None = None
-    extra: list[tuple[str, str]] = []
+    extra: list[tuple[str, str]] | None = None
     # nflow's own routes (health, metrics) are not traced, as they are not counted.
     tracing = runtime.tracing
     span = tracing.start_request(request) if tracing is not None and not own else None
     try:
-        if runtime.limiter is not None and not own:
-            response, extra = await _rate_limit(runtime, request)
+        if plan.limiter is not None and not own and not path.startswith(plan.excluded_paths):
+            memory = plan.memory_limiter
+            if memory is not None:
+                # The in-process bucket needs no await; a Decision is made only for a 429.
+                key = runtime.peer_keys.key(request.client, plan.config.rate_limit)
+                if key:
+                    extra = memory.take_headers(key)
+                    if extra is None:
+                        decision = memory.hit_now(key)  # let through if refilled meanwhile
+                        if decision.allowed:
+                            extra = allowed_headers(decision)
+                        else:
+                            response = _rejected(runtime, request, key, decision)
+            else:
+                response, extra = await _rate_limit(runtime, request)
         if response is None and own:
             response = await builtin(runtime, request)
         if response is None:
             response = await runtime.handle(request)
     except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
+        log.exception("unexpected error serving %s %s", request.method, path)
         response = json_response(500, {"message": "Internal Server Error"})
     finally:
         if span is not None:
@@ -60,53 +128,47 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     elapsed = time.perf_counter() - started
     if metrics is not None and not own:
         metrics.request_finished(response.app, response.route, response.status, elapsed)
-    config = runtime.config
-    threshold = config.server.compress_min_bytes
+    threshold = plan.compress_min
     if threshold and len(response.body) >= threshold:
         _compress(request, response)
-    if config.logging.access and not own:
-        event: dict[str, object] = {
-            "level": "info",
-            "logger": "nflow.access",
-            "method": request.method,
-            "path": request.path,
-            "status": response.status,
-            "duration_ms": round(elapsed * 1000, 3),
-            "wid": response.wid,
-            "app": response.app,
-            "starter": response.route,
-            "ip": request.client_ip,
-        }
-        if span is not None:
-            event["trace_id"] = span.trace_id
-            event["span_id"] = span.span_id
-        access_log().write(event)
+    if plan.access and not own:
+        access_log().request(
+            request.method,
+            path,
+            response.status,
+            elapsed,
+            response.wid,
+            response.app,
+            response.route,
+            request.client,
+            span.trace_id if span is not None else "",
+            span.span_id if span is not None else "",
+        )
     return response
 
 
 async def _rate_limit(
     runtime: Runtime, request: Request
-) -> tuple[Response | None, list[tuple[str, str]]]:
-    config = runtime.config.rate_limit
+) -> tuple[Response | None, list[tuple[str, str]] | None]:
+    """A limiter that is not in-process (Redis): its hit is awaited, on nflow's I/O loop."""
     limiter = runtime.limiter
     assert limiter is not None
-    if request.path.startswith(tuple(config.excluded_paths)):
-        return None, []
-    key = runtime.peer_keys.key(request.client, config)
+    key = runtime.peer_keys.key(request.client, runtime.config.rate_limit)
     if not key:
-        return None, []
-    if isinstance(limiter, MemoryRateLimiter):
-        decision = limiter.hit_now(key)
-    else:
-        hit = limiter.hit(key)
-        decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
+        return None, None
+    hit = limiter.hit(key)
+    decision = await (runtime.io.run(hit) if runtime.limiter_on_io else hit)
     if decision.allowed:
         return None, allowed_headers(decision)
+    return _rejected(runtime, request, key, decision), None
+
+
+def _rejected(runtime: Runtime, request: Request, key: str, decision: Decision) -> Response:
     if runtime.metrics is not None:
         runtime.metrics.rate_limited()
     log.warning("rate limited", extra={"ip": key.partition(":")[2], "path": request.path})
-    status, headers, body = rejection(decision, config)
-    return Response(status, body, list(headers)), []
+    status, headers, body = rejection(decision, runtime.config.rate_limit)
+    return Response(status, body, list(headers))
 
 
 def _compress(request: Request, response: Response) -> None:

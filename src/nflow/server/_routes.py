@@ -21,20 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nflow.server")
 
 
-def is_builtin(runtime: Runtime, path: str) -> bool:
-    """Cheap test done on every request: could this path be one of nflow's own routes?"""
-    config = runtime.config
-    monitor = config.monitor
-    return (
-        monitor.enabled
-        and (
-            path == monitor.health_check_path
-            or path == monitor.health_check_path + "/ready"
-            or (path == monitor.metrics_path and not monitor.metrics_port)
-        )
-    ) or (config.debug.enabled and path.startswith("/debug"))
-
-
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
     """A response for nflow's own routes, or None to let playbooks handle the request."""
     from nflow.runtime import json_response
