@@ -226,3 +226,20 @@ def test_logs_never_contain_secrets(capfd: pytest.CaptureFixture[str]) -> None:
     err = capfd.readouterr().err
     assert "console.log" in err
     assert "hunter22secret" not in err and "4111 1111 1111 1111" not in err
+
+
+def test_serve_refuses_a_port_another_server_listens_on(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """granian's SO_REUSEPORT would let a second server share the port and half the traffic."""
+    import socket
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian binds
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        code = main(["serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"server.port: 127.0.0.1:{port} is already in use" in err

@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from nflow.config import Config
     from nflow.logs import configure_logging
     from nflow.runtime import Runtime
-    from nflow.server import serve
+    from nflow.server import ensure_port_free, serve
 
     config, path = _config(args.config)
     assert isinstance(config, Config)
@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.effective_workers
+    ensure_port_free(host, port)  # before the start-up work, not after it
     example = not args.app
     secret = ""
     if not config.session.secret and config.session.backend == "cookie":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Sequence
 
 import orjson
@@ -10,9 +12,50 @@ import orjson
 from nflow.runtime import Runtime
 from nflow.server._apps import AsgiApp, RsgiApp, dispatch
 
-__all__ = ["SPEC_ENV", "AsgiApp", "RsgiApp", "dispatch", "serve", "worker_app", "worker_runtime"]
+__all__ = [
+    "SPEC_ENV",
+    "AsgiApp",
+    "RsgiApp",
+    "dispatch",
+    "ensure_port_free",
+    "serve",
+    "worker_app",
+    "worker_runtime",
+]
 
 SPEC_ENV = "NFLOW_SERVE_SPEC"
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise ConfigError (key ``server.port``) if something already listens on host:port.
+
+    granian binds with SO_REUSEPORT, so a second server on a busy port does not fail: it
+    starts, and the kernel splits the connections between the two (an old version left
+    running would keep answering some of the requests). A plain bind, which SO_REUSEPORT
+    listeners refuse, finds that out first.
+    """
+    from nflow.errors import ConfigError
+
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return  # an unusable host: granian reports it
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return
+            raise ConfigError(
+                f"{host}:{port} is already in use by another process (another nflow serve?); "
+                "stop it or choose another port (--port)",
+                key="server.port",
+            ) from None
 
 
 def serve(
@@ -32,6 +75,7 @@ def serve(
 
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
 
+    ensure_port_free(host, port)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
 
