@@ -169,6 +169,18 @@ def test_idle_buckets_are_forgotten() -> None:
     assert len(limiter) == 1
 
 
+def test_an_idle_bucket_behind_a_busy_client_is_still_forgotten() -> None:
+    """The busy client's place in the order is refreshed only once a second."""
+    limiter, clock = memory(20.0, 40)  # full again 2 s after the last hit
+    limiter.hit_now("ip:busy")
+    limiter.hit_now("ip:idle")
+    for _ in range(60):  # 6 s of a client hitting every 100 ms
+        clock.advance(0.1)
+        assert limiter.hit_now("ip:busy").allowed
+    assert len(limiter) == 1  # "idle" was dropped; "busy" kept its bucket
+    assert limiter.hit_now("ip:busy").remaining < 40
+
+
 def test_busy_buckets_are_kept_and_memory_is_capped() -> None:
     limiter, clock = memory(1.0, 10, max_keys=100)
     limiter.hit_now("ip:busy")

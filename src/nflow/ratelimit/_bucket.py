@@ -14,6 +14,8 @@ from typing import Protocol
 EPSILON = 1e-9
 # Idle buckets are looked for every this many hits (and whenever there are too many).
 _SWEEP_EVERY = 32
+# A bucket's place in the least-recently-used order is refreshed at most this often (s).
+_REORDER_AFTER = 1.0
 # The headers of a decision (see nflow.ratelimit.allowed_headers).
 LIMIT_HEADER = "X-RateLimit-Limit"
 REMAINING_HEADER = "X-RateLimit-Remaining"
@@ -64,7 +66,8 @@ class MemoryRateLimiter:
     Each worker process has its own buckets, so with N workers a client may get up to N times
     the limit; use :class:`~nflow.ratelimit.RedisRateLimiter` to share them.
 
-    Memory stays bounded: buckets are kept in least-recently-used order, and one untouched for
+    Memory stays bounded: buckets are kept in least-recently-used order (a bucket's place is
+    refreshed at most once a second), and one untouched for
     ``capacity / rate`` seconds is full again, so it is dropped (a new bucket starts full: the
     client sees no difference); they are looked for every few hits. Beyond ``max_keys``
     buckets the least recently used are dropped even if not yet full, which only ever errs in
@@ -103,7 +106,8 @@ class MemoryRateLimiter:
         self._full_after = self._capacity / self._rate
         self._limit_header = (LIMIT_HEADER, str(self._capacity))
         self._hits = 0
-        # key -> [tokens, last update on ``clock``]; ordered oldest update first.
+        # key -> [tokens, last update, last move to the end] on ``clock``; ordered by the
+        # last move, which is at most _REORDER_AFTER behind the last update.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
 
     @property
@@ -159,7 +163,7 @@ class MemoryRateLimiter:
         bucket = buckets.get(key)
         if bucket is None:
             tokens = float(capacity)
-            bucket = buckets[key] = [tokens, now]
+            bucket = buckets[key] = [tokens, now, now]
         else:
             tokens = bucket[0]
             if now > bucket[1]:
@@ -167,7 +171,11 @@ class MemoryRateLimiter:
                 if tokens > capacity:
                     tokens = float(capacity)
                 bucket[1] = now
-            buckets.move_to_end(key)
+            if now - bucket[2] >= _REORDER_AFTER:
+                # Moving on every hit cost a busy client more than the arithmetic; a place in
+                # the order up to a second stale only delays a sweep (which reads bucket[1]).
+                bucket[2] = now
+                buckets.move_to_end(key)
         if tokens + EPSILON >= cost:
             tokens -= cost
             if tokens < 0.0:
