@@ -83,6 +83,8 @@ class MemoryRateLimiter:
         "_limit_header",
         "_max_keys",
         "_rate",
+        "_reset",
+        "_reset_header",
         "_wall",
     )
 
@@ -105,6 +107,8 @@ class MemoryRateLimiter:
         self._max_keys = max_keys
         self._full_after = self._capacity / self._rate
         self._limit_header = (LIMIT_HEADER, str(self._capacity))
+        self._reset = -1
+        self._reset_header = (RESET_HEADER, "")
         self._hits = 0
         # key -> [tokens, last update, last move to the end] on ``clock``; ordered by the
         # last move, which is at most _REORDER_AFTER behind the last update.
@@ -200,10 +204,15 @@ class MemoryRateLimiter:
         left = self.take(key)
         if left < 0.0:
             return None
+        reset = ceil(self._wall() + (self._capacity - left) / self._rate)
+        if reset != self._reset:
+            # Whole seconds: a busy client gets the same header for many requests in a row.
+            self._reset = reset
+            self._reset_header = (RESET_HEADER, str(reset))
         return [
             self._limit_header,
             (REMAINING_HEADER, str(int(left + EPSILON))),
-            (RESET_HEADER, str(ceil(self._wall() + (self._capacity - left) / self._rate))),
+            self._reset_header,
         ]
 
     def _evict(self, now: float) -> None:

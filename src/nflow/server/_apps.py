@@ -48,6 +48,7 @@ class _Plan:
         "limiter",
         "memory_limiter",
         "own_paths",
+        "rate_config",
     )
 
     def __init__(self, runtime: Runtime) -> None:
@@ -63,9 +64,11 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
+        self.rate_config = config.rate_limit
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)
         self.compress_min = config.server.compress_min_bytes
-        self.access = config.logging.access
+        # The access log's per-request call, bound once (the log outlives any config).
+        self.access = access_log().request if config.logging.access else None
 
 
 def _plan(runtime: Runtime) -> _Plan:
@@ -102,7 +105,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
             memory = plan.memory_limiter
             if memory is not None:
                 # The in-process bucket needs no await; a Decision is made only for a 429.
-                key = runtime.peer_keys.key(request.client, plan.config.rate_limit)
+                key = runtime.peer_keys.key(request.client, plan.rate_config)
                 if key:
                     extra = memory.take_headers(key)
                     if extra is None:
@@ -131,8 +134,9 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     threshold = plan.compress_min
     if threshold and len(response.body) >= threshold:
         _compress(request, response)
-    if plan.access and not own:
-        access_log().request(
+    access = plan.access
+    if access is not None and not own:
+        access(
             request.method,
             path,
             response.status,
