@@ -9,12 +9,13 @@
 #            triggers
 #   tracing  "on" plus OpenTelemetry tracing to a local OTLP/HTTP sink (extra row, not part of
 #            the target; TRACING=0 leaves it out)
-# and prints req/s and p99 side by side with the ratio on/off. Target: "on" within 10 % of
+# ROUNDS times (3), interleaved, and prints the median req/s and p99 of each side by side
+# with the ratio on/off. Target: "on" within 10 % of
 # "off" (ratio >= 0.90) on both endpoints, with zero errors. A benchmark, not a test.
 #
 # Env: NFLOW_PORT (8091; the configurations use 8091, 8092, 8093), OTLP_PORT (4319),
 #      WORKERS (2), CONNS (64), DURATION (15s), HOST (127.0.0.1; loopback only),
-#      NFLOW (nflow executable; default .venv/bin/nflow), TRACING (1), KEEP=1 keeps the work
+#      NFLOW (nflow executable; default .venv/bin/nflow), TRACING (1), ROUNDS (3), KEEP=1 keeps the work
 #      directory (configs, server logs, access log, raw wrk output).
 #      WARMUP, THREADS and WRK_TIMEOUT are passed through to wrk-matrix.sh.
 # Exit status: 0 if the target passed, 1 if not, other values on errors.
@@ -30,6 +31,7 @@ CONNS="${CONNS:-64}"
 DURATION="${DURATION:-15s}"
 HOST="${HOST:-127.0.0.1}"
 TRACING="${TRACING:-1}"
+ROUNDS="${ROUNDS:-3}"
 
 case "$HOST" in
   127.*|localhost) ;;
@@ -187,10 +189,17 @@ done
 # --- load --------------------------------------------------------------------------------------
 ROWS="$WORK/rows.csv"
 : >"$ROWS"
-# Interleaved, so slow drift in the machine's load hits every configuration alike.
-for ep in bench hello; do
-  for c in $CONFIGS; do
-    run_matrix "http://$HOST:$(port_of "$c")/$ep" "$c-$ep"
+# Interleaved, in ROUNDS rounds whose order alternates, so slow drift in the machine's load
+# (runs of the same cell differ by 10 % and more here) hits every configuration alike; the
+# table compares the medians.
+REVERSED="$(echo "$CONFIGS" | tr ' ' '\n' | tac | tr '\n' ' ')"
+for round in $(seq 1 "$ROUNDS"); do
+  order="$CONFIGS"
+  [ $((round % 2)) = 0 ] && order="$REVERSED"
+  for ep in bench hello; do
+    for c in $order; do
+      run_matrix "http://$HOST:$(port_of "$c")/$ep" "$c-$ep-r$round"
+    done
   done
 done
 for c in $CONFIGS; do
@@ -203,6 +212,25 @@ echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null |
 echo
 echo "label,conns,rps,p50_ms,p99_ms,errors,avg_ms"
 cat "$ROWS"
+echo
+# One row per configuration and endpoint: the median of each figure over the rounds, the
+# errors summed.
+MEDIANS="$WORK/medians.csv"
+"$PY" - "$ROWS" >"$MEDIANS" <<'PYEOF'
+import csv, statistics, sys
+cells = {}
+for row in csv.reader(open(sys.argv[1])):
+    cfg, ep, _ = row[0].rsplit("-", 2)
+    cells.setdefault((f"{cfg}-{ep}", row[1]), []).append(row)
+def median(rows, i):
+    values = [float(r[i]) for r in rows if r[i] not in ("", "NA")]
+    return f"{statistics.median(values):.3f}" if values else "NA"
+for (label, conns), rows in cells.items():
+    errors = sum(int(float(r[5])) for r in rows if r[5] not in ("", "NA"))
+    print(",".join([label, conns, median(rows, 2), median(rows, 3), median(rows, 4), str(errors), median(rows, 6)]))
+PYEOF
+echo "medians over $ROUNDS round(s):"
+cat "$MEDIANS"
 echo
 
 # --- the table -----------------------------------------------------------------------------------
@@ -240,6 +268,6 @@ awk -F, '
     print ""
     print (fail ? "overall: FAIL" : "overall: PASS")
     exit fail
-  }' "$ROWS" || status=$?
+  }' "$MEDIANS" || status=$?
 echo "(p99 in ms; ratio = rps / off rps; errors are socket errors + non-2xx)"
 exit "$status"
