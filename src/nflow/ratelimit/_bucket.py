@@ -139,7 +139,6 @@ class MemoryRateLimiter:
             allowed, tokens, retry_after = True, left, 0.0
         else:
             allowed, tokens, retry_after = False, left + cost, -left / self._rate
-        # Positional: this runs on every request.
         return Decision(
             allowed,
             self._capacity,
