@@ -93,7 +93,7 @@ class AccessLog:
 
     Formatting a record and running the sanitizer's patterns cost ~120 µs a request, more
     than running a small flow. Access lines hold only method, path (no query), status, ids,
-    duration and client address, so they skip both: the event is queued as it is, and a
+    duration and client address, so they skip both: :meth:`request` queues a tuple, and a
     background thread formats the queue with orjson and writes it out every 200 ms (and at
     exit), in one batch rather than a little on every request.
     """
@@ -101,7 +101,7 @@ class AccessLog:
     def __init__(self, *, stream: IO[bytes] | None = None, json_lines: bool = True) -> None:
         self._stream = stream
         self._json = json_lines
-        self._events: deque[dict[str, object] | tuple[Any, ...]] = deque()
+        self._events: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
         self._start()
         atexit.register(self.flush)
@@ -119,12 +119,6 @@ class AccessLog:
         self._events = deque()  # the parent's unwritten lines are the parent's to write
         self._start()
 
-    def write(self, event: dict[str, object]) -> None:
-        """Queue one line; it is formatted when the buffer is written out."""
-        event["ts"] = time.time()
-        # A deque append is atomic: no lock, and the formatting happens in a batch.
-        self._events.append(event)
-
     def request(
         self,
         method: str,
@@ -140,16 +134,16 @@ class AccessLog:
     ) -> None:
         """Queue the line of one served request (``peer`` is the client's ``host:port``).
 
-        The server's per-request form of :meth:`write`: a tuple is queued, and the writer
-        thread makes the event of it (the dict, the client address, the rounding), so the
+        A tuple is queued (a deque append is atomic: no lock), and the writer thread makes
+        the event of it (the dict, the client address, the rounding) in a batch, so the
         request itself pays for little more than the append.
         """
         self._events.append(
             (time.time(), method, path, status, seconds, wid, app, starter, peer, trace_id, span_id)
         )
 
-    def _format(self, item: dict[str, object] | tuple[Any, ...]) -> bytes:
-        event = item if isinstance(item, dict) else _request_event(item)
+    def _format(self, item: tuple[Any, ...]) -> bytes:
+        event = _request_event(item)
         if self._json:
             return orjson.dumps(event) + b"\n"
         return (
