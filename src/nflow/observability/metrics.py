@@ -468,14 +468,11 @@ class _Recorder:
         request_bounds = _REQUEST_BOUNDS
         node_bounds = _NODE_BOUNDS
         classes = _STATUS_CLASSES
-        request_width = len(request_bounds) + 1
-        node_width = len(node_bounds) + 1
         with self.lock:
             p = self.pending
             request_hist = p.request_hist
             node_hist = p.node_hist
             counters = p.counters
-            # _observe and _bump inlined: a call per observation was most of this loop's cost.
             while True:
                 try:
                     event = pop()
@@ -490,16 +487,7 @@ class _Recorder:
                     p.requests += 1
                     if status >= 400:
                         p.errors += 1
-                    sums = request_hist.get(key)
-                    if sums is None:
-                        key = admit("request", key)
-                        sums = request_hist.get(key)
-                        if sums is None:
-                            sums = request_hist[key] = [0.0] * request_width
-                    if not seconds >= 0.0:  # negative, or NaN
-                        seconds = 0.0
-                    sums[0] += seconds
-                    sums[1 + bisect_left(request_bounds, seconds)] += 1
+                    _observe(request_hist, admit, "request", key, request_bounds, seconds)
                 elif kind is _STARTED:
                     p.active += 1
                 else:
@@ -510,18 +498,14 @@ class _Recorder:
                         p.workflow_errors += 1
                     _bump(counters, admit, "workflow_runs", (app, "ok" if ok else "error"))
                     for node in nodes:
-                        key = (app, node.type)
-                        sums = node_hist.get(key)
-                        if sums is None:
-                            key = admit("node", key)
-                            sums = node_hist.get(key)
-                            if sums is None:
-                                sums = node_hist[key] = [0.0] * node_width
-                        seconds = node.duration_ms / 1000.0
-                        if not seconds >= 0.0:
-                            seconds = 0.0
-                        sums[0] += seconds
-                        sums[1 + bisect_left(node_bounds, seconds)] += 1
+                        _observe(
+                            node_hist,
+                            admit,
+                            "node",
+                            (app, node.type),
+                            node_bounds,
+                            node.duration_ms / 1000.0,
+                        )
 
     def flush(self) -> None:
         with self.flush_lock:
