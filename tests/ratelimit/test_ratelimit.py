@@ -456,17 +456,17 @@ def test_headers_for_allowed_requests() -> None:
     ]
 
 
-def test_take_headers_agree_with_the_decision_at_every_step() -> None:
-    """The request path's one-call form gives what hit_now + allowed_headers would."""
+def test_take_and_headers_agree_with_the_decision_at_every_step() -> None:
+    """The request path's form gives what hit_now + allowed_headers would."""
     fast, clock = memory(0.5, 3)
     slow = MemoryRateLimiter(0.5, 3, clock=clock, wall_clock=clock)
     seen = []
     for step in range(12):
-        headers = fast.take_headers("ip:a")
+        left = fast.take("ip:a")
         decision = slow.hit_now("ip:a")
-        assert (headers is not None) == decision.allowed, step
-        if headers is not None:
-            assert headers == allowed_headers(decision), step
+        assert fast.decision(left) == decision, step
+        if left >= 0.0:
+            assert fast.headers(left) == allowed_headers(decision), step
         seen.append(decision.allowed)
         clock.advance(0.7)
     # 3 tokens, +0.35 a step: the burst, then one request in three; both branches compared.

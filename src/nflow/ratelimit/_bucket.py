@@ -193,16 +193,13 @@ class MemoryRateLimiter:
             self._evict(now)
         return left
 
-    def take_headers(self, key: str) -> list[tuple[str, str]] | None:
-        """Take one token: the ``X-RateLimit-*`` headers if allowed, None if rejected.
+    def headers(self, left: float) -> list[tuple[str, str]]:
+        """The ``X-RateLimit-*`` headers for an allowed :meth:`take` result (``left >= 0``).
 
-        The request path's call: :meth:`take` and ``allowed_headers(decision(...))`` in one,
-        with no Decision and no property lookups (measured: the separate calls cost the server
-        more than the bucket). After None, :meth:`hit_now` gives the Decision for the 429.
+        ``allowed_headers(decision(left))`` without the Decision and the property lookups:
+        the request path's form (measured: the separate calls cost the server more than the
+        bucket arithmetic).
         """
-        left = self.take(key)
-        if left < 0.0:
-            return None
         reset = ceil(self._wall() + (self._capacity - left) / self._rate)
         if reset != self._reset:
             # Whole seconds: a busy client gets the same header for many requests in a row.

@@ -107,13 +107,11 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
                 # The in-process bucket needs no await; a Decision is made only for a 429.
                 key = runtime.peer_keys.key(request.client, plan.rate_config)
                 if key:
-                    extra = memory.take_headers(key)
-                    if extra is None:
-                        decision = memory.hit_now(key)  # let through if refilled meanwhile
-                        if decision.allowed:
-                            extra = allowed_headers(decision)
-                        else:
-                            response = _rejected(runtime, request, key, decision)
+                    left = memory.take(key)
+                    if left >= 0.0:
+                        extra = memory.headers(left)
+                    else:
+                        response = _rejected(runtime, request, key, memory.decision(left))
             else:
                 response, extra = await _rate_limit(runtime, request)
         if response is None and own:
