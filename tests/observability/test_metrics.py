@@ -102,6 +102,45 @@ def record_many_labels(path: str) -> None:
     recorder.flush()
 
 
+def record_from_threads(path: str, threads: int, runs: int) -> None:
+    """Threads queue requests and runs of one and three nodes while others fold and flush."""
+    import threading
+    from types import SimpleNamespace
+
+    os.environ[ENV_DIR] = path
+    from nflow.observability import Metrics
+
+    metrics = Metrics()
+    one = [SimpleNamespace(type="js", duration_ms=0.3)]
+    three = [
+        SimpleNamespace(type="js", duration_ms=0.3),
+        SimpleNamespace(type="mail", duration_ms=30.0),
+        SimpleNamespace(type="js", duration_ms=3.0),
+    ]
+
+    def traffic() -> None:
+        for i in range(runs):
+            metrics.request_started()
+            metrics.run_finished("shop", i % 5 != 0, three if i % 2 else one)
+            metrics.request_finished("shop", "/orders", 200 if i % 5 else 500, 0.003)
+
+    def flushing(stop: threading.Event) -> None:
+        while not stop.is_set():
+            metrics.flush()
+
+    stop = threading.Event()
+    flusher = threading.Thread(target=flushing, args=(stop,))
+    flusher.start()
+    workers = [threading.Thread(target=traffic) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    flusher.join()
+    metrics.flush()
+
+
 # ------------------------------------------------------------------------------------------
 # Helpers
 
@@ -224,6 +263,32 @@ def test_two_workers_add_up(metrics_dir: str) -> None:
     assert "nflow_workers" not in after
     assert "nflow_requests_active" not in after
     assert "nflow_db_connections_open" not in after
+
+
+def test_events_queued_from_many_threads_while_folding_all_count(metrics_dir: str) -> None:
+    threads, runs = 4, 3000
+    run_child(record_from_threads, metrics_dir, threads, runs)
+    samples, _, _ = scrape(metrics_dir)
+    total = threads * runs
+    failed = threads * (runs // 5)
+    assert value(samples, "nflow_requests_total") == total
+    assert value(samples, "nflow_requests_errors_total") == failed
+    assert value(samples, "nflow_workflows_total") == total
+    assert value(samples, "nflow_workflows_errors_total") == failed
+    assert value(samples, "nflow_processes_total") == total
+    request = "nflow_request_duration_seconds"
+    assert value(
+        samples, f"{request}_count", app="shop", starter="/orders", status_class="2xx"
+    ) == (total - failed)
+    # Half the runs had one js node, half had js, mail, js.
+    node = "nflow_node_duration_seconds"
+    assert value(samples, f"{node}_count", app="shop", node_type="js") == total // 2 * 3
+    assert value(samples, f"{node}_bucket", app="shop", node_type="js", le="0.0005") == total
+    assert value(samples, f"{node}_count", app="shop", node_type="mail") == total // 2
+    assert value(samples, f"{node}_bucket", app="shop", node_type="mail", le="0.025") == 0
+    assert value(samples, f"{node}_sum", app="shop", node_type="mail") == pytest.approx(
+        total // 2 * 0.03
+    )
 
 
 def test_a_worker_that_exits_without_flushing_keeps_its_counts(metrics_dir: str) -> None:
