@@ -94,8 +94,9 @@ class AccessLog:
     Formatting a record and running the sanitizer's patterns cost ~120 µs a request, more
     than running a small flow. Access lines hold only method, path (no query), status, ids,
     duration and client address, so they skip both: :meth:`request` queues a tuple, and a
-    background thread formats the queue with orjson and writes it out every 200 ms (and at
-    exit), in one batch rather than a little on every request.
+    background thread formats the queue with orjson and writes it out every 20 ms while
+    requests come (200 ms when idle, and at exit), in one batch rather than a little on every
+    request.
     """
 
     def __init__(self, *, stream: IO[bytes] | None = None, json_lines: bool = True) -> None:
@@ -103,6 +104,8 @@ class AccessLog:
         self._json = json_lines
         self._events: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
+        # peer "host:port" -> host: a keep-alive client sends many requests from one peer.
+        self._hosts: dict[str, str] = {}
         self._start()
         atexit.register(self.flush)
         if hasattr(os, "register_at_fork"):
@@ -143,7 +146,14 @@ class AccessLog:
         )
 
     def _format(self, item: tuple[Any, ...]) -> bytes:
-        event = _request_event(item)
+        hosts = self._hosts
+        peer = item[8]
+        host = hosts.get(peer)
+        if host is None:
+            if len(hosts) >= _MAX_HOSTS:
+                hosts.clear()
+            host = hosts[peer] = client_host(peer)
+        event = _request_event(item, host)
         if self._json:
             return orjson.dumps(event) + b"\n"
         return (
@@ -155,7 +165,8 @@ class AccessLog:
             + "]\n"
         ).encode()
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write the queued lines now; returns how many."""
         with self._lock:
             events = self._events
             pop = events.popleft
@@ -171,27 +182,34 @@ class AccessLog:
                 stream.write(b"".join(lines))
                 stream.flush()
             except (OSError, ValueError):  # stream closed at shutdown
-                return
+                return 0
+        return len(lines)
 
     def _run(self) -> None:
+        wrote = 0
         while True:
-            time.sleep(0.2)
-            self.flush()
+            # Soon again while requests come: lines queued 200 ms earlier are out of the CPU's
+            # caches, and formatting them cost ~20 % more than lines 20 ms old.
+            time.sleep(_BUSY_FLUSH_EVERY if wrote else _IDLE_FLUSH_EVERY)
+            wrote = self.flush()
 
 
-def _request_event(item: tuple[Any, ...]) -> dict[str, object]:
-    ts, method, path, status, seconds, wid, app, starter, peer, trace_id, span_id = item
+def _request_event(item: tuple[Any, ...], host: str) -> dict[str, object]:
+    ts, method, path, status, seconds, wid, app, starter, _, trace_id, span_id = item
     event: dict[str, object] = {
         "level": "info",
         "logger": "nflow.access",
         "method": method,
         "path": path,
         "status": status,
-        "duration_ms": round(seconds * 1000, 3),
+        # round(x, 3) costs more than the rest of the line (it goes through a decimal string).
+        "duration_ms": (
+            int(seconds * 1e6 + 0.5) / 1000 if seconds >= 0.0 else round(seconds * 1000, 3)
+        ),
         "wid": wid,
         "app": app,
         "starter": starter,
-        "ip": client_host(peer),
+        "ip": host,
     }
     if trace_id:
         event["trace_id"] = trace_id
@@ -200,6 +218,9 @@ def _request_event(item: tuple[Any, ...]) -> dict[str, object]:
     return event
 
 
+_MAX_HOSTS = 4096
+_BUSY_FLUSH_EVERY = 0.02
+_IDLE_FLUSH_EVERY = 0.2
 _access: AccessLog | None = None
 
 
