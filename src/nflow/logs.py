@@ -104,8 +104,6 @@ class AccessLog:
         self._json = json_lines
         self._events: deque[tuple[Any, ...]] = deque()
         self._lock = threading.Lock()
-        # peer "host:port" -> host: a keep-alive client sends many requests from one peer.
-        self._hosts: dict[str, str] = {}
         self._start()
         atexit.register(self.flush)
         if hasattr(os, "register_at_fork"):
@@ -146,14 +144,7 @@ class AccessLog:
         )
 
     def _format(self, item: tuple[Any, ...]) -> bytes:
-        hosts = self._hosts
-        peer = item[8]
-        host = hosts.get(peer)
-        if host is None:
-            if len(hosts) >= _MAX_HOSTS:
-                hosts.clear()
-            host = hosts[peer] = client_host(peer)
-        event = _request_event(item, host)
+        event = _request_event(item)
         if self._json:
             return orjson.dumps(event) + b"\n"
         return (
@@ -194,8 +185,8 @@ class AccessLog:
             wrote = self.flush()
 
 
-def _request_event(item: tuple[Any, ...], host: str) -> dict[str, object]:
-    ts, method, path, status, seconds, wid, app, starter, _, trace_id, span_id = item
+def _request_event(item: tuple[Any, ...]) -> dict[str, object]:
+    ts, method, path, status, seconds, wid, app, starter, peer, trace_id, span_id = item
     event: dict[str, object] = {
         "level": "info",
         "logger": "nflow.access",
@@ -209,7 +200,7 @@ def _request_event(item: tuple[Any, ...], host: str) -> dict[str, object]:
         "wid": wid,
         "app": app,
         "starter": starter,
-        "ip": host,
+        "ip": client_host(peer),
     }
     if trace_id:
         event["trace_id"] = trace_id
@@ -218,7 +209,6 @@ def _request_event(item: tuple[Any, ...], host: str) -> dict[str, object]:
     return event
 
 
-_MAX_HOSTS = 4096
 _BUSY_FLUSH_EVERY = 0.02
 _IDLE_FLUSH_EVERY = 0.2
 _access: AccessLog | None = None

@@ -757,10 +757,6 @@ class Metrics:
         trace, which is passed as it is); queued like a request's and folded by
         :meth:`_Recorder.fold`.
         """
-        if len(nodes) == 1:  # a request answered by one step: no list to build
-            node = nodes[0]
-            self._r.events.extend((_RUN, app, ok, 1, node.type, node.duration_ms))
-            return
         event: list[Any] = [_RUN, app, ok, len(nodes)]
         for node in nodes:
             event += (node.type, node.duration_ms)
