@@ -471,11 +471,15 @@ class _Recorder:
         request_bounds = _REQUEST_BOUNDS
         node_bounds = _NODE_BOUNDS
         classes = _STATUS_CLASSES
+        request_size = len(request_bounds) + 1
+        node_size = len(node_bounds) + 1
         with self.lock:
             p = self.pending
             request_hist = p.request_hist
             node_hist = p.node_hist
             counters = p.counters
+            started = requests = errors = runs = run_errors = 0
+            # _bump and _observe, inlined: a call per observation cost more than its work.
             while True:
                 try:
                     event = pop()
@@ -486,35 +490,53 @@ class _Recorder:
                     starter = pop()
                     status = pop()
                     seconds = pop()
-                    klass = classes[status // 100] if 0 <= status < 1000 else "other"
-                    key: tuple[str, ...] = (app, starter, klass)
-                    p.active -= 1
-                    p.requests += 1
+                    requests += 1
                     if status >= 400:
-                        p.errors += 1
-                    _observe(request_hist, admit, "request", key, request_bounds, seconds)
+                        errors += 1
+                    key: tuple[str, ...] = (
+                        app,
+                        starter,
+                        classes[status // 100] if 0 <= status < 1000 else "other",
+                    )
+                    sums = request_hist.get(key)
+                    if sums is None:
+                        key = admit("request", key)
+                        sums = request_hist.get(key)
+                        if sums is None:
+                            sums = request_hist[key] = [0.0] * request_size
+                    if not seconds >= 0.0:  # negative, or NaN
+                        seconds = 0.0
+                    sums[0] += seconds
+                    sums[1 + bisect_left(request_bounds, seconds)] += 1
                 elif event is _STARTED:
-                    p.active += 1
+                    started += 1
                 else:  # _RUN
                     app = pop()
                     ok = pop()
                     nodes = pop()
-                    p.processes_started += 1
-                    p.workflows += 1
+                    runs += 1
                     if not ok:
-                        p.workflow_errors += 1
+                        run_errors += 1
                     _bump(counters, admit, "workflow_runs", (app, "ok" if ok else "error"))
                     for _ in range(nodes):
-                        node_type = pop()
-                        milliseconds = pop()
-                        _observe(
-                            node_hist,
-                            admit,
-                            "node",
-                            (app, node_type),
-                            node_bounds,
-                            milliseconds / 1000.0,
-                        )
+                        key = (app, pop())
+                        seconds = pop() / 1000.0
+                        sums = node_hist.get(key)
+                        if sums is None:
+                            key = admit("node", key)
+                            sums = node_hist.get(key)
+                            if sums is None:
+                                sums = node_hist[key] = [0.0] * node_size
+                        if not seconds >= 0.0:
+                            seconds = 0.0
+                        sums[0] += seconds
+                        sums[1 + bisect_left(node_bounds, seconds)] += 1
+            p.active += started - requests
+            p.requests += requests
+            p.errors += errors
+            p.processes_started += runs
+            p.workflows += runs
+            p.workflow_errors += run_errors
 
     def flush(self) -> None:
         with self.flush_lock:
