@@ -498,12 +498,9 @@ class _Recorder:
                         starter,
                         classes[status // 100] if 0 <= status < 1000 else "other",
                     )
-                    sums = request_hist.get(key)
-                    if sums is None:
-                        key = admit("request", key)
-                        sums = request_hist.get(key)
-                        if sums is None:
-                            sums = request_hist[key] = [0.0] * request_size
+                    sums = request_hist.get(key) or _new_series(
+                        request_hist, admit, "request", key, request_size
+                    )
                     if not seconds >= 0.0:  # negative, or NaN
                         seconds = 0.0
                     sums[0] += seconds
@@ -521,12 +518,9 @@ class _Recorder:
                     for _ in range(nodes):
                         key = (app, pop())
                         seconds = pop() / 1000.0
-                        sums = node_hist.get(key)
-                        if sums is None:
-                            key = admit("node", key)
-                            sums = node_hist.get(key)
-                            if sums is None:
-                                sums = node_hist[key] = [0.0] * node_size
+                        sums = node_hist.get(key) or _new_series(
+                            node_hist, admit, "node", key, node_size
+                        )
                         if not seconds >= 0.0:
                             seconds = 0.0
                         sums[0] += seconds
@@ -662,16 +656,26 @@ def _observe(
     seconds: float,
 ) -> None:
     """Add one observation to a pending histogram. Called with the recorder's lock held."""
-    sums = hist.get(key)
-    if sums is None:
-        key = admit(metric, key)
-        sums = hist.get(key)
-        if sums is None:
-            sums = hist[key] = [0.0] * (len(bounds) + 1)
+    sums = hist.get(key) or _new_series(hist, admit, metric, key, len(bounds) + 1)
     if not seconds >= 0.0:  # negative, or NaN
         seconds = 0.0
     sums[0] += seconds
     sums[1 + bisect_left(bounds, seconds)] += 1
+
+
+def _new_series(
+    hist: dict[tuple[str, ...], list[float]],
+    admit: Callable[[str, tuple[str, ...]], tuple[str, ...]],
+    metric: str,
+    key: tuple[str, ...],
+    size: int,
+) -> list[float]:
+    """The sums of a label set seen for the first time in this fold (or ``_other``'s)."""
+    key = admit(metric, key)
+    sums = hist.get(key)
+    if sums is None:
+        sums = hist[key] = [0.0] * size
+    return sums
 
 
 def _bump(
