@@ -12,8 +12,9 @@ from typing import Protocol
 
 # Float slack when comparing token counts: 6 s at 1/6 token per second must give a whole token.
 EPSILON = 1e-9
-# Idle buckets are looked for every this many hits (and whenever there are too many).
-_SWEEP_EVERY = 32
+# Idle buckets are looked for this often, in seconds of the bucket clock (and whenever there
+# are too many).
+_SWEEP_EVERY = 1.0
 # A bucket's place in the least-recently-used order is refreshed at most this often (s).
 _REORDER_AFTER = 1.0
 # The headers of a decision (see nflow.ratelimit.allowed_headers).
@@ -69,7 +70,7 @@ class MemoryRateLimiter:
     Memory stays bounded: buckets are kept in least-recently-used order (a bucket's place is
     refreshed at most once a second), and one untouched for
     ``capacity / rate`` seconds is full again, so it is dropped (a new bucket starts full: the
-    client sees no difference); they are looked for every few hits. Beyond ``max_keys``
+    client sees no difference); they are looked for once a second. Beyond ``max_keys``
     buckets the least recently used are dropped even if not yet full, which only ever errs in
     the client's favour.
     """
@@ -78,13 +79,15 @@ class MemoryRateLimiter:
         "_buckets",
         "_capacity",
         "_clock",
+        "_full",
         "_full_after",
-        "_hits",
         "_limit_header",
         "_max_keys",
+        "_offset",
         "_rate",
         "_reset",
         "_reset_header",
+        "_sweep_at",
         "_wall",
     )
 
@@ -102,6 +105,8 @@ class MemoryRateLimiter:
             raise ValueError(f"max_keys must be at least 1, got {max_keys!r}")
         self._rate = float(rate)
         self._capacity = int(capacity)
+        # As a float: comparing a float with a large int costs several times more.
+        self._full = float(self._capacity)
         self._clock = clock
         self._wall = wall_clock
         self._max_keys = max_keys
@@ -109,7 +114,10 @@ class MemoryRateLimiter:
         self._limit_header = (LIMIT_HEADER, str(self._capacity))
         self._reset = -1
         self._reset_header = (RESET_HEADER, "")
-        self._hits = 0
+        # Wall clock minus bucket clock, for reset times without reading both clocks on
+        # every hit; refreshed by each sweep.
+        self._offset = wall_clock() - clock()
+        self._sweep_at = -math.inf
         # key -> [tokens, last update, last move to the end] on ``clock``; ordered by the
         # last move, which is at most _REORDER_AFTER behind the last update.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
@@ -158,58 +166,83 @@ class MemoryRateLimiter:
         request is allowed and that many tokens remain; a negative one means it was rejected
         (nothing taken) and ``-result / rate`` seconds would have been enough.
         """
-        capacity = self._capacity
-        if not 0 <= cost <= capacity:
-            check_cost(cost, capacity)
+        if not 0 <= cost <= self._capacity:
+            check_cost(cost, self._capacity)
         now = self._clock()
-        buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            tokens = float(capacity)
-            bucket = buckets[key] = [tokens, now, now]
-        else:
-            tokens = bucket[0]
-            if now > bucket[1]:
-                tokens += (now - bucket[1]) * self._rate
-                if tokens > capacity:
-                    tokens = float(capacity)
-                bucket[1] = now
-            if now - bucket[2] >= _REORDER_AFTER:
-                # Moving on every hit cost a busy client more than the arithmetic; a place in
-                # the order up to a second stale only delays a sweep (which reads bucket[1]).
-                bucket[2] = now
-                buckets.move_to_end(key)
+        bucket = self._bucket(key, now)
+        tokens = bucket[0]
         if tokens + EPSILON >= cost:
             tokens -= cost
             if tokens < 0.0:
                 tokens = 0.0
-            left = tokens
-        else:
-            left = tokens - cost  # negative: the shortfall
-        bucket[0] = tokens
-        self._hits += 1
-        if self._hits >= _SWEEP_EVERY or len(buckets) > self._max_keys:
-            self._hits = 0
-            self._evict(now)
-        return left
+            bucket[0] = tokens
+            return tokens
+        return tokens - cost  # negative: the shortfall
 
-    def headers(self, left: float) -> list[tuple[str, str]]:
-        """The ``X-RateLimit-*`` headers for an allowed :meth:`take` result (``left >= 0``).
+    def admit(self, key: str) -> list[tuple[str, str]] | float:
+        """One request's hit: its ``X-RateLimit-*`` headers if allowed, else the shortfall.
 
-        ``allowed_headers(decision(left))`` without the Decision and the property lookups:
-        the request path's form (measured: the separate calls cost the server more than the
-        bucket arithmetic).
+        ``take(key)`` and :func:`~nflow.ratelimit.allowed_headers` in one call, which is the
+        server's per-request path (a rejected request gets :meth:`take`'s negative result,
+        for :meth:`decision`). The usual case, a known client, is written out here rather
+        than through :meth:`_bucket`: at this rate a call costs as much as the arithmetic.
         """
-        reset = ceil(self._wall() + (self._capacity - left) / self._rate)
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None or now >= self._sweep_at:
+            bucket = self._bucket(key, now)
+            tokens = bucket[0]
+        else:
+            tokens = bucket[0]
+            if now > bucket[1]:
+                tokens += (now - bucket[1]) * self._rate
+                if tokens > self._full:
+                    tokens = self._full
+                bucket[1] = now
+            if now - bucket[2] >= _REORDER_AFTER:
+                bucket[2] = now
+                self._buckets.move_to_end(key)
+        if tokens + EPSILON < 1.0:
+            bucket[0] = tokens
+            return tokens - 1.0  # negative: the shortfall
+        tokens -= 1.0
+        if tokens < 0.0:
+            tokens = 0.0
+        bucket[0] = tokens
+        reset = ceil(now + self._offset + (self._full - tokens) / self._rate)
         if reset != self._reset:
             # Whole seconds: a busy client gets the same header for many requests in a row.
             self._reset = reset
             self._reset_header = (RESET_HEADER, str(reset))
         return [
             self._limit_header,
-            (REMAINING_HEADER, str(int(left + EPSILON))),
+            (REMAINING_HEADER, str(int(tokens + EPSILON))),
             self._reset_header,
         ]
+
+    def _bucket(self, key: str, now: float) -> list[float]:
+        """``key``'s bucket refilled up to ``now`` (created full), and the sweep when due."""
+        if now >= self._sweep_at:
+            self._sweep_at = now + _SWEEP_EVERY
+            self._offset = self._wall() - now
+            self._evict(now)
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = [self._full, now, now]
+            if len(buckets) > self._max_keys:
+                self._evict(now)
+            return bucket
+        if now > bucket[1]:
+            tokens = bucket[0] + (now - bucket[1]) * self._rate
+            bucket[0] = tokens if tokens < self._full else self._full
+            bucket[1] = now
+        if now - bucket[2] >= _REORDER_AFTER:
+            # Moving on every hit cost a busy client more than the arithmetic; a place in
+            # the order up to a second stale only delays a sweep (which reads bucket[1]).
+            bucket[2] = now
+            buckets.move_to_end(key)
+        return bucket
 
     def _evict(self, now: float) -> None:
         # Oldest first: stop at the first bucket that is neither surplus nor full again.

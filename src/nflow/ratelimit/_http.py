@@ -167,6 +167,17 @@ class PeerKeys:
         """Peers held now."""
         return len(self._keys)
 
+    def known(self, config: RateLimitConfig) -> Mapping[str, str]:
+        """The keys worked out so far for ``config``: a live view, for a lookup without a call.
+
+        A peer missing from it needs :meth:`key`. The mapping stays the same object (it is
+        cleared, not replaced), so it can be held for as long as ``config`` is current.
+        """
+        if config is not self._config:
+            self._keys.clear()
+            self._config = config
+        return self._keys
+
     def key(self, peer: str, config: RateLimitConfig) -> str:
         keys = self._keys
         if config is not self._config or len(keys) >= self._max_peers:

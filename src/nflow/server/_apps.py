@@ -48,6 +48,7 @@ class _Plan:
         "limiter",
         "memory_limiter",
         "own_paths",
+        "peer_keys",
         "rate_config",
     )
 
@@ -65,6 +66,7 @@ class _Plan:
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
         self.rate_config = config.rate_limit
+        self.peer_keys = runtime.peer_keys.known(config.rate_limit)
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)
         self.compress_min = config.server.compress_min_bytes
         # The access log's per-request call, bound once (the log outlives any config).
@@ -105,13 +107,15 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
             memory = plan.memory_limiter
             if memory is not None:
                 # The in-process bucket needs no await; a Decision is made only for a 429.
-                key = runtime.peer_keys.key(request.client, plan.rate_config)
+                key = plan.peer_keys.get(request.client)
+                if key is None:
+                    key = runtime.peer_keys.key(request.client, plan.rate_config)
                 if key:
-                    left = memory.take(key)
-                    if left >= 0.0:
-                        extra = memory.headers(left)
+                    admitted = memory.admit(key)
+                    if isinstance(admitted, list):
+                        extra = admitted
                     else:
-                        response = _rejected(runtime, request, key, memory.decision(left))
+                        response = _rejected(runtime, request, key, memory.decision(admitted))
             else:
                 response, extra = await _rate_limit(runtime, request)
         if response is None and own:
