@@ -141,6 +141,24 @@ def record_from_threads(path: str, threads: int, runs: int) -> None:
     metrics.flush()
 
 
+def record_edge_durations(path: str) -> None:
+    """Durations on a bucket bound, past the last one, negative and NaN."""
+    os.environ[ENV_DIR] = path
+    from types import SimpleNamespace
+
+    from nflow.observability import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.005, 0.005, 31.0, -2.0, float("nan"), 0.0007):
+        metrics.request_finished("shop", "/edge", 200, seconds)
+    metrics.run_finished(
+        "shop",
+        True,
+        [SimpleNamespace(type="js", duration_ms=ms) for ms in (0.1, 0.1001, -1.0, 6000.0)],
+    )
+    metrics.flush()
+
+
 # ------------------------------------------------------------------------------------------
 # Helpers
 
@@ -360,3 +378,27 @@ def test_fresh_directory_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         remove_multiprocess_dir(made)
     assert not os.path.exists(made)
+
+
+def test_durations_on_a_bound_past_the_last_or_invalid_land_where_prometheus_puts_them(
+    metrics_dir: str,
+) -> None:
+    run_child(record_edge_durations, metrics_dir)
+    samples, _, _ = scrape(metrics_dir)
+    edge = {"app": "shop", "starter": "/edge", "status_class": "2xx"}
+    request = "nflow_request_duration_seconds"
+    assert value(samples, f"{request}_count", **edge) == 6
+    # Negative and NaN count as 0 s; "le" includes the bound itself.
+    assert value(samples, f"{request}_bucket", **edge, le="0.0005") == 2
+    assert value(samples, f"{request}_bucket", **edge, le="0.001") == 3
+    assert value(samples, f"{request}_bucket", **edge, le="0.005") == 5
+    assert value(samples, f"{request}_bucket", **edge, le="30.0") == 5
+    assert value(samples, f"{request}_bucket", **edge, le="+Inf") == 6
+    assert value(samples, f"{request}_sum", **edge) == pytest.approx(0.01 + 31.0 + 0.0007)
+    node = "nflow_node_duration_seconds"
+    js = {"app": "shop", "node_type": "js"}
+    assert value(samples, f"{node}_bucket", **js, le="0.0001") == 2  # 0.1 ms, and -1 ms as 0
+    assert value(samples, f"{node}_bucket", **js, le="0.00025") == 3
+    assert value(samples, f"{node}_bucket", **js, le="5.0") == 3
+    assert value(samples, f"{node}_bucket", **js, le="+Inf") == 4
+    assert value(samples, f"{node}_sum", **js) == pytest.approx((0.1 + 0.1001 + 6000.0) / 1000)

@@ -8,14 +8,14 @@ worker serves the scrape) merges all of them. Counters and histograms are summed
 :func:`mark_worker_dead` is called for it (a scrape also drops the gauges of workers that no
 longer exist).
 
-Recording is buffered: a :class:`Metrics` call only updates plain numbers in this process
-(about a microsecond), and a daemon thread adds the accumulated deltas to the shared files
-once a second (:data:`FLUSH_INTERVAL`), as does :func:`render_metrics` for its own process,
-:meth:`Metrics.flush`, and the process's exit. A scrape therefore shows other workers' values
-as of at most a second ago; a worker killed with SIGKILL loses at most its last second.
-Writing each event straight to the files costs about 1.3 µs per value with prometheus_client
-(lock, pid check, packing), 8 µs for a request; aggregated, a second of traffic on one route
-costs a handful of writes.
+Recording is buffered: a :class:`Metrics` call only queues or updates plain numbers in this
+process (well under a microsecond), and a daemon thread adds the accumulated deltas to the
+shared files once a second (:data:`FLUSH_INTERVAL`), as does :func:`render_metrics` for its
+own process, :meth:`Metrics.flush`, and the process's exit. A scrape therefore shows other
+workers' values as of at most a second ago; a worker killed with SIGKILL loses at most its
+last second. Writing each event straight to the files costs about 1.3 µs per value with
+prometheus_client (lock, pid check, packing), 8 µs for a request; aggregated, a second of
+traffic on one route costs a handful of writes.
 
 Lifecycle:
 
@@ -66,11 +66,12 @@ import sys
 import tempfile
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -100,6 +101,8 @@ NODE_BUCKETS = (
 # belongs to the first bucket whose bound is >= it.
 _REQUEST_BOUNDS = (*REQUEST_BUCKETS, math.inf)
 _NODE_BOUNDS = (*NODE_BUCKETS, math.inf)
+# The engine times nodes in milliseconds.
+_NODE_BOUNDS_MS = tuple(bound * 1000.0 for bound in _NODE_BOUNDS)
 
 _STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))
 
@@ -412,6 +415,113 @@ class _Pending:
         self.js: dict[str, int] = {}
 
 
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class _Queues(Generic[_Key]):
+    """Observations waiting for the fold, one queue per label set.
+
+    A producer looks up the ``append`` of its queue by a key of its own (``observers``, a
+    plain dict: one lookup without a call) and appends the value; a deque append is atomic,
+    so producers take no lock. Keys map to label sets through ``labels`` (several keys may
+    share a queue, e.g. statuses 200 and 204 both count as ``2xx``), admitted under the
+    recorder's lock by :meth:`observer` the first time. The fold drains each queue in C
+    (:meth:`drain`), so the per-observation Python work is the producer's lookup alone.
+    """
+
+    __slots__ = ("_admit", "_labels", "_lock", "metric", "observers", "queues")
+
+    def __init__(
+        self,
+        metric: str,
+        labels: Callable[[_Key], tuple[tuple[str, ...], bool]],
+        admit: Callable[[str, tuple[str, ...]], tuple[str, ...]],
+        lock: threading.Lock,
+    ) -> None:
+        self.metric = metric
+        self._labels = labels
+        self._admit = admit
+        self._lock = lock
+        # key -> append of its label set's queue
+        self.observers: dict[_Key, Callable[[float], None]] = {}
+        # (admitted label values, flag) -> values; the flag (an error status, an ok run)
+        # splits a label set where the fold needs it
+        self.queues: dict[tuple[tuple[str, ...], bool], deque[float]] = {}
+
+    def observer(self, key: _Key) -> Callable[[float], None]:
+        """The ``append`` for ``key``'s queue (``observers.get(key)``, made on first use)."""
+        observe = self.observers.get(key)
+        if observe is None:
+            labels, flag = self._labels(key)
+            with self._lock:
+                name = (self._admit(self.metric, labels), flag)
+                queue = self.queues.get(name)
+                if queue is None:
+                    queue = self.queues[name] = deque()
+                observe = queue.append
+                # Keys past the cap still reach their (_other) queue, through this call.
+                if len(self.observers) < _MAX_OBSERVER_KEYS:
+                    self.observers[key] = observe
+        return observe
+
+    def drain(self) -> Iterator[tuple[tuple[str, ...], bool, list[float]]]:
+        """Each label set's values queued so far, taken out. Called with the lock held."""
+        for (labels, flag), queue in self.queues.items():
+            n = len(queue)  # only the fold takes values out: these n are there
+            if n:
+                yield labels, flag, list(islice(iter(queue.popleft, None), n))
+
+    def clear(self) -> None:
+        # In place: the server's cached observers (bound appends) stay valid after a fork.
+        for queue in self.queues.values():
+            queue.clear()
+
+
+def _add_observations(
+    hist: dict[tuple[str, ...], list[float]],
+    labels: tuple[str, ...],
+    values: list[float],
+    bounds: tuple[float, ...],
+    unit: float = 1.0,
+) -> None:
+    """Add ``values`` (in seconds times ``unit``) to a pending histogram's sum and buckets.
+
+    Sorted once, so each bucket's count is a bisection instead of one per value: C code
+    does all the per-value work. ``bounds`` are in the values' unit.
+    """
+    sums = hist.get(labels)
+    if sums is None:
+        sums = hist[labels] = [0.0] * (len(bounds) + 1)
+    total = sum(values)
+    if not (total == total and min(values) >= 0.0):
+        # Negative or NaN (a clock gone wrong, a caller's bad value) counts as 0.
+        values = [value if value >= 0.0 else 0.0 for value in values]
+        total = sum(values)
+    values.sort()
+    sums[0] += total / unit
+    below = 0
+    for index, bound in enumerate(bounds, 1):
+        upto = bisect_right(values, bound)  # the values <= bound: Prometheus's "le"
+        if upto != below:
+            sums[index] += upto - below
+            below = upto
+
+
+def _request_labels(key: tuple[str, str, int]) -> tuple[tuple[str, ...], bool]:
+    app, starter, status = key
+    status_class = _STATUS_CLASSES[status // 100] if 0 <= status < 1000 else "other"
+    return (app, starter, status_class), status >= 400
+
+
+def _run_labels(key: tuple[str, bool]) -> tuple[tuple[str, ...], bool]:
+    app, ok = key
+    return (app, "ok" if ok else "error"), ok
+
+
+def _node_labels(key: tuple[str, str]) -> tuple[tuple[str, ...], bool]:
+    return key, True
+
+
 class _Recorder:
     """The process's buffer, its flusher thread, and the instruments it flushes into."""
 
@@ -420,10 +530,18 @@ class _Recorder:
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
         self.pending = _Pending()
-        # Per-request observations, folded into ``pending`` by the flusher (see Metrics):
-        # flat, one value per item (see _STARTED).
-        self.events: deque[Any] = deque()
         self.label_sets: dict[str, set[tuple[str, ...]]] = {}
+        # Per-request observations, folded into ``pending`` by the flusher (see Metrics):
+        # a 1 per request started; request durations (s) by (app, starter, status); a 1 per
+        # run by (app, ok); node durations (ms) by (app, node type).
+        self.started: deque[int] = deque()
+        self.requests: _Queues[tuple[str, str, int]] = _Queues(
+            "request", _request_labels, self.admit, self.lock
+        )
+        self.runs: _Queues[tuple[str, bool]] = _Queues(
+            "workflow_runs", _run_labels, self.admit, self.lock
+        )
+        self.nodes: _Queues[tuple[str, str]] = _Queues("node", _node_labels, self.admit, self.lock)
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
@@ -457,80 +575,33 @@ class _Recorder:
     def fold(self) -> None:
         """Fold the queued per-request observations into ``pending``.
 
-        One loop with the lookups in locals: at a few thousand requests a second per worker,
-        a bound-method call with argument unpacking per observation made this thread cost
-        more than the requests' own bookkeeping. Each event is a kind followed by its values
-        (see _STARTED); producers queue an event with one ``extend``, so it is whole, and
-        folds do not interleave (the lock).
+        Per label set, not per observation: each queue is drained and added up by C code
+        (:meth:`_Queues.drain`, :func:`_add_observations`), which at a few thousand requests
+        a second per worker cost a fraction of a Python loop over the values. Requests are
+        drained before the starts, so a request is never seen finished and not started.
         """
-        events = self.events
-        if not events:
-            return
-        pop = events.popleft
-        admit = self.admit
-        request_bounds = _REQUEST_BOUNDS
-        node_bounds = _NODE_BOUNDS
-        classes = _STATUS_CLASSES
-        request_size = len(request_bounds) + 1
-        node_size = len(node_bounds) + 1
         with self.lock:
             p = self.pending
-            request_hist = p.request_hist
-            node_hist = p.node_hist
+            finished = 0
+            for labels, error, values in self.requests.drain():
+                finished += len(values)
+                if error:
+                    p.errors += len(values)
+                _add_observations(p.request_hist, labels, values, _REQUEST_BOUNDS)
+            p.requests += finished
+            started = self.started
+            p.active += sum(islice(iter(started.popleft, None), len(started))) - finished
             counters = p.counters
-            started = requests = errors = runs = run_errors = 0
-            # _bump and _observe, inlined: a call per observation cost more than its work.
-            while True:
-                try:
-                    event = pop()
-                except IndexError:  # empty (another thread may have folded the rest)
-                    break
-                if event is _REQUEST:
-                    app = pop()
-                    starter = pop()
-                    status = pop()
-                    seconds = pop()
-                    requests += 1
-                    if status >= 400:
-                        errors += 1
-                    key: tuple[str, ...] = (
-                        app,
-                        starter,
-                        classes[status // 100] if 0 <= status < 1000 else "other",
-                    )
-                    sums = request_hist.get(key) or _new_series(
-                        request_hist, admit, "request", key, request_size
-                    )
-                    if not seconds >= 0.0:  # negative, or NaN
-                        seconds = 0.0
-                    sums[0] += seconds
-                    sums[1 + bisect_left(request_bounds, seconds)] += 1
-                elif event is _STARTED:
-                    started += 1
-                else:  # _RUN
-                    app = pop()
-                    ok = pop()
-                    nodes = pop()
-                    runs += 1
-                    if not ok:
-                        run_errors += 1
-                    _bump(counters, admit, "workflow_runs", (app, "ok" if ok else "error"))
-                    for _ in range(nodes):
-                        key = (app, pop())
-                        seconds = pop() / 1000.0
-                        sums = node_hist.get(key) or _new_series(
-                            node_hist, admit, "node", key, node_size
-                        )
-                        if not seconds >= 0.0:
-                            seconds = 0.0
-                        sums[0] += seconds
-                        sums[1 + bisect_left(node_bounds, seconds)] += 1
-            p.active += started - requests
-            p.requests += requests
-            p.errors += errors
-            p.processes_started += runs
-            p.workflows += runs
-            p.workflow_errors += run_errors
+            for labels, ok, values in self.runs.drain():
+                runs = len(values)
+                p.processes_started += runs
+                p.workflows += runs
+                if not ok:
+                    p.workflow_errors += runs
+                key = ("workflow_runs", labels)
+                counters[key] = counters.get(key, 0) + runs
+            for labels, _, values in self.nodes.drain():
+                _add_observations(p.node_hist, labels, values, _NODE_BOUNDS_MS, 1000.0)
 
     def flush(self) -> None:
         with self.flush_lock:
@@ -577,7 +648,10 @@ class _Recorder:
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
         self.pending = _Pending()
-        self.events = deque()
+        self.started.clear()
+        for queues in (self.requests, self.runs, self.nodes):
+            queues.clear()
+            queues._lock = self.lock
         self.pid = os.getpid()
         self.start()
 
@@ -647,37 +721,6 @@ def _get_recorder() -> _Recorder:
 # The API
 
 
-def _observe(
-    hist: dict[tuple[str, ...], list[float]],
-    admit: Callable[[str, tuple[str, ...]], tuple[str, ...]],
-    metric: str,
-    key: tuple[str, ...],
-    bounds: tuple[float, ...],
-    seconds: float,
-) -> None:
-    """Add one observation to a pending histogram. Called with the recorder's lock held."""
-    sums = hist.get(key) or _new_series(hist, admit, metric, key, len(bounds) + 1)
-    if not seconds >= 0.0:  # negative, or NaN
-        seconds = 0.0
-    sums[0] += seconds
-    sums[1 + bisect_left(bounds, seconds)] += 1
-
-
-def _new_series(
-    hist: dict[tuple[str, ...], list[float]],
-    admit: Callable[[str, tuple[str, ...]], tuple[str, ...]],
-    metric: str,
-    key: tuple[str, ...],
-    size: int,
-) -> list[float]:
-    """The sums of a label set seen for the first time in this fold (or ``_other``'s)."""
-    key = admit(metric, key)
-    sums = hist.get(key)
-    if sums is None:
-        sums = hist[key] = [0.0] * size
-    return sums
-
-
 def _bump(
     counters: dict[tuple[str, tuple[str, ...]], int],
     admit: Callable[[str, tuple[str, ...]], tuple[str, ...]],
@@ -703,43 +746,37 @@ class NodeTiming(Protocol):
     def duration_ms(self) -> float: ...
 
 
-# The queued events, each a kind and then its values, one per deque item:
-#   _STARTED
-#   _REQUEST, app, starter, status, seconds
-#   _RUN, app, ok, number of nodes, then node type and duration (ms) for each node
-# Flat, so that a queued event holds no object the garbage collector tracks: a tuple per
-# event (and the engine's trace, held until the fold) made the requests between two folds
-# trigger a young-generation collection every ~200 requests, ~0.7 us a request.
-_STARTED = "started"
-_REQUEST = "request"
-_RUN = "run"
-# Folded at once past this many queued items, should the flusher fall behind.
-_MAX_QUEUED = 500_000
+# Keys (e.g. app, starter and status) remembered per queue kind for a call-free lookup.
+_MAX_OBSERVER_KEYS = 10_000
 
 
 class Metrics:
     """What the server and the engine record.
 
-    Cheap to create (instances share the process's buffer) and cheap to call: each method
-    updates a few numbers under a lock, about a microsecond; values reach the shared files
-    within :data:`FLUSH_INTERVAL`. Safe to call from any thread.
+    Cheap to create (instances share the process's buffer) and cheap to call: the
+    per-request methods queue a value without a lock, the others update a few numbers under
+    one; values reach the shared files within :data:`FLUSH_INTERVAL`. Safe to call from any
+    thread.
     """
 
-    __slots__ = ("_r",)
+    __slots__ = ("_r", "mark_started", "request_observers")
 
     def __init__(self) -> None:
-        self._r = _get_recorder()
+        r = self._r = _get_recorder()
+        # The server's per-request fast path, without a Python call:
+        # ``mark_started(1)`` is :meth:`request_started`, and
+        # ``request_observers.get((app, starter, status))``, when not None, takes the
+        # seconds of :meth:`request_finished` (else call :meth:`request_observer`).
+        self.mark_started: Callable[[int], None] = r.started.append
+        self.request_observers: Mapping[tuple[str, str, int], Callable[[float], None]] = (
+            r.requests.observers
+        )
 
     # requests ------------------------------------------------------------------------------
-    # The three calls every request makes only queue values (a deque append or extend is
-    # atomic); the flusher folds them in a batch. Done inline, under the lock, with the request's
-    # other work between calls, they cost several times more than in a tight loop.
+    # Every call only queues a value (see _Queues); the flusher folds them in a batch.
     def request_started(self) -> None:
         """A request began (``nflow_requests_active`` +1). Pair with :meth:`request_finished`."""
-        r = self._r
-        r.events.append(_STARTED)
-        if len(r.events) > _MAX_QUEUED:
-            r.fold()
+        self._r.started.append(1)
 
     def request_finished(self, app: str, starter: str, status: int, seconds: float) -> None:
         """A request ended: counts it, its error if ``status >= 400``, and its duration.
@@ -748,7 +785,13 @@ class Metrics:
         404). Call neither method for the health and metrics endpoints (the Go runtime did not
         count them).
         """
-        self._r.events.extend((_REQUEST, app, starter, status, seconds))
+        self.request_observer(app, starter, status)(seconds)
+
+    def request_observer(self, app: str, starter: str, status: int) -> Callable[[float], None]:
+        """What :meth:`request_finished` calls with the seconds, for these labels."""
+        key = (app, starter, status)
+        requests = self._r.requests
+        return requests.observers.get(key) or requests.observer(key)
 
     def rate_limited(self) -> None:
         """A request was rejected with 429 by the rate limiter."""
@@ -767,26 +810,24 @@ class Metrics:
             self._count("workflow_runs", (app, "ok" if ok else "error"))
 
     def node_finished(self, app: str, node_type: str, seconds: float) -> None:
-        with self._r.lock:
-            self._observe_node(app, node_type, seconds)
-
-    def _observe_node(self, app: str, node_type: str, seconds: float) -> None:
-        # Called with the lock held.
-        r = self._r
-        _observe(r.pending.node_hist, r.admit, "node", (app, node_type), _NODE_BOUNDS, seconds)
+        """One node of ``app`` ran for ``seconds``."""
+        self._r.nodes.observer((app, node_type))(seconds * 1000.0)
 
     def run_finished(self, app: str, ok: bool, nodes: Sequence[NodeTiming]) -> None:
         """One call per run: the process, the workflow outcome and each node's duration.
 
         Equivalent to :meth:`process_started`, :meth:`workflow_finished` and one
         :meth:`node_finished` per node (its ``type`` and ``duration_ms``, as in the engine's
-        trace, which is passed as it is); queued like a request's and folded by
-        :meth:`_Recorder.fold`.
+        trace, which is passed as it is); queued like a request's.
         """
-        event: list[Any] = [_RUN, app, ok, len(nodes)]
+        r = self._r
+        key = (app, ok)
+        (r.runs.observers.get(key) or r.runs.observer(key))(1)
+        nodes_queues = r.nodes
+        observers = nodes_queues.observers
         for node in nodes:
-            event += (node.type, node.duration_ms)
-        self._r.events.extend(event)
+            node_key = (app, node.type)
+            (observers.get(node_key) or nodes_queues.observer(node_key))(node.duration_ms)
 
     def process_started(self) -> None:
         """A workflow process (wid) was created (``nflow_processes_total``)."""

@@ -96,7 +96,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     own = path in plan.own_paths or (plan.debug and path.startswith("/debug"))
     metrics = runtime.metrics
     if metrics is not None and not own:
-        metrics.request_started()
+        metrics.mark_started(1)  # request_started(), without the call
     response: Response | None = None
     extra: list[tuple[str, str]] | None = None
     # nflow's own routes (health, metrics) are not traced, as they are not counted.
@@ -132,7 +132,12 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
         response.headers.extend(extra)
     elapsed = time.perf_counter() - started
     if metrics is not None and not own:
-        metrics.request_finished(response.app, response.route, response.status, elapsed)
+        # request_finished(), with the common case a dict lookup rather than a call
+        labels = (response.app, response.route, response.status)
+        observe = metrics.request_observers.get(labels)
+        if observe is None:
+            observe = metrics.request_observer(*labels)
+        observe(elapsed)
     threshold = plan.compress_min
     if threshold and len(response.body) >= threshold:
         _compress(request, response)
