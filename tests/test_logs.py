@@ -41,3 +41,25 @@ def test_access_lines_hold_each_request_as_served() -> None:
     assert "trace_id" not in first
     assert third["ip"] == "10.0.0.7" and third["duration_ms"] == 0.4
     assert log.flush() == 0  # nothing left to write
+
+
+def test_a_line_orjson_refuses_is_written_escaped_and_the_rest_of_its_batch_too() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream=stream, json_lines=True)
+    log.request("GET", "/before", 200, 0.001, "w-1", "shop", "/a", "10.0.0.7:51000")
+    # A lone surrogate (an embedding caller's path, say) is not valid UTF-8.
+    log.request("GET", "/bad\ud800", 200, 0.001, "w-2", "shop", "/a", "10.0.0.7:51000")
+    log.request("GET", "/after", 200, 0.001, "w-3", "shop", "/a", "10.0.0.7:51000")
+    log.flush()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["path"] for line in lines] == ["/before", "/bad\\ud800", "/after"]
+
+
+def test_text_lines_for_a_terminal() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream=stream, json_lines=False)
+    log.request("GET", "/a", 201, 0.0025, "w-1", "shop", "GET /a", "10.0.0.7:51000", "t" * 32)
+    assert log.flush() == 1
+    line = stream.getvalue().decode()
+    assert " ACCESS  GET /a 201 2.5ms  [wid=w-1 app=shop starter=GET /a trace_id=" in line
+    assert line.endswith("]\n") and line.count("\n") == 1
