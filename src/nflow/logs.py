@@ -156,8 +156,6 @@ class AccessLog:
         if trace_id:
             self._events.append(
                 {
-                    "level": "info",
-                    "logger": "nflow.access",
                     "method": method,
                     "path": path,
                     "status": status,
@@ -174,8 +172,6 @@ class AccessLog:
         else:
             self._events.append(
                 {
-                    "level": "info",
-                    "logger": "nflow.access",
                     "method": method,
                     "path": path,
                     "status": status,
@@ -202,11 +198,13 @@ class AccessLog:
         if not self._json:
             return b"".join(map(self._text, events))
         try:
-            # One call for the batch, then a line per event: '},{"' only occurs between
-            # two events, as quotes inside JSON strings are escaped.
-            return orjson.dumps(events)[1:-1].replace(b'},{"', b'}\n{"') + b"\n"
-        except TypeError:  # a value orjson refuses (a lone surrogate): this line alone
+            # One call for the batch, then a line per event, each given the fields every
+            # line has: '},{"method":' only occurs between two events, as quotes inside
+            # JSON strings are escaped.
+            data = orjson.dumps(events)
+        except TypeError:  # a value orjson refuses (a lone surrogate): line by line
             return b"".join(map(_one_line, events))
+        return _LINE_START + data[2:-1].replace(_BETWEEN_EVENTS, _NEXT_LINE) + b"\n"
 
     def flush(self) -> int:
         """Write the queued lines now; returns how many."""
@@ -240,7 +238,7 @@ class AccessLog:
 
 def _one_line(event: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(event) + b"\n"
+        data = orjson.dumps(event)
     except TypeError:
         fixed = {
             key: value.encode("utf-8", "backslashreplace").decode()
@@ -248,7 +246,15 @@ def _one_line(event: dict[str, Any]) -> bytes:
             else value
             for key, value in event.items()
         }
-        return orjson.dumps(fixed) + b"\n"
+        data = orjson.dumps(fixed)
+    return _LINE_START + data[1:] + b"\n"
+
+
+# Every access line starts with these fields; the queued events hold the rest, "method"
+# first (see AccessLog.request).
+_LINE_START = b'{"level":"info","logger":"nflow.access",'
+_BETWEEN_EVENTS = b'},{"method":'
+_NEXT_LINE = b"}\n" + _LINE_START + b'"method":'
 
 
 _MAX_HOSTS = 4096
