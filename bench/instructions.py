@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""What each operational feature costs a request, in CPU instructions (valgrind), not req/s.
+
+On this 2-CPU machine a wrk figure moves by 10 % between runs, as much as the features
+target allows (bench/features.sh needs five interleaved rounds to say anything). An
+instruction count does not move: it is the same to within a fraction of a percent from run
+to run, so a change of 1 % is visible at once. This script serves ``bench/apps/bench.json``
+in-process (the request pipeline the server runs, without granian and wrk) under
+``valgrind --tool=callgrind`` and counts the instructions of N requests in each
+configuration:
+
+  off      metrics off, access log off, rate limit off          (features.sh "off")
+  on       metrics, JSON access log, rate limit that never triggers (features.sh "on")
+  metrics, access, ratelimit   one feature at a time
+
+Each configuration runs twice, with N and 2N requests after the same warm-up, and the
+difference is the cost of N requests: start-up, imports and warm-up cancel out. The access
+log writes to /dev/null and both the access log and the metrics are flushed inside the
+counted part, so the background threads' work per request is counted too.
+
+Prints instructions per request, the difference from ``off`` and ``off / config``: the
+req/s ratio the configuration would get if the server's time were all in this pipeline
+(granian, the kernel and wrk dilute it, so features.sh's ratio is usually a little
+closer to 1). Not a test: a tool to compare changes with.
+
+Usage: bench/instructions.py [PATH (/hello)] [N (1000)] [CONFIG ...]
+Env: NFLOW_PYTHON (the interpreter with nflow; default .venv/bin/python). Needs valgrind
+(apt-get install -y valgrind). Takes about a minute per configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "bench" / "apps" / "bench.json"
+WARMUP = 500
+
+CONFIGS = {
+    "off": {"monitor": False, "access": False, "rate_limit": False},
+    "on": {"monitor": True, "access": True, "rate_limit": True},
+    "metrics": {"monitor": True, "access": False, "rate_limit": False},
+    "access": {"monitor": False, "access": True, "rate_limit": False},
+    "ratelimit": {"monitor": False, "access": False, "rate_limit": True},
+}
+
+
+def config_toml(monitor: bool, access: bool, rate_limit: bool) -> str:
+    text = (
+        f"[monitor]\nenabled = {str(monitor).lower()}\n"
+        f'[logging]\nformat = "json"\naccess = {str(access).lower()}\n'
+        f"[rate_limit]\nenabled = {str(rate_limit).lower()}\n"
+    )
+    if rate_limit:  # as features.sh: a limit that never triggers
+        text += "ip_rate_limit = 1000000000\nip_window_minutes = 1\nip_burst_size = 1000000000\n"
+    return text
+
+
+# --- the measured process -------------------------------------------------------------------
+
+
+def serve_requests(config_path: str, path: str, count: int) -> None:
+    """Warm up, then dispatch ``count`` requests and flush what they queued."""
+    import gc
+
+    import nflow.logs
+    from nflow._http import Request
+    from nflow.config import load_config
+    from nflow.logs import AccessLog
+    from nflow.observability.metrics import setup_multiprocess_dir
+    from nflow.runtime import Runtime
+    from nflow.server._apps import dispatch
+
+    setup_multiprocess_dir(tempfile.mkdtemp(prefix="nflow-instructions-"))
+    access = nflow.logs._access = AccessLog(stream=open(os.devnull, "wb"))  # noqa: SIM115
+
+    def request(i: int) -> Request:
+        # 64 client connections, as wrk -c64 makes
+        return Request("GET", path, headers=[("host", "x")], client=f"127.0.0.1:{40000 + i % 64}")
+
+    async def main() -> None:
+        runtime = Runtime(load_config(config_path), app_files=[APP])
+        await runtime.open()
+        try:
+            for i in range(WARMUP):
+                response = await dispatch(runtime, request(i))
+                if response.status != 200:
+                    raise SystemExit(f"{path} answered {response.status} during the warm-up")
+            access.flush()
+            if runtime.metrics is not None:
+                runtime.metrics.flush()
+            batch = [request(i) for i in range(count)]
+            gc.collect()
+            gc.freeze()  # as the server does after start-up
+            for r in batch:
+                await dispatch(runtime, r)
+            access.flush()
+            if runtime.metrics is not None:
+                runtime.metrics.flush()
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def instructions(python: str, config_path: str, path: str, count: int) -> int:
+    """Instructions of a whole run of serve_requests(count) under callgrind."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        python,
+        __file__,
+        "--serve",
+        config_path,
+        path,
+        str(count),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or match is None:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"the measured run failed (exit {done.returncode})")
+    return int(match.group(1))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--serve"]:
+        serve_requests(argv[1], argv[2], int(argv[3]))
+        return 0
+    path = argv[0] if argv else "/hello"
+    count = int(argv[1]) if len(argv) > 1 else 1000
+    names = argv[2:] or list(CONFIGS)
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:
+        print(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+        return 2
+    if "off" not in names:
+        names.insert(0, "off")
+    python = os.environ.get("NFLOW_PYTHON") or str(REPO / ".venv" / "bin" / "python")
+    if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
+        print("valgrind is required (apt-get install -y valgrind)")
+        return 2
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"== instructions per request: {path}, {count} requests, commit {commit or '?'}")
+    per_request: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="nflow-instructions-") as work:
+        for name in names:
+            config_path = str(Path(work, f"{name}.toml"))
+            Path(config_path).write_text(config_toml(**CONFIGS[name]))
+            once = instructions(python, config_path, path, count)
+            twice = instructions(python, config_path, path, 2 * count)
+            per_request[name] = (twice - once) / count
+            print(f"  measured {name}: {per_request[name]:,.0f}", file=sys.stderr)
+    off = per_request["off"]
+    print(f"{'config':<10} {'instr/request':>14} {'vs off':>10} {'off/config':>11}")
+    for name in names:
+        cost = per_request[name]
+        print(f"{name:<10} {cost:>14,.0f} {cost - off:>+10,.0f} {off / cost:>11.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
