@@ -13,19 +13,20 @@ configuration:
   on       metrics, JSON access log, rate limit that never triggers (features.sh "on")
   metrics, access, ratelimit   one feature at a time
 
-Each configuration runs twice, with N and 2N requests after the same warm-up, and the
-difference is the cost of N requests: start-up, imports and warm-up cancel out. The access
-log writes to /dev/null and both the access log and the metrics are flushed inside the
-counted part, so the background threads' work per request is counted too.
+Only the requests are counted: callgrind dumps its counters when the script calls
+``os.getppid()`` right before them and ``os.getpgrp()`` right after (calls nothing else
+makes meanwhile), and of two batches in a row the second is reported. The access log writes
+to /dev/null and both the access log and the metrics are flushed inside the counted part,
+so the background threads' work per request is counted too.
 
 Prints instructions per request, the difference from ``off`` and ``off / config``: the
 req/s ratio the configuration would get if the server's time were all in this pipeline
 (granian, the kernel and wrk dilute it, so features.sh's ratio is usually a little
 closer to 1). Not a test: a tool to compare changes with.
 
-Usage: bench/instructions.py [PATH (/hello)] [N (1000)] [CONFIG ...]
+Usage: bench/instructions.py [PATH (/hello)] [N (2000)] [CONFIG ...]
 Env: NFLOW_PYTHON (the interpreter with nflow; default .venv/bin/python). Needs valgrind
-(apt-get install -y valgrind). Takes about a minute per configuration.
+(apt-get install -y valgrind). Takes about half a minute per configuration.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "bench" / "apps" / "bench.json"
-WARMUP = 500
+WARMUP = 3000
 
 CONFIGS = {
     "off": {"monitor": False, "access": False, "rate_limit": False},
@@ -95,14 +96,19 @@ def serve_requests(config_path: str, path: str, count: int) -> None:
             access.flush()
             if runtime.metrics is not None:
                 runtime.metrics.flush()
-            batch = [request(i) for i in range(count)]
-            gc.collect()
-            gc.freeze()  # as the server does after start-up
-            for r in batch:
-                await dispatch(runtime, r)
-            access.flush()
-            if runtime.metrics is not None:
-                runtime.metrics.flush()
+            # Twice, and the second is the one reported: the first after gc.freeze() also
+            # holds one-off work (~50 M instructions: about 25 k a request at N = 2000).
+            for _ in range(2):
+                batch = [request(i) for i in range(count)]
+                gc.collect()
+                gc.freeze()  # as the server does after start-up
+                os.getppid()  # callgrind: a dump here starts the counted part
+                for r in batch:
+                    await dispatch(runtime, r)
+                access.flush()
+                if runtime.metrics is not None:
+                    runtime.metrics.flush()
+                os.getpgrp()  # callgrind: and a dump here ends it
         finally:
             await runtime.close()
 
@@ -112,12 +118,15 @@ def serve_requests(config_path: str, path: str, count: int) -> None:
 # --- the driver -------------------------------------------------------------------------------
 
 
-def instructions(python: str, config_path: str, path: str, count: int) -> int:
-    """Instructions of a whole run of serve_requests(count) under callgrind."""
+def instructions(python: str, config_path: str, path: str, count: int, work: str) -> int:
+    """Instructions of serve_requests(count)'s requests under callgrind."""
+    out = Path(work, "callgrind.out")
     command = [
         "valgrind",
         "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        f"--callgrind-out-file={out}",
+        "--dump-before=getppid",
+        "--dump-before=getpgrp",
         python,
         __file__,
         "--serve",
@@ -127,7 +136,11 @@ def instructions(python: str, config_path: str, path: str, count: int) -> int:
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    match = re.search(r"Collected : (\d+)", done.stderr)
+    # Dumps: .1 start-up, .2 the first batch, .3 between, .4 the second batch.
+    dump = Path(f"{out}.4")
+    match = re.search(r"^summary: (\d+)", dump.read_text(), re.M) if dump.exists() else None
+    for leftover in Path(work).glob("callgrind.out*"):
+        leftover.unlink()
     if done.returncode != 0 or match is None:
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(f"the measured run failed (exit {done.returncode})")
@@ -139,7 +152,7 @@ def main(argv: list[str]) -> int:
         serve_requests(argv[1], argv[2], int(argv[3]))
         return 0
     path = argv[0] if argv else "/hello"
-    count = int(argv[1]) if len(argv) > 1 else 1000
+    count = int(argv[1]) if len(argv) > 1 else 2000
     names = argv[2:] or list(CONFIGS)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
@@ -162,9 +175,7 @@ def main(argv: list[str]) -> int:
         for name in names:
             config_path = str(Path(work, f"{name}.toml"))
             Path(config_path).write_text(config_toml(**CONFIGS[name]))
-            once = instructions(python, config_path, path, count)
-            twice = instructions(python, config_path, path, 2 * count)
-            per_request[name] = (twice - once) / count
+            per_request[name] = instructions(python, config_path, path, count, work) / count
             print(f"  measured {name}: {per_request[name]:,.0f}", file=sys.stderr)
     off = per_request["off"]
     print(f"{'config':<10} {'instr/request':>14} {'vs off':>10} {'off/config':>11}")
