@@ -12,6 +12,9 @@
 # ROUNDS times (3), interleaved, and prints the median req/s and p99 of each side by side
 # with the ratio on/off. Target: "on" within 10 % of
 # "off" (ratio >= 0.90) on both endpoints, with zero errors. A benchmark, not a test.
+# It also prints the CPU time the server's processes used per request (user + system, from
+# /proc, during each measured cell): what each configuration costs, which moves far less
+# than req/s when the machine's other load changes.
 #
 # Env: NFLOW_PORT (8091; the configurations use 8091, 8092, 8093), OTLP_PORT (4319),
 #      WORKERS (2), CONNS (64), DURATION (15s), HOST (127.0.0.1; loopback only),
@@ -189,6 +192,17 @@ done
 # --- load --------------------------------------------------------------------------------------
 ROWS="$WORK/rows.csv"
 : >"$ROWS"
+CPU_ROWS="$WORK/cpu.csv"
+: >"$CPU_ROWS"
+WARMUP="${WARMUP:-5s}"
+# cpu_ticks PID: user + system clock ticks of PID and its children (the server's workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
 # Interleaved, in ROUNDS rounds whose order alternates, so slow drift in the machine's load
 # (runs of the same cell differ by 10 % and more here) hits every configuration alike; the
 # table compares the medians.
@@ -198,7 +212,14 @@ for round in $(seq 1 "$ROUNDS"); do
   [ $((round % 2)) = 0 ] && order="$REVERSED"
   for ep in bench hello; do
     for c in $order; do
-      run_matrix "http://$HOST:$(port_of "$c")/$ep" "$c-$ep-r$round"
+      url="http://$HOST:$(port_of "$c")/$ep"
+      # The warm-up here rather than in wrk-matrix.sh, so the CPU counted is the cell's own.
+      if [ "$WARMUP" != 0 ]; then
+        timeout 60 wrk -t"${THREADS:-2}" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null 2>&1 || true
+      fi
+      before="$(cpu_ticks "${PIDS[nflow-$c]}")"
+      WARMUP=0 run_matrix "$url" "$c-$ep-r$round"
+      echo "$c-$ep-r$round,$(($(cpu_ticks "${PIDS[nflow-$c]}") - before))" >>"$CPU_ROWS"
     done
   done
 done
@@ -270,4 +291,28 @@ awk -F, '
     exit fail
   }' "$MEDIANS" || status=$?
 echo "(p99 in ms; ratio = rps / off rps; errors are socket errors + non-2xx)"
+echo
+# CPU per request: the cell's ticks over the requests it served (rps x duration), median over
+# the rounds. Not part of the target.
+"$PY" - "$ROWS" "$CPU_ROWS" "$(getconf CLK_TCK)" "$DURATION" <<'PYEOF'
+import csv, statistics, sys
+rows, cpu_rows, tick, duration = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+seconds = {"s": 1, "m": 60, "h": 3600}.get(duration[-1:], None)
+seconds = float(duration[:-1]) * seconds if seconds else float(duration)
+rps = {row[0]: float(row[2]) for row in csv.reader(open(rows)) if row[2] not in ("", "NA")}
+per_request = {}
+for label, ticks in csv.reader(open(cpu_rows)):
+    if rps.get(label):
+        cfg, ep, _ = label.rsplit("-", 2)
+        per_request.setdefault((cfg, ep), []).append(int(ticks) / tick / (rps[label] * seconds))
+print("server CPU per request (user + system, all its processes; median over the rounds):")
+print(f"{'':7} {'config':8} {'off us':>9} {'us':>9} {'+us':>8} {'off/config':>11}")
+for ep in ("bench", "hello"):
+    off = per_request.get(("off", ep))
+    for cfg in ("on", "tracing"):
+        mine = per_request.get((cfg, ep))
+        if off and mine:
+            a, b = statistics.median(off) * 1e6, statistics.median(mine) * 1e6
+            print(f"{'/' + ep:7} {cfg:8} {a:9.1f} {b:9.1f} {b - a:+8.1f} {a / b:11.3f}")
+PYEOF
 exit "$status"
