@@ -464,8 +464,8 @@ def test_admit_agrees_with_the_decision_at_every_step() -> None:
     for step in range(12):
         admitted = fast.admit("ip:a")
         decision = slow.hit_now("ip:a")
-        if isinstance(admitted, list):
-            assert admitted == allowed_headers(decision), step
+        if isinstance(admitted, tuple):
+            assert list(admitted) == allowed_headers(decision), step
             assert decision.allowed, step
         else:
             assert fast.decision(admitted) == decision, step
@@ -473,6 +473,22 @@ def test_admit_agrees_with_the_decision_at_every_step() -> None:
         clock.advance(0.7)
     # 3 tokens, +0.35 a step: the burst, then one request in three; both branches compared.
     assert seen == [True] * 4 + [False, False, True] + [False, False, True] + [False, False]
+
+
+def test_admit_headers_of_a_client_under_its_limit_follow_the_clock() -> None:
+    """Refilled to the top before each request: the same tokens left, a reset that moves."""
+    fast, clock = memory(10.0, 5)
+    slow = MemoryRateLimiter(10.0, 5, clock=clock, wall_clock=clock)
+    resets = set()
+    for step in range(12):
+        admitted = fast.admit(f"ip:{step % 3}")  # three clients, each under the limit
+        decision = slow.hit_now(f"ip:{step % 3}")
+        assert isinstance(admitted, tuple), step
+        assert list(admitted) == allowed_headers(decision), step
+        assert decision.remaining == 4, step
+        resets.add(dict(admitted)["X-RateLimit-Reset"])
+        clock.advance(0.45)
+    assert len(resets) == 6  # 12 steps of 0.45 s: the reset second moved on five times
 
 
 def test_take_reports_the_shortfall_of_a_rejection() -> None:

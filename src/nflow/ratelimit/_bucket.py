@@ -81,12 +81,15 @@ class MemoryRateLimiter:
         "_clock",
         "_full",
         "_full_after",
+        "_headers",
+        "_left",
         "_limit_header",
         "_max_keys",
         "_offset",
         "_rate",
         "_reset",
         "_reset_header",
+        "_same_until",
         "_sweep_at",
         "_wall",
     )
@@ -118,6 +121,11 @@ class MemoryRateLimiter:
         # every hit; refreshed by each sweep.
         self._offset = wall_clock() - clock()
         self._sweep_at = -math.inf
+        # admit()'s last headers, the tokens left they were for, and the bucket-clock time
+        # until which they hold for the same tokens left
+        self._headers: tuple[tuple[str, str], ...] = ()
+        self._left = -1.0
+        self._same_until = -math.inf
         # key -> [tokens, last update, last move to the end] on ``clock``; ordered by the
         # last move, which is at most _REORDER_AFTER behind the last update.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
@@ -179,8 +187,10 @@ class MemoryRateLimiter:
             return tokens
         return tokens - cost  # negative: the shortfall
 
-    def admit(self, key: str) -> list[tuple[str, str]] | float:
+    def admit(self, key: str) -> tuple[tuple[str, str], ...] | float:
         """One request's hit: its ``X-RateLimit-*`` headers if allowed, else the shortfall.
+
+        The headers are a tuple that may be shared by later calls: copy, do not change it.
 
         ``take(key)`` and :func:`~nflow.ratelimit.allowed_headers` in one call, which is the
         server's per-request path (a rejected request gets :meth:`take`'s negative result,
@@ -209,22 +219,31 @@ class MemoryRateLimiter:
         if tokens < 0.0:
             tokens = 0.0
         bucket[0] = tokens
-        reset = ceil(now + self._offset + (self._full - tokens) / self._rate)
+        if tokens == self._left and now <= self._same_until:
+            # A client under its limit finds its bucket refilled to the top before each
+            # request, so it keeps the same tokens left and, within a second, the same reset:
+            # the same headers, whichever client it is.
+            return self._headers
+        full_at = now + self._offset + (self._full - tokens) / self._rate
+        reset = ceil(full_at)
         if reset != self._reset:
-            # Whole seconds: a busy client gets the same header for many requests in a row.
             self._reset = reset
             self._reset_header = (RESET_HEADER, str(reset))
-        return [
+        self._left = tokens
+        self._same_until = now + (reset - full_at)  # until then ceil(full_at) stays reset
+        self._headers = (
             self._limit_header,
             (REMAINING_HEADER, str(int(tokens + EPSILON))),
             self._reset_header,
-        ]
+        )
+        return self._headers
 
     def _bucket(self, key: str, now: float) -> list[float]:
         """``key``'s bucket refilled up to ``now`` (created full), and the sweep when due."""
         if now >= self._sweep_at:
             self._sweep_at = now + _SWEEP_EVERY
             self._offset = self._wall() - now
+            self._same_until = -math.inf  # the reset time moved with the offset
             self._evict(now)
         buckets = self._buckets
         bucket = buckets.get(key)

@@ -7,7 +7,7 @@ import gc
 import gzip
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
@@ -98,7 +98,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     if metrics is not None and not own:
         metrics.mark_started(1)  # request_started(), without the call
     response: Response | None = None
-    extra: list[tuple[str, str]] | None = None
+    extra: Sequence[tuple[str, str]] | None = None
     # nflow's own routes (health, metrics) are not traced, as they are not counted.
     tracing = runtime.tracing
     span = tracing.start_request(request) if tracing is not None and not own else None
@@ -112,7 +112,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
                     key = runtime.peer_keys.key(request.client, plan.rate_config)
                 if key:
                     admitted = memory.admit(key)
-                    if isinstance(admitted, list):
+                    if isinstance(admitted, tuple):
                         extra = admitted
                     else:
                         response = _rejected(runtime, request, key, memory.decision(admitted))
