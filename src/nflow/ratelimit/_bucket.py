@@ -190,12 +190,11 @@ class MemoryRateLimiter:
     def admit(self, key: str) -> tuple[tuple[str, str], ...] | float:
         """One request's hit: its ``X-RateLimit-*`` headers if allowed, else the shortfall.
 
-        The headers are a tuple that may be shared by later calls: copy, do not change it.
-
         ``take(key)`` and :func:`~nflow.ratelimit.allowed_headers` in one call, which is the
         server's per-request path (a rejected request gets :meth:`take`'s negative result,
         for :meth:`decision`). The usual case, a known client, is written out here rather
         than through :meth:`_bucket`: at this rate a call costs as much as the arithmetic.
+        The headers are a tuple that later calls may return again: copy it, never change it.
         """
         now = self._clock()
         bucket = self._buckets.get(key)
