@@ -153,36 +153,21 @@ class AccessLog:
         # Whole microseconds, rounded half up, as milliseconds (round(x, 3) costs several
         # times more: it goes through a decimal string).
         duration_ms = (seconds * 1e6 + 0.5) // 1.0 / 1000.0
+        event = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "wid": wid,
+            "app": app,
+            "starter": starter,
+            "ip": self._hosts[peer],
+            "ts": time.time(),
+        }
         if trace_id:
-            self._events.append(
-                {
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": duration_ms,
-                    "wid": wid,
-                    "app": app,
-                    "starter": starter,
-                    "ip": self._hosts[peer],
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "ts": time.time(),
-                }
-            )
-        else:
-            self._events.append(
-                {
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": duration_ms,
-                    "wid": wid,
-                    "app": app,
-                    "starter": starter,
-                    "ip": self._hosts[peer],
-                    "ts": time.time(),
-                }
-            )
+            event["trace_id"] = trace_id
+            event["span_id"] = span_id
+        self._events.append(event)
 
     def _text(self, event: dict[str, Any]) -> bytes:
         return (

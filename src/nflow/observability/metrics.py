@@ -789,9 +789,7 @@ class Metrics:
 
     def request_observer(self, app: str, starter: str, status: int) -> Callable[[float], None]:
         """What :meth:`request_finished` calls with the seconds, for these labels."""
-        key = (app, starter, status)
-        requests = self._r.requests
-        return requests.observers.get(key) or requests.observer(key)
+        return self._r.requests.observer((app, starter, status))
 
     def rate_limited(self) -> None:
         """A request was rejected with 429 by the rate limiter."""

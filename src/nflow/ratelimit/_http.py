@@ -173,16 +173,18 @@ class PeerKeys:
         A peer missing from it needs :meth:`key`. The mapping stays the same object (it is
         cleared, not replaced), so it can be held for as long as ``config`` is current.
         """
-        if config is not self._config:
+        return self._table(config)
+
+    def _table(self, config: RateLimitConfig) -> dict[str, str]:
+        if config is not self._config:  # a reload: exclusions may have changed
             self._keys.clear()
             self._config = config
         return self._keys
 
     def key(self, peer: str, config: RateLimitConfig) -> str:
-        keys = self._keys
-        if config is not self._config or len(keys) >= self._max_peers:
+        keys = self._table(config)
+        if len(keys) >= self._max_peers:
             keys.clear()
-            self._config = config
         key = keys.get(peer)
         if key is None:
             ip = client_ip(peer, (), trust_forwarded=False)
