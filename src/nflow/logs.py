@@ -95,6 +95,8 @@ class _Line(msgspec.Struct, omit_defaults=True, gc=False):
 
     A Struct is made by C code and encoded from its slots (no key lookups), at about half
     what a dict and its orjson encoding cost; ``gc=False`` keeps the collector away from it.
+    ``level`` and ``logger`` are passed on every line rather than given defaults, since
+    ``omit_defaults`` (which drops the empty trace ids) would leave them out too.
     """
 
     level: str
