@@ -97,7 +97,7 @@ class Harness:
             else:
                 files.append(app)
         if not access_log and config is None and "[logging]" not in (toml or ""):
-            # Access lines are written by a background thread; keep them out of test output.
+            # Access lines would go to the test run's stderr; keep them out of test output.
             toml = (toml or "") + "\n[logging]\naccess = false\n"
         if toml is not None:
             cfg_path = tmp_path / "config.toml"
