@@ -170,3 +170,32 @@ def test_a_child_starved_of_cpu_is_kept_and_the_request_told_to_retry(server: Se
 
 # Busy for at most 20 s, so a failed test cannot leave it running.
 BURN = "import time\nt = time.time() + 20\nwhile time.time() < t: pass"
+
+
+def test_limit_hits_in_the_child_count_towards_the_quarantine(tmp_path: Path) -> None:
+    doc = app_doc(
+        s1=starter("s1", "/spin", "a", method="GET"),
+        s2=starter("s2", "/good", "b", method="GET"),
+        a=js("a", SPIN),
+        b=js("b", "function main(){ c.JSON(200, {good: true}) }"),
+    )
+    (tmp_path / "app.json").write_text(json.dumps(doc))
+    (tmp_path / "config.toml").write_text(
+        "[limits]\nstep_timeout_seconds = 0.3\nisolate_seconds = 60\n"
+        "quarantine_after_hits = 2\nquarantine_seconds = 60\n[logging]\naccess = false\n"
+    )
+    srv = Server(tmp_path, "--app", "app.json", "--workers", "1")
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            assert client.get("/spin").status_code == 408  # in the worker: now isolated
+            assert client.get("/spin").status_code == 408  # in the child: the second hit
+            paused = client.get("/spin")
+            assert paused.status_code == 503, paused.text
+            assert "after repeated limit hits" in paused.text
+            assert client.get("/good").json() == {"good": True}
+        output = srv.output()
+        assert "its requests run in a child process" in output
+        assert "quarantined for 60s: 2 limit hits" in output
+    finally:
+        srv.stop()

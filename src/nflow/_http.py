@@ -204,7 +204,7 @@ def canonical_header(name: str) -> str:
 class Response:
     """A finished response: status, headers in order, body bytes."""
 
-    __slots__ = ("app", "body", "headers", "route", "status", "wid")
+    __slots__ = ("app", "body", "headers", "limit", "route", "status", "wid")
 
     def __init__(
         self,
@@ -215,10 +215,12 @@ class Response:
         self.status = status
         self.body = body
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
-        # What served it, for metrics and the access log (not sent to the client).
+        # What served it, for metrics and the access log (not sent to the client), and the
+        # limit its run hit ("time", "memory", ...; "" for none).
         self.app = ""
         self.route = ""
         self.wid = ""
+        self.limit = ""
 
     def header(self, name: str) -> str:
         lname = name.lower()

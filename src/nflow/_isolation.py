@@ -29,6 +29,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
+from nflow._quarantine import Quarantine
 
 if TYPE_CHECKING:
     from nflow.runtime import Runtime
@@ -49,7 +50,8 @@ STARVED_SHARE = 0.5
 CHILD_NICENESS = 10
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str]
+# status, body, headers, app, route, wid, and the limit the run hit ("" for none)
+_ResponseTuple = tuple[int, bytes, list[tuple[str, str]], str, str, str, str]
 
 
 class Isolator:
@@ -84,12 +86,12 @@ class Isolator:
             self._until.clear()
         self._until[key] = time.monotonic() + self.seconds
 
-    async def run(self, request: Request, *, digest: str, timeout: float) -> tuple[Response, bool]:
-        """The child's answer to ``request``, and whether the route ran out of time there.
+    async def run(self, request: Request, *, digest: str, timeout: float) -> Response:
+        """The child's answer to ``request``; its ``limit`` names the limit the run hit.
 
         ``timeout`` is the route's own request time limit; the worker waits that long plus
         :data:`GRACE_SECONDS`. A child that used its CPU for that long without answering is
-        stuck: it is replaced, the request gets 500, and the caller counts a time limit hit.
+        stuck: it is replaced, and the request gets 500 with ``limit`` ``"time"``.
         A child that got too little CPU (the workers kept every CPU busy) is only starved: it
         is kept, warm, and the request gets 503 with ``Retry-After``.
         """
@@ -97,7 +99,7 @@ class Isolator:
             return _busy(
                 f"{self._busy} requests of isolated routes are waiting for this worker's "
                 "child process; try again later"
-            ), False
+            )
         wait = timeout + GRACE_SECONDS
         loop = asyncio.get_running_loop()
         if self._pool is None:
@@ -118,7 +120,7 @@ class Isolator:
             return _failure(
                 "the isolated run of this route ended its process "
                 "(a script stuck past its limits is stopped by the watchdog)"
-            ), False
+            )
         except TimeoutError:
             cpu_after = _cpu_seconds(pid)
             starved = (
@@ -130,24 +132,26 @@ class Isolator:
                 return _busy(
                     f"the isolated run of this route got no CPU for {wait:g}s: isolated "
                     "routes run only on CPU the workers leave idle"
-                ), False
+                )
             self._drop(pool, kill=True)
-            return _failure(f"the isolated run of this route took longer than {wait:g}s"), True
+            stuck = _failure(f"the isolated run of this route took longer than {wait:g}s")
+            stuck.limit = "time"
+            return stuck
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # this request itself was cancelled
             # The child was replaced (another request found it stuck) while this one waited.
-            return _busy("the isolated child process was replaced; try again"), False
+            return _busy("the isolated child process was replaced; try again")
         finally:
             self._busy -= 1
             self._last_used = time.monotonic()
             if self._idle_check is None:
                 self._idle_check = loop.call_later(IDLE_SECONDS, self._stop_if_idle)
-        status, body, headers, app, route, wid = result
+        status, body, headers, app, route, wid, limit = result
         response = Response(status, body, headers)
-        response.app, response.route, response.wid = app, route, wid
-        return response, False
+        response.app, response.route, response.wid, response.limit = app, route, wid, limit
+        return response
 
     def _stop_if_idle(self) -> None:
         self._idle_check = None
@@ -284,6 +288,9 @@ def _child_start() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = worker_runtime()
+    # The worker counts this child's limit hits (each answer says which limit it hit): a
+    # count of the child's own would start again with every new child.
+    runtime.quarantine = Quarantine(hits=0, seconds=runtime.quarantine.seconds)
     loop.run_until_complete(runtime.open())
     global _child
     _child = (loop, runtime)
@@ -313,4 +320,5 @@ def _child_handle(fields: dict[str, Any], digest: str) -> _ResponseTuple:
         response.app,
         response.route,
         response.wid,
+        response.limit,
     )

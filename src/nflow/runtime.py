@@ -501,13 +501,13 @@ class Runtime:
         isolator = self.isolator
         if isolator is not None and isolator.isolated(route.key):
             # The child loads and saves sessions itself, like any worker.
-            isolated, timed_out = await isolator.run(
+            isolated = await isolator.run(
                 request,
                 digest=route.match.playbook.digest,
                 timeout=self.services.limits_for(route.match.playbook).request_timeout_seconds,
             )
-            if timed_out:
-                self._limit_hit(route, "time", isolated.wid)
+            if isolated.limit:  # hit in the child, or the child stuck past it
+                self._limit_hit(route, isolated.limit, isolated.wid)
             return isolated
         # Most API requests carry no cookie and change no session: skip the backend then.
         loaded = (
@@ -534,6 +534,7 @@ class Runtime:
         response.app = route.match.playbook.name
         response.route = route.match.starter.pattern
         response.wid = execution.wid
+        response.limit = limit
         if not loaded.sessions.dirty and not loaded.original:
             return response
         try:
