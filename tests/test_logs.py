@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from typing import Any
 
 import orjson
 import pytest
 
+import nflow.logs
 from nflow.logs import BATCH_LINES, AccessLog
 
 
@@ -69,27 +71,54 @@ def test_text_lines_for_a_terminal() -> None:
     assert line.endswith("]\n") and line.count("\n") == 1
 
 
-def test_the_request_that_fills_a_batch_writes_it() -> None:
+def wait_for(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_full_batch_is_written_without_a_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer's period never ends here; every full batch wakes it.
+    monkeypatch.setattr(nflow.logs, "WAKE_WRITER_BYTES", 1)
     stream = io.BytesIO()
-    # A background writer that does not wake up during the test: only requests write.
     log = AccessLog(stream=stream, json_lines=True, idle_write_after=3600)
     for i in range(BATCH_LINES - 1):
         log.request("GET", f"/{i}", 200, 0.001, f"w-{i}", "shop", "/a", "10.0.0.7:51000")
+    time.sleep(0.2)
     assert stream.getvalue() == b""  # queued, not written line by line
     log.request("GET", "/last", 200, 0.001, "w-last", "shop", "/a", "10.0.0.7:51000")
+    wait_for(lambda: stream.getvalue().count(b"\n") == BATCH_LINES)
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     expected = [f"/{i}" for i in range(BATCH_LINES - 1)] + ["/last"]
     assert [line["path"] for line in lines] == expected
     assert log.flush() == 0
 
 
+class _CountingStream(io.BytesIO):
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def test_lines_go_out_in_order_in_a_few_writes() -> None:
+    stream = _CountingStream()
+    log = AccessLog(stream=stream, json_lines=True, idle_write_after=0.05)
+    total = 10 * BATCH_LINES + 5
+    for i in range(total):
+        log.request("GET", f"/{i}", 200, 0.001, f"w-{i}", "shop", "/a", "10.0.0.7:51000")
+    wait_for(lambda: stream.getvalue().count(b"\n") == total)
+    paths = [orjson.loads(line)["path"] for line in stream.getvalue().splitlines()]
+    assert paths == [f"/{i}" for i in range(total)]
+    assert stream.writes <= 11  # a write per batch at most, not one per line
+
+
 def test_lines_left_when_requests_stop_are_written_without_a_flush() -> None:
     stream = io.BytesIO()
     log = AccessLog(stream=stream, json_lines=True, idle_write_after=0.05)
     log.request("GET", "/only", 200, 0.001, "w-1", "shop", "/a", "10.0.0.7:51000")
-    deadline = time.monotonic() + 10
-    while not stream.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: bool(stream.getvalue()))
     assert [orjson.loads(line)["wid"] for line in stream.getvalue().splitlines()] == ["w-1"]
 
 
@@ -98,11 +127,56 @@ class _StreamThatFails(io.BytesIO):
         raise RuntimeError("disk on fire")
 
 
-def test_a_batch_that_cannot_be_written_never_fails_the_request(
-    caplog: pytest.LogCaptureFixture,
+def test_a_batch_that_cannot_be_written_is_logged_and_requests_go_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(nflow.logs, "WAKE_WRITER_BYTES", 1)
     log = AccessLog(stream=_StreamThatFails(), json_lines=True, idle_write_after=3600)
     with caplog.at_level(logging.ERROR, logger="nflow.logs"):
-        for i in range(BATCH_LINES):
+        for i in range(2 * BATCH_LINES):
             log.request("GET", f"/{i}", 200, 0.001, "w", "shop", "/a", "10.0.0.7:51000")
-    assert "access log write failed" in caplog.text
+        wait_for(lambda: "access log write failed" in caplog.text)
+    assert "disk on fire" in caplog.text
+
+
+class _StalledStream(io.BytesIO):
+    """A stream whose writes wait until ``release`` is set (a pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, data: Any) -> int:
+        self.release.wait(30)
+        return super().write(data)
+
+
+def test_a_stalled_stream_holds_requests_up_only_past_the_pending_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(nflow.logs, "MAX_PENDING_BYTES", 64 * 1024)
+    monkeypatch.setattr(nflow.logs, "WAKE_WRITER_BYTES", 1)
+    stream = _StalledStream()
+    log = AccessLog(stream=stream, json_lines=True, idle_write_after=3600)
+    served: list[int] = []
+
+    def traffic(n: int) -> None:
+        for i in range(n):
+            log.request("GET", f"/{i}", 200, 0.001, f"w-{i}", "shop", "/a", "10.0.0.7:5")
+            served.append(i)
+
+    # Two batches: the writer is stuck on the first, the second waits in memory.
+    traffic(2 * BATCH_LINES)
+    assert len(served) == 2 * BATCH_LINES  # the requests did not wait for the stream
+    # Past 64 kB waiting, a request waits for the writer instead of queueing more.
+    many = 20 * BATCH_LINES
+    blocked = threading.Thread(target=traffic, args=(many,))
+    blocked.start()
+    wait_for(lambda: len(served) > 2 * BATCH_LINES and not stream.getvalue(), 1.0)
+    time.sleep(0.3)
+    assert len(served) < 2 * BATCH_LINES + many
+    stream.release.set()
+    blocked.join(30)
+    log.flush()
+    paths = [orjson.loads(line)["path"] for line in stream.getvalue().splitlines()]
+    assert paths == [f"/{i}" for i in range(2 * BATCH_LINES)] + [f"/{i}" for i in range(many)]

@@ -5,7 +5,15 @@ JSON when the output is not a terminal (containers, log shippers), readable text
 
 from __future__ import annotations
 
-__all__ = ["BATCH_LINES", "IDLE_WRITE_AFTER", "AccessLog", "access_log", "configure_logging"]
+__all__ = [
+    "BATCH_LINES",
+    "IDLE_WRITE_AFTER",
+    "MAX_PENDING_BYTES",
+    "WAKE_WRITER_BYTES",
+    "AccessLog",
+    "access_log",
+    "configure_logging",
+]
 
 import atexit
 import logging
@@ -123,18 +131,22 @@ class AccessLog:
     Formatting a record and running the sanitizer's patterns cost ~120 µs a request, more
     than running a small flow. Access lines hold only method, path (no query), status, ids,
     duration and client address, so they skip both: :meth:`request` queues the line (a
-    msgspec Struct, which the garbage collector does not track), and the request that
-    fills a batch of :data:`BATCH_LINES` encodes and writes it, in one call, on its own
-    thread. A background thread writes what is left when requests stop coming (within
-    twice ``idle_write_after`` seconds, :data:`IDLE_WRITE_AFTER` by default) and at exit.
+    msgspec Struct, which the garbage collector does not track); the request that fills a
+    batch of :data:`BATCH_LINES` encodes it, in one call, and hands the bytes to a writer
+    thread, which writes what it was handed every ``idle_write_after`` seconds
+    (:data:`IDLE_WRITE_AFTER` by default; sooner past :data:`WAKE_WRITER_BYTES`), and the
+    lines of a batch not yet full once no batch came for that long. :meth:`flush` (called at
+    exit) writes everything now.
 
-    Full batches are written by the requests, not by the background thread, because under
-    load a second Python thread that wakes up to work makes the serving threads queue for
-    the interpreter lock: with a writer thread encoding every 20 ms, a request served with
-    the access log on made ~1.3 futex calls (``strace -c -f``, one worker under wrk) against
-    ~1.0 with it off; with the requests writing, ~1.15. Writing blocks the request that
-    fills a batch if the stream does (a pipe whose reader stalls): the log then slows the
-    server down rather than lose lines or hold them in memory without bound.
+    The requests encode, not the writer, because under load a second Python thread that
+    holds the interpreter lock for a while makes the serving threads queue for it. Futex
+    calls per request (``strace -c -f``, one worker under wrk; ~1.15 with the access log
+    off): ~0.45 more with the writer encoding every 20 ms, ~0.3 more with the requests
+    encoding and the writer woken for every batch, ~0.1 more as here. The writer holds the
+    lock only to take the bytes, not while it writes, so a slow disk or a stalled pipe
+    reader holds up the writer, not the requests, until :data:`MAX_PENDING_BYTES` are
+    waiting: then requests wait for the writer (the log slows the server down rather than
+    lose lines or grow without bound).
     """
 
     def __init__(
@@ -148,10 +160,12 @@ class AccessLog:
         self._json = json_lines
         self._idle_write_after = IDLE_WRITE_AFTER if idle_write_after is None else idle_write_after
         self._events: deque[_Line] = deque()
-        self._batches = 0  # batches written so far: the idle writer's sign of traffic
+        # Encoded batches waiting for the writer: (bytes, lines), and their total size.
+        self._ready: deque[tuple[bytes, int]] = deque()
+        self._ready_bytes = 0
+        self._handed = 0  # batches encoded so far: the writer's sign of traffic
         # Peer "host:port" -> host: clients come back, on the same connection many times.
         self._hosts: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._start()
         atexit.register(self.flush)
         if hasattr(os, "register_at_fork"):
@@ -160,12 +174,17 @@ class AccessLog:
             os.register_at_fork(after_in_child=self._after_fork)
 
     def _start(self) -> None:
+        self._lock = threading.Lock()  # the queues
+        self._write_lock = threading.Lock()  # the stream, so batches are written in order
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nflow-access-log", daemon=True)
         self._thread.start()
 
     def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._events.clear()  # the parent's unwritten lines are the parent's to write
+        # The parent's unwritten lines are the parent's to write.
+        self._events.clear()
+        self._ready.clear()
+        self._ready_bytes = 0
         self._start()
 
     def request(
@@ -184,7 +203,7 @@ class AccessLog:
         """Queue the line of one served request (``peer`` is the client's ``host:port``).
 
         The line is queued (a deque append is atomic: no lock); the call that queues the
-        :data:`BATCH_LINES`-th line writes the batch.
+        :data:`BATCH_LINES`-th line encodes the batch for the writer.
         """
         try:
             host = self._hosts[peer]
@@ -211,12 +230,17 @@ class AccessLog:
             )
         )
         if len(events) >= BATCH_LINES:
-            self._write_batch()
+            self._hand_over()
 
-    def _write_batch(self) -> None:
+    def _hand_over(self) -> None:
         # On the serving path: a failure is logged, never raised into the request.
         try:
-            self.flush()
+            self._encode_queued()
+            waiting = self._ready_bytes
+            if waiting > MAX_PENDING_BYTES:
+                self._write_ready()  # the writer is stuck behind its stream: wait with it
+            elif waiting >= WAKE_WRITER_BYTES:
+                self._wake.set()
         except Exception:
             logging.getLogger("nflow.logs").exception("access log write failed")
 
@@ -245,37 +269,54 @@ class AccessLog:
         except UnicodeEncodeError:  # a lone surrogate is not UTF-8: line by line
             return b"".join(map(_one_line, lines))
 
-    def flush(self) -> int:
-        """Write the queued lines now; returns how many."""
+    def _encode_queued(self) -> None:
+        """Encode the queued lines into one batch for the writer."""
         with self._lock:
             events = self._events
-            # Only this method takes events out, under the lock: these n are there.
-            batch = list(islice(iter(events.popleft, None), len(events)))
-            if not batch:
+            # Only this method takes lines out, under the lock: these n are there.
+            lines = list(islice(iter(events.popleft, None), len(events)))
+            if lines:
+                data = self._encode(lines)
+                self._ready.append((data, len(lines)))
+                self._ready_bytes += len(data)
+                self._handed += 1
+
+    def _write_ready(self) -> int:
+        """Write the encoded batches, in order; returns how many lines they held."""
+        with self._write_lock:
+            with self._lock:
+                ready = self._ready
+                batches = list(islice(iter(ready.popleft, None), len(ready)))
+                self._ready_bytes -= sum(len(data) for data, _ in batches)
+            if not batches:
                 return 0
-            self._batches += 1
-            data = self._encode(batch)
-        stream = self._stream or sys.stderr.buffer
-        try:
-            stream.write(data)
-            stream.flush()
-        except (OSError, ValueError):  # stream closed at shutdown
-            return 0
-        return len(batch)
+            stream = self._stream or sys.stderr.buffer
+            try:
+                stream.write(b"".join(data for data, _ in batches))
+                stream.flush()
+            except (OSError, ValueError):  # stream closed at shutdown
+                return 0
+            return sum(lines for _, lines in batches)
+
+    def flush(self) -> int:
+        """Write every queued line now; returns how many."""
+        self._encode_queued()
+        return self._write_ready()
 
     def _run(self) -> None:
-        seen = self._batches
+        wake = self._wake
+        seen = self._handed
         while True:
-            time.sleep(self._idle_write_after)
-            batches = self._batches
-            if batches != seen:  # requests are writing batches: theirs to write
-                seen = batches
-                continue
+            woken = wake.wait(self._idle_write_after)
+            wake.clear()
             try:
-                self.flush()
+                if woken or self._handed != seen:
+                    self._write_ready()  # requests are encoding: write what they handed over
+                else:  # no full batch for a while: the lines queued too
+                    self.flush()
             except Exception:  # the writer must outlive any one bad batch
                 logging.getLogger("nflow.logs").exception("access log write failed")
-            seen = self._batches
+            seen = self._handed
 
 
 def _one_line(line: _Line) -> bytes:
@@ -296,8 +337,12 @@ def _one_line(line: _Line) -> bytes:
 _MAX_HOSTS = 4096
 # Lines per batch: ~30 kB of JSON, one write.
 BATCH_LINES = 128
-# The background writer's period: lines wait at most twice this after requests stop.
+# The writer's period: a partial batch is written at most twice this after the last full one.
 IDLE_WRITE_AFTER = 0.2
+# Encoded lines that wake the writer before its period is up (under heavy traffic).
+WAKE_WRITER_BYTES = 256 * 1024
+# Encoded lines the writer may fall behind by (a slow stream) before requests wait for it.
+MAX_PENDING_BYTES = 4 * 1024 * 1024
 _access: AccessLog | None = None
 
 
