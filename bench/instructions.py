@@ -147,19 +147,24 @@ def instructions(python: str, config_path: str, path: str, count: int, work: str
     return int(match.group(1))
 
 
+def configurations(names: list[str]) -> list[str] | None:
+    """``names`` with ``off`` first (added if missing), or None after saying which is unknown."""
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:
+        print(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+        return None
+    return names if "off" in names else ["off", *names]
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--serve"]:
         serve_requests(argv[1], argv[2], int(argv[3]))
         return 0
     path = argv[0] if argv else "/hello"
     count = int(argv[1]) if len(argv) > 1 else 2000
-    names = argv[2:] or list(CONFIGS)
-    unknown = [name for name in names if name not in CONFIGS]
-    if unknown:
-        print(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    names = configurations(argv[2:] or list(CONFIGS))
+    if names is None:
         return 2
-    if "off" not in names:
-        names.insert(0, "off")
     python = os.environ.get("NFLOW_PYTHON") or str(REPO / ".venv" / "bin" / "python")
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         print("valgrind is required (apt-get install -y valgrind)")

@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from instructions import APP, CONFIGS, REPO, config_toml
+from instructions import APP, CONFIGS, REPO, config_toml, configurations
 
 KINDS = ("futex", "write", "writev", "epoll_wait", "recvfrom", "sendto", "read")
 
@@ -99,13 +99,9 @@ def measure(url: str, pid: int, conns: int, duration: int, work: Path) -> dict[s
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ["off", "on", "metrics", "access", "ratelimit"]
-    unknown = [name for name in names if name not in CONFIGS]
-    if unknown:
-        print(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    names = configurations(argv or list(CONFIGS))
+    if names is None:
         return 2
-    if "off" not in names:
-        names.insert(0, "off")
     for tool in ("strace", "wrk"):
         if shutil.which(tool) is None:
             print(f"{tool} is required (apt-get install -y {tool})")

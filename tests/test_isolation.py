@@ -25,9 +25,8 @@ SPIN = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("isolation")
+def write_spin_app(folder: Path) -> None:
+    """app.json: GET /spin runs SPIN, GET /good answers {"good": true}."""
     doc = app_doc(
         s1=starter("s1", "/spin", "a", method="GET"),
         s2=starter("s2", "/good", "b", method="GET"),
@@ -35,6 +34,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         b=js("b", "function main(){ c.JSON(200, {good: true}) }"),
     )
     (folder / "app.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("isolation")
+    write_spin_app(folder)
     # A second app whose own limits make the worker wait only 1 s + GRACE_SECONDS for it.
     quick = app_doc(s3=starter("s3", "/quick", "q", method="GET"), q=js("q", SPIN))
     quick["nflow_limits"] = {"request_timeout_seconds": 1, "step_timeout_seconds": 0.5}
@@ -173,13 +178,7 @@ BURN = "import time\nt = time.time() + 20\nwhile time.time() < t: pass"
 
 
 def test_limit_hits_in_the_child_count_towards_the_quarantine(tmp_path: Path) -> None:
-    doc = app_doc(
-        s1=starter("s1", "/spin", "a", method="GET"),
-        s2=starter("s2", "/good", "b", method="GET"),
-        a=js("a", SPIN),
-        b=js("b", "function main(){ c.JSON(200, {good: true}) }"),
-    )
-    (tmp_path / "app.json").write_text(json.dumps(doc))
+    write_spin_app(tmp_path)
     (tmp_path / "config.toml").write_text(
         "[limits]\nstep_timeout_seconds = 0.3\nisolate_seconds = 60\n"
         "quarantine_after_hits = 2\nquarantine_seconds = 60\n[logging]\naccess = false\n"

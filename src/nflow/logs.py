@@ -307,10 +307,10 @@ class AccessLog:
         wake = self._wake
         seen = self._handed
         while True:
-            woken = wake.wait(self._idle_write_after)
+            wake.wait(self._idle_write_after)
             wake.clear()
             try:
-                if woken or self._handed != seen:
+                if self._handed != seen:
                     self._write_ready()  # requests are encoding: write what they handed over
                 else:  # no full batch for a while: the lines queued too
                     self.flush()
