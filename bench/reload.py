@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from nflow import Request, Runtime
-from nflow._reload import Reloader
 from nflow.config import load_config
 from nflow.server import dispatch
+from nflow.server._reload import Reloader
 
 BENCH_APP = Path(__file__).parent / "apps" / "bench.json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nflow.jsapi._gojson import dumps
+from nflow.golang.json import dumps
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nflow.jsapi._gotemplate import (
+from nflow.golang.template import (
     HTML,
     CompiledTemplate,
     TemplateError,

@@ -120,7 +120,7 @@ def _descendants(root: int) -> list[int]:
 
 
 def test_requests_waiting_for_the_child_are_bounded(server: Server) -> None:
-    from nflow._isolation import MAX_WAITING
+    from nflow.server._isolation import MAX_WAITING
 
     extra = 6
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -147,7 +147,7 @@ def test_requests_waiting_for_the_child_are_bounded(server: Server) -> None:
 
 
 def test_a_child_starved_of_cpu_is_kept_and_the_request_told_to_retry(server: Server) -> None:
-    from nflow._isolation import IDLE_SECONDS
+    from nflow.server._isolation import IDLE_SECONDS
 
     time.sleep(IDLE_SECONDS + 1)  # the child of the tests above has stopped by now
     # Every CPU busy at normal priority: an idle-priority child starting now gets almost

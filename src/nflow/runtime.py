@@ -23,11 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nflow._catalog import Catalog, build_catalog
 from nflow._http import Request, Response
 from nflow._io import IoLoop
-from nflow._quarantine import Quarantine
 from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
+from nflow.catalog import Catalog, build_catalog
 from nflow.config import Config, secret_references
 from nflow.engine import (
     Engine,
@@ -38,16 +37,17 @@ from nflow.engine import (
     limit_of,
 )
 from nflow.errors import ConfigError, ExecutionError, Problem
+from nflow.golang.json import dumps as go_json
 from nflow.jsapi import HostTable, Sessions
 from nflow.jsapi._core import core
-from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._templates import templates
-from nflow.jsapi._twilio import twilio
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, flag
 from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
+from nflow.plugins._twilio import twilio
 from nflow.processes import ProcessRegistry
+from nflow.quarantine import Quarantine
 from nflow.ratelimit import PeerKeys, RateLimiter, limiter_from_config
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
@@ -59,8 +59,8 @@ from nflow.tracker import Tracker
 from nflow.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from nflow._isolation import Isolator
     from nflow.observability.tracing import Tracing
+    from nflow.server._isolation import Isolator
 
 log = logging.getLogger("nflow")
 

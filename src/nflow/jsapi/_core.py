@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 from nflow._http import ResponseTooLarge
+from nflow.golang.json import dumps as go_json
 from nflow.jsapi._context import HostError, RunContext
-from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._host import HostTable
 
 core = HostTable()

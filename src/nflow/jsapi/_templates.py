@@ -57,7 +57,7 @@ def _name_of(ctx: RunContext, text: str) -> str:
 
 @templates.function("template")
 def template(ctx: RunContext, text: object, data: object = None) -> str:
-    from nflow.jsapi._gotemplate import TemplateError, render
+    from nflow.golang.template import TemplateError, render
 
     if not isinstance(text, str):
         raise HostError("template(text, data) expects the template text as a string")

@@ -105,8 +105,8 @@ def serve(
         respawn_interval=0.5,
     )
     # SIGHUP: check the config once here, then let each worker apply what can change live.
-    from nflow._reload import forward_sighup
     from nflow.config import load_config
+    from nflow.server._reload import forward_sighup
 
     server.on_startup(
         forward_sighup(server, config_path=config_path, config=load_config(config_path))
@@ -141,8 +141,8 @@ def worker_runtime() -> Runtime:
 
 def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
-    from nflow._isolation import Isolator
-    from nflow._reload import Reloader
+    from nflow.server._isolation import Isolator
+    from nflow.server._reload import Reloader
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     runtime = worker_runtime()

@@ -22,7 +22,7 @@ from nflow.runtime import Runtime, json_response
 from nflow.server._routes import builtin
 
 if TYPE_CHECKING:
-    from nflow._reload import Reloader
+    from nflow.server._reload import Reloader
 
 log = logging.getLogger("nflow.server")
 

@@ -39,9 +39,9 @@ from nflow.errors import (
     ScriptTimeout,
     StepLimitExceeded,
 )
+from nflow.golang.json import dumps as go_json
 from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, Sessions
 from nflow.jsapi import user_line as js_user_line
-from nflow.jsapi._gojson import dumps as go_json
 from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
@@ -50,7 +50,7 @@ from nflow.store import TrackerRow
 from nflow.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from nflow._catalog import Catalog
+    from nflow.catalog import Catalog
 
 log = logging.getLogger("nflow.engine")
 security_log = logging.getLogger("nflow.security")
@@ -637,7 +637,7 @@ def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]
 
 def _step_custom(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     """A node type registered with ``@nflow.step``: see nflow.steps."""
-    from nflow._step_runner import run_custom_step
+    from nflow.engine._custom import run_custom_step
 
     return run_custom_step(engine, run, node, payload)
 

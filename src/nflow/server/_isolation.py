@@ -29,7 +29,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import TYPE_CHECKING, Any
 
 from nflow._http import Request, Response
-from nflow._quarantine import Quarantine
+from nflow.quarantine import Quarantine
 
 if TYPE_CHECKING:
     from nflow.runtime import Runtime
@@ -215,7 +215,7 @@ def _busy(message: str) -> Response:
 
 
 def _failure(message: str, *, status: int = 500) -> Response:
-    from nflow.jsapi._gojson import dumps as go_json
+    from nflow.golang.json import dumps as go_json
 
     return Response(
         status,

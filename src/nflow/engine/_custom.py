@@ -32,7 +32,7 @@ from nflow.steps import (
 )
 
 if TYPE_CHECKING:
-    from nflow.engine import Engine, StepResult, _Run
+    from nflow.engine._run import Engine, StepResult, _Run
     from nflow.playbook import Node
 
 log = logging.getLogger("nflow.steps")
@@ -44,7 +44,7 @@ _KILL_POLL_SECONDS = 0.05
 
 
 def run_custom_step(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
-    from nflow.engine import StepResult, UnknownNodeType, step_timeout
+    from nflow.engine._run import StepResult, UnknownNodeType, step_timeout
 
     definition = registered_steps().get(node.type)
     if definition is None:

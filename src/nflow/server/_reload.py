@@ -1,7 +1,7 @@
 """Hot reload for ``nflow serve``: changed apps without a restart, SIGHUP for the config.
 
 Each worker runs one :class:`Reloader` thread. Every ``[server] reload_interval_seconds`` it
-asks :func:`~nflow._catalog.build_catalog` for the next version (app files by time, size and
+asks :func:`~nflow.catalog.build_catalog` for the next version (app files by time, size and
 digest; the database by its change marker) and installs it with one assignment, so requests
 already running finish on the version they started with.
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from nflow._catalog import build_catalog
+from nflow.catalog import build_catalog
 from nflow.config import Config, changed_keys, load_config, restart_required_keys
 from nflow.errors import ConfigError, NflowError
 
