@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from harness import Harness, app_doc, js, starter
+from nflow import Execution, Request
+from nflow.engine import limit_of
 from nflow.playbook import parse_playbook
 from nflow.router import Router
 
@@ -323,6 +325,51 @@ def test_limit_messages_name_the_limit(h: Harness) -> None:
     assert "limits.max_host_calls" in body["error"]
     _, body, _ = run(h, "function main(){ c.String(200, 'x'.repeat(2000000)) }")
     assert "limits.max_response_bytes" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("function main(){ for (;;) {} }", "time"),
+        ("function main(){ var a = []; for (;;) a.push(new Float64Array(1000000)) }", "memory"),
+        ("function main(){ for (;;) uuid() }", "host_calls"),
+        ("function main(){ c.String(200, 'x'.repeat(2000000)) }", "response_bytes"),
+        ("function main(){ (function f(){ f() })() }", "stack"),
+        ("function main(){ 'ab'.repeat(2 ** 24).replaceAll('a', 'cc') }", "native_operation"),
+        ("function main(){ throw new Error('the script gave up') }", None),
+        # A limit the script caught is not the error the run ended on.
+        (
+            "function main(){ try { for (;;) uuid() } catch (e) {} throw new Error('own') }",
+            None,
+        ),
+    ],
+)
+def test_the_limit_a_run_hit_is_a_typed_attribute_of_its_error(
+    h: Harness, code: str, kind: str | None
+) -> None:
+    playbook = parse_playbook(app_doc(s=starter("s", "/x", "a"), a=js("a", code)), name="hostile")
+    h.runtime.router = Router([playbook])
+    h.runtime._routes = {(playbook.digest, "s"): False}
+    execution = h.runtime.handle_sync(Request("GET", "/x"))
+    assert isinstance(execution, Execution)
+    assert execution.error is not None
+    assert execution.error.limit == kind
+    assert limit_of(execution.error) == kind
+    assert h.request("GET", "/x").limit == (kind or "")
+
+
+def test_the_step_limit_is_typed_too(h: Harness) -> None:
+    doc = app_doc(
+        s=starter("s", "/loop", "a"),
+        a=js("a", "function main(){ next = 'output_1' }", output_1="a"),
+    )
+    playbook = parse_playbook(doc, name="loop")
+    h.runtime.router = Router([playbook])
+    h.runtime._routes = {(playbook.digest, "s"): False}
+    execution = h.runtime.handle_sync(Request("GET", "/loop"))
+    assert isinstance(execution, Execution)
+    assert execution.error is not None
+    assert execution.error.limit == "steps"
 
 
 def test_same_runtime_still_answers_good_requests(h: Harness) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "LIMIT_KINDS",
     "AppNotFound",
     "ConfigError",
     "ExecutionError",
+    "LimitKind",
     "ModuleNotFound",
     "NflowError",
     "PlaybookError",
@@ -18,6 +20,13 @@ __all__ = [
 ]
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+# The resource limits a run can hit: quarantine, isolation and metrics act on these names.
+LimitKind = Literal[
+    "time", "memory", "steps", "host_calls", "response_bytes", "stack", "native_operation"
+]
+LIMIT_KINDS: tuple[LimitKind, ...] = get_args(LimitKind)
 
 
 class NflowError(Exception):
@@ -78,23 +87,35 @@ class AppNotFound(StoreError):
 
 
 class ExecutionError(NflowError):
-    """A run of a playbook failed at a node."""
+    """A run of a playbook failed at a node.
+
+    ``limit`` names the resource limit the run hit, or is None when it failed otherwise.
+    """
 
     status = 500
+    limit: LimitKind | None = None
 
-    def __init__(self, message: str, *, node: str = "") -> None:
+    def __init__(self, message: str, *, node: str = "", limit: LimitKind | None = None) -> None:
         super().__init__(message)
         self.node = node
         self.message = message
+        if limit is not None:
+            self.limit = limit
 
 
 class ScriptError(ExecutionError):
     """A JS step threw, or could not be compiled. ``line`` is the line in the node's script."""
 
     def __init__(
-        self, message: str, *, node: str = "", name: str = "Error", line: int | None = None
+        self,
+        message: str,
+        *,
+        node: str = "",
+        name: str = "Error",
+        line: int | None = None,
+        limit: LimitKind | None = None,
     ) -> None:
-        super().__init__(message, node=node)
+        super().__init__(message, node=node, limit=limit)
         self.name = name
         self.line = line
 
@@ -103,12 +124,14 @@ class ScriptTimeout(ExecutionError):
     """A JS step ran past its time limit."""
 
     status = 408
+    limit: LimitKind | None = "time"
 
 
 class StepLimitExceeded(ExecutionError):
     """A run executed more steps than ``limits.max_steps`` (usually a cycle of nodes)."""
 
     status = 508
+    limit: LimitKind | None = "steps"
 
 
 class ModuleNotFound(ExecutionError):

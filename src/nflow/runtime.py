@@ -34,7 +34,6 @@ from nflow.engine import (
     NodeInterceptor,
     VMProvider,
     is_auth_entry,
-    limit_of,
 )
 from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.golang.json import dumps as go_json
@@ -527,14 +526,14 @@ class Runtime:
             )
         else:
             execution = self._execute(request, route, loaded.sessions)
-        limit = limit_of(execution.error) if execution.error is not None else ""
-        if limit:
+        limit = execution.error.limit if execution.error is not None else None
+        if limit is not None:
             self._limit_hit(route, limit, execution.wid)
         response = execution.response
         response.app = route.match.playbook.name
         response.route = route.match.starter.pattern
         response.wid = execution.wid
-        response.limit = limit
+        response.limit = limit or ""
         if not loaded.sessions.dirty and not loaded.original:
             return response
         try:

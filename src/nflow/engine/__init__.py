@@ -3,34 +3,38 @@
 The engine is synchronous and knows no HTTP server: it takes a Request value and returns an
 Execution holding the Response. Host I/O inside steps goes through the I/O loop, so the same
 code runs on the server's event loop, in a worker thread, under ``nflow run`` and in tests.
+
+``_results`` holds what runs produce, ``_run`` the loop, ``_js`` the js step and the runtimes
+it runs in, ``_custom`` the custom Python steps.
 """
 
 from __future__ import annotations
 
-from nflow.engine._run import (
-    Engine,
+from nflow.engine._custom import run_custom_step
+from nflow.engine._js import VMProvider, js_limit
+from nflow.engine._results import (
     Execution,
     NodeInterceptor,
     StepResult,
     TraceEntry,
     UnknownNodeType,
-    VMProvider,
-    is_auth_entry,
     limit_of,
-    security_event,
     step_timeout,
 )
+from nflow.engine._run import Engine, StepFunction, is_auth_entry
 
 __all__ = [
     "Engine",
     "Execution",
     "NodeInterceptor",
+    "StepFunction",
     "StepResult",
     "TraceEntry",
     "UnknownNodeType",
     "VMProvider",
     "is_auth_entry",
+    "js_limit",
     "limit_of",
-    "security_event",
+    "run_custom_step",
     "step_timeout",
 ]

@@ -16,12 +16,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from nflow.engine._results import StepResult, UnknownNodeType, step_timeout
 from nflow.errors import ExecutionError, ProcessKilled, ScriptTimeout
+from nflow.jsapi import RunContext
+from nflow.playbook import Node
 from nflow.steps import (
     RequestInfo,
     StepContext,
@@ -31,10 +34,6 @@ from nflow.steps import (
     registered_steps,
 )
 
-if TYPE_CHECKING:
-    from nflow.engine._run import Engine, StepResult, _Run
-    from nflow.playbook import Node
-
 log = logging.getLogger("nflow.steps")
 
 # Keys the designer puts in every node's data; they are not step parameters.
@@ -43,13 +42,11 @@ _DESIGNER_KEYS = frozenset({"type", "name_box"})
 _KILL_POLL_SECONDS = 0.05
 
 
-def run_custom_step(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
-    from nflow.engine._run import StepResult, UnknownNodeType, step_timeout
-
+def run_custom_step(ctx: RunContext, node: Node, payload: dict[str, Any]) -> StepResult:
+    """Run the ``@nflow.step`` function registered for ``node.type`` within the step's limits."""
     definition = registered_steps().get(node.type)
     if definition is None:
         raise UnknownNodeType(node)
-    ctx = run.ctx
     timeout = step_timeout(ctx, node)
     # The designer leaves untouched fields as "": those do not hide a payload value.
     params = {k: v for k, v in node.data.items() if k not in _DESIGNER_KEYS and v != ""}
@@ -69,7 +66,7 @@ def run_custom_step(engine: Engine, run: _Run, node: Node, payload: dict[str, An
         data=node.data,
         payload=MappingProxyType(payload),
         request=RequestInfo(ctx.request, ctx.vars),
-        env=MappingProxyType(engine.services.env),
+        env=MappingProxyType(ctx.services.env),
         log=logging.LoggerAdapter(
             logging.getLogger(f"nflow.steps.{node.type}"),
             {"wid": ctx.wid, "app": ctx.app, "node": node.id},
@@ -77,7 +74,7 @@ def run_custom_step(engine: Engine, run: _Run, node: Node, payload: dict[str, An
         deadline=time.monotonic() + timeout,
     )
     if definition.is_async:
-        future: concurrent.futures.Future[Any] = engine.services.io.submit(
+        future: concurrent.futures.Future[Any] = ctx.services.io.submit(
             definition.func(step_ctx, arg)
         )
     else:
@@ -93,7 +90,7 @@ def _wait(
     future: concurrent.futures.Future[Any],
     *,
     timeout: float,
-    ctx: Any,
+    ctx: RunContext,
 ) -> Any:
     deadline = time.monotonic() + timeout
     process = ctx.process

@@ -1,145 +1,61 @@
-"""The execution loop (spec §2.2–2.4): one place where every node starts and ends.
+"""The run loop (spec §2.2–2.4): one place where every node starts and ends.
 
-The engine is synchronous and knows no HTTP server: it takes a Request value and returns an
-Execution holding the Response. Host I/O inside steps goes through the I/O loop, so the same
-code runs on the server's event loop, in a worker thread, under ``nflow run`` and in tests.
+:class:`Engine` runs a playbook from a node: it seeds the form session, runs the auth trigger
+when the entry asks for it, then steps from node to node (js, fork, custom Python steps),
+tracing each, until a step ends the flow, suspends it, or fails; a failure replaces the
+response with an error body naming the node.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "Engine",
-    "Execution",
-    "NodeInterceptor",
-    "StepResult",
-    "TraceEntry",
-    "VMProvider",
-    "limit_of",
-]
+__all__ = ["Engine", "StepFunction"]
 
-import dataclasses
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from nflow._http import Request, Response, ResponseWriter
 from nflow._ids import new_wid
+from nflow.engine._custom import run_custom_step
+from nflow.engine._js import VMProvider, js_limit, step_js
+from nflow.engine._results import (
+    Execution,
+    NodeInterceptor,
+    StepResult,
+    TraceEntry,
+    UnknownNodeType,
+)
 from nflow.errors import (
     ExecutionError,
-    ModuleNotFound,
     ProcessKilled,
     ScriptError,
     ScriptTimeout,
     StepLimitExceeded,
 )
 from nflow.golang.json import dumps as go_json
-from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, Sessions
-from nflow.jsapi import user_line as js_user_line
+from nflow.jsapi import NflowVM, RunContext, Sessions, security_event
 from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
-from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
+from nflow.sandbox import JsError, JsTimeout
+from nflow.steps import registered_steps
 from nflow.store import TrackerRow
-from nflow.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from nflow.catalog import Catalog
 
 log = logging.getLogger("nflow.engine")
-security_log = logging.getLogger("nflow.security")
 
-DEFAULT_SOURCE = "function main(){}"
 FORM_SESSION = "nflow_form"
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    """What a step decided: the output to follow ("" ends the flow) and the new payload."""
-
-    next: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TraceEntry:
-    node: str
-    type: str
-    next: str
-    duration_ms: float
-    error: str = ""
-
-
-@dataclass(slots=True)
-class Execution:
-    """A finished run: its wid, the node trace and the response."""
-
-    wid: str
-    app: str
-    response: Response
-    trace: list[TraceEntry] = field(default_factory=list)
-    suspended: bool = False
-    error: ExecutionError | None = None
-    forks: list[str] = field(default_factory=list)
-
-
-class VMProvider:
-    """One warm NflowVM per thread, replaced when a run leaves it unusable."""
-
-    def __init__(
-        self, *, host: HostTable, limits: EngineLimits, watchdog: Watchdog | None = None
-    ) -> None:
-        self._host = host
-        self._limits = limits
-        self._watchdog = watchdog
-        self._local = threading.local()
-        self.created = 0
-
-    def get(self, memory_mb: int | None = None) -> NflowVM:
-        """This thread's runtime for ``memory_mb`` (the server's heap limit when None).
-
-        Apps with a lower ``max_memory_mb`` get runtimes of their own: the heap limit is fixed
-        when a runtime is created.
-        """
-        memory = self._limits.memory_bytes if memory_mb is None else memory_mb * 1024 * 1024
-        local = self._local
-        vms: dict[int, NflowVM] | None = getattr(local, "vms", None)
-        if vms is None:
-            vms = local.vms = {}
-        vm = vms.get(memory)
-        if vm is None or vm.broken:
-            if vm is not None:
-                vm.close()
-            limits = self._limits
-            if memory != limits.memory_bytes:
-                limits = dataclasses.replace(limits, memory_bytes=memory)
-            vm = NflowVM(host=self._host, limits=limits)
-            if self._watchdog is not None:
-                self._watchdog.watch(vm)
-            vms[memory] = vm
-            self.created += 1
-        return vm
-
-    def discard(self) -> None:
-        vms: dict[int, NflowVM] | None = getattr(self._local, "vms", None)
-        if vms:
-            for vm in vms.values():
-                vm.close()
-            vms.clear()
-
-
+# A node type's implementation: the engine, the run, the node and the payload it gets.
 StepFunction = Callable[["Engine", "_Run", Node, dict[str, Any]], StepResult]
-
-# Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the
-# run's context, the node and ``proceed``, which runs the rest of the chain and the step; it
-# returns (or raises) what ``proceed`` did.
-NodeInterceptor = Callable[[RunContext, Node, Callable[[], StepResult]], StepResult]
 
 
 class Engine:
@@ -149,7 +65,7 @@ class Engine:
         self.services = services
         self.vms = vms
         self.steps: dict[str, StepFunction] = {
-            "js": _step_js,
+            "js": step_js,
             "gorutine": _step_fork,
             "starter": _step_starter,
             "dromedary": _step_legacy_plugin,
@@ -159,15 +75,6 @@ class Engine:
         self.plans: dict[tuple[str, str], tuple[str, str]] = {}
         # Outermost first. Empty by default, and then the loop pays one truth test per node.
         self.interceptors: list[NodeInterceptor] = []
-
-    def plan(self, run: _Run, node: Node) -> tuple[str, str]:
-        """Source and runtime key of a js node, resolved once per app version."""
-        plan = (run.source_for(node), f"{run.playbook.digest[:16]}:{node.id}")
-        plans = run.plans
-        if len(plans) > 100_000:
-            plans.clear()
-        plans[(run.playbook.digest, node.id)] = plan
-        return plan
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -368,7 +275,7 @@ class _Run:
                     timeout=max(0.01, min(ctx.remaining(), 5.0)),
                 )
         except JsError as exc:
-            raise ExecutionError(f"auth trigger failed: {exc}") from None
+            raise ExecutionError(f"auth trigger failed: {exc}", limit=js_limit(exc)) from None
         except JsTimeout:
             raise ScriptTimeout("auth trigger exceeded its time limit") from None
         if outcome == "login":
@@ -453,9 +360,8 @@ class _Run:
             exc.message,
             extra={"wid": ctx.wid, "app": ctx.app, "node": exc.node, "status": exc.status},
         )
-        limit = _limit_name(exc)
-        if limit:
-            security_event(ctx, f"limit:{limit}", exc.message)
+        if exc.limit is not None:
+            security_event(ctx, f"limit:{exc.limit}", exc.message)
         if ctx.isolated:
             return
         # Whatever a script wrote before failing is replaced: appending the error JSON to a
@@ -476,42 +382,6 @@ class _Run:
             )
         )
 
-    def source_for(self, node: Node) -> str:
-        data = node.data
-        code = data.get("code")
-        if isinstance(code, str) and code.strip():
-            return code
-        script = data.get("script")
-        if isinstance(script, str) and script:
-            modules = self.modules
-            if script not in modules:
-                raise ModuleNotFound(
-                    f"node {node.label} uses module {script!r}, which is not in the modules "
-                    "table (import it with `nflow import`)",
-                    node=node.id,
-                )
-            return modules[script] or DEFAULT_SOURCE
-        return DEFAULT_SOURCE
-
-    def register_node(self, node: Node, key: str) -> None:
-        """Register the node's static values in the runtime on first use."""
-        vm = self.vm
-        if key not in vm._nodes:
-            vm.ensure_node(
-                key,
-                data_json=orjson.dumps(dict(node.data)).decode(),
-                outputs_json=orjson.dumps({k: v for k, v in node.outputs.items() if v}).decode(),
-                flow=node.tab,
-                app=self.playbook.name,
-                box=node.id,
-            )
-
-
-class UnknownNodeType(ExecutionError):
-    def __init__(self, node: Node) -> None:
-        super().__init__(f"node {node.label} has unknown type {node.type!r}", node=node.id)
-        self.node_type = node.type
-
 
 def _intercepted(
     chain: list[NodeInterceptor], ctx: RunContext, node: Node, call: Callable[[], StepResult]
@@ -519,77 +389,6 @@ def _intercepted(
     for interceptor in reversed(chain):
         call = functools.partial(interceptor, ctx, node, call)
     return call()
-
-
-def step_timeout(ctx: RunContext, node: Node) -> float:
-    """The time a step may take: its app's step limit, within what is left of the run's."""
-    limits = ctx.limits
-    remaining = ctx.remaining()
-    if remaining <= 0:
-        raise ScriptTimeout(
-            f"time limit of {limits.request_timeout_seconds}s for the run exceeded "
-            f"before node {node.label}",
-            node=node.id,
-        )
-    return float(min(limits.step_timeout_seconds, remaining))
-
-
-def _step_js(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
-    ctx = run.ctx
-    vm = run.vm
-    plan = run.plans.get((run.playbook.digest, node.id))
-    if plan is None:
-        plan = engine.plan(run, node)
-    timeout = step_timeout(ctx, node)
-    source, node_key = plan
-    payload_json = orjson.dumps(payload).decode() if payload else ""
-    try:
-        try:
-            key = vm.compile(source, timeout=timeout)
-            run.register_node(node, node_key)
-            next_out, out_json = vm.run_step(
-                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
-            )
-        except DirtyRuntime:
-            run.replace_vm()
-            vm = run.vm
-            key = vm.compile(source, timeout=timeout)
-            run.register_node(node, node_key)
-            next_out, out_json = vm.run_step(
-                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
-            )
-    except JsMemoryError:
-        run.vm.broken = True
-        raise ExecutionError(
-            f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
-            node=node.id,
-        ) from None
-    except JsError as exc:
-        line = js_user_line(exc)
-        where = f" (line {line})" if line else ""
-        raise ScriptError(
-            f"{exc.name}: {exc.message} in node {node.label}{where}",
-            node=node.id,
-            name=exc.name,
-            line=line,
-        ) from None
-    except JsTimeout:
-        raise ScriptTimeout(
-            f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
-            node=node.id,
-        ) from None
-    except RunKilled:
-        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
-    except HostLimitExceeded as exc:
-        raise ExecutionError(str(exc), node=node.id) from None
-    except (TypeError, ValueError) as exc:
-        # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
-        raise ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError") from None
-    try:
-        new_payload = orjson.loads(out_json)
-    except orjson.JSONDecodeError:
-        new_payload = {}
-    return StepResult(next_out, new_payload if isinstance(new_payload, dict) else {})
 
 
 def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
@@ -637,60 +436,11 @@ def _step_unknown(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]
 
 def _step_custom(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -> StepResult:
     """A node type registered with ``@nflow.step``: see nflow.steps."""
-    from nflow.engine._custom import run_custom_step
-
-    return run_custom_step(engine, run, node, payload)
+    return run_custom_step(run.ctx, node, payload)
 
 
 def _custom_step_types() -> Mapping[str, object]:
-    from nflow.steps import registered_steps
-
     return registered_steps()
-
-
-def limit_of(exc: ExecutionError) -> str:
-    """The limit a run failed on ("time", "memory", "steps" ...), or "" for other errors."""
-    return _limit_name(exc)
-
-
-def _limit_name(exc: ExecutionError) -> str:
-    if isinstance(exc, ScriptTimeout):
-        return "time"
-    if isinstance(exc, StepLimitExceeded):
-        return "steps"
-    text = exc.message
-    for needle, name in (
-        ("max_memory_mb", "memory"),
-        ("max_host_calls", "host_calls"),
-        ("max_response_bytes", "response_bytes"),
-        ("Maximum call stack", "stack"),
-        ("string search too large", "native_operation"),
-        ("limit for this operation", "native_operation"),
-    ):
-        if needle in text:
-            return name
-    return ""
-
-
-def security_event(ctx: RunContext, rule: str, detail: str) -> None:
-    """The audit trail: one structured warning and one metric per blocked attempt or limit."""
-    security_log.warning(
-        "security event %s: %s",
-        rule,
-        detail[:300],
-        extra={
-            "rule": rule,
-            "wid": ctx.wid,
-            "app": ctx.app,
-            "node": ctx.node_id,
-            "ip": ctx.request.client_ip,
-        },
-    )
-    metrics = ctx.services.metrics
-    if metrics is not None:
-        metrics.security_event(rule)
-        if rule.startswith("limit:"):
-            metrics.limit_hit(rule[6:])
 
 
 def _real_ip(request: Request) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nflow.jsapi._context import HostError, RunContext, Sessions
+from nflow.jsapi._context import HostError, RunContext, Sessions, security_event
 from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
 from nflow.jsapi._vm import NflowVM, quote, user_line
 
@@ -15,5 +15,6 @@ __all__ = [
     "RunKilled",
     "Sessions",
     "quote",
+    "security_event",
     "user_line",
 ]

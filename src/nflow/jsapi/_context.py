@@ -1,7 +1,8 @@
-"""What host functions see of the run that called them."""
+"""What host functions see of the run that called them; the audit trail of security events."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from nflow._http import Request, ResponseWriter
 
 if TYPE_CHECKING:
     from nflow.processes import Process
+
+security_log = logging.getLogger("nflow.security")
 
 
 class HostError(Exception):
@@ -79,3 +82,24 @@ class RunContext:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def security_event(ctx: RunContext, rule: str, detail: str) -> None:
+    """The audit trail: one structured warning and one metric per blocked attempt or limit."""
+    security_log.warning(
+        "security event %s: %s",
+        rule,
+        detail[:300],
+        extra={
+            "rule": rule,
+            "wid": ctx.wid,
+            "app": ctx.app,
+            "node": ctx.node_id,
+            "ip": ctx.request.client_ip,
+        },
+    )
+    metrics = ctx.services.metrics
+    if metrics is not None:
+        metrics.security_event(rule)
+        if rule.startswith("limit:"):
+            metrics.limit_hit(rule[6:])

@@ -8,7 +8,7 @@ from typing import Any
 
 from nflow._http import ResponseTooLarge
 from nflow.golang.json import dumps as go_json
-from nflow.jsapi._context import HostError, RunContext
+from nflow.jsapi._context import HostError, RunContext, security_event
 from nflow.jsapi._host import HostTable
 
 core = HostTable()
@@ -287,6 +287,4 @@ def delete_profile(ctx: RunContext) -> None:
 
 @core.function("security.blocked")
 def security_blocked(ctx: RunContext, what: object) -> None:
-    from nflow.engine import security_event
-
     security_event(ctx, f"blocked:{str(what)[:40]}", f"script tried {what}")

@@ -1,0 +1,217 @@
+"""The js step: a node's script run in this thread's warm JavaScript runtime.
+
+:class:`VMProvider` keeps one runtime per thread (and per heap limit) and replaces a runtime
+a run left unusable. :func:`step_js` compiles the node's source once per app version, runs it
+with the step's time limit, and turns what JavaScript raised into nflow's errors, each
+carrying the limit it hit when it hit one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["JsRun", "VMProvider", "js_limit", "step_js"]
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from nflow.engine._results import StepResult, step_timeout
+from nflow.errors import (
+    ExecutionError,
+    LimitKind,
+    ModuleNotFound,
+    ProcessKilled,
+    ScriptError,
+    ScriptTimeout,
+)
+from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled
+from nflow.jsapi import user_line as js_user_line
+from nflow.jsapi._vm import DirtyRuntime
+from nflow.playbook import Node, Playbook
+from nflow.sandbox import EngineLimits, JsError, JsMemoryError, JsTimeout
+from nflow.watchdog import Watchdog
+
+DEFAULT_SOURCE = "function main(){}"
+
+# Limits enforced inside JavaScript reach Python only as a JS error: the engine's own stack
+# limit, the prelude's guards on costly string operations, and host functions' limits that
+# a script did not catch. Their texts are fixed by the engine and by nflow's own messages.
+_JS_LIMITS: tuple[tuple[str, LimitKind], ...] = (
+    ("max_memory_mb", "memory"),
+    ("max_host_calls", "host_calls"),
+    ("max_response_bytes", "response_bytes"),
+    ("Maximum call stack", "stack"),
+    ("string search too large", "native_operation"),
+    ("limit for this operation", "native_operation"),
+)
+
+
+class VMProvider:
+    """One warm NflowVM per thread, replaced when a run leaves it unusable."""
+
+    def __init__(
+        self, *, host: HostTable, limits: EngineLimits, watchdog: Watchdog | None = None
+    ) -> None:
+        self._host = host
+        self._limits = limits
+        self._watchdog = watchdog
+        self._local = threading.local()
+        self.created = 0
+
+    def get(self, memory_mb: int | None = None) -> NflowVM:
+        """This thread's runtime for ``memory_mb`` (the server's heap limit when None).
+
+        Apps with a lower ``max_memory_mb`` get runtimes of their own: the heap limit is fixed
+        when a runtime is created.
+        """
+        memory = self._limits.memory_bytes if memory_mb is None else memory_mb * 1024 * 1024
+        local = self._local
+        vms: dict[int, NflowVM] | None = getattr(local, "vms", None)
+        if vms is None:
+            vms = local.vms = {}
+        vm = vms.get(memory)
+        if vm is None or vm.broken:
+            if vm is not None:
+                vm.close()
+            limits = self._limits
+            if memory != limits.memory_bytes:
+                limits = dataclasses.replace(limits, memory_bytes=memory)
+            vm = NflowVM(host=self._host, limits=limits)
+            if self._watchdog is not None:
+                self._watchdog.watch(vm)
+            vms[memory] = vm
+            self.created += 1
+        return vm
+
+    def discard(self) -> None:
+        vms: dict[int, NflowVM] | None = getattr(self._local, "vms", None)
+        if vms:
+            for vm in vms.values():
+                vm.close()
+            vms.clear()
+
+
+class JsRun(Protocol):
+    """What the js step uses of the run it belongs to."""
+
+    ctx: RunContext
+    vm: NflowVM
+    prev: str
+    playbook: Playbook
+    modules: Mapping[str, str | None]
+    plans: dict[tuple[str, str], tuple[str, str]]
+
+    def replace_vm(self) -> None: ...
+
+
+def js_limit(exc: JsError) -> LimitKind | None:
+    """The limit a JavaScript error reports, or None for a script's own error."""
+    text = exc.message
+    for needle, kind in _JS_LIMITS:
+        if needle in text:
+            return kind
+    return None
+
+
+def plan(run: JsRun, node: Node) -> tuple[str, str]:
+    """Source and runtime key of a js node, resolved once per app version."""
+    found = (source_for(run, node), f"{run.playbook.digest[:16]}:{node.id}")
+    plans = run.plans
+    if len(plans) > 100_000:
+        plans.clear()
+    plans[(run.playbook.digest, node.id)] = found
+    return found
+
+
+def source_for(run: JsRun, node: Node) -> str:
+    data = node.data
+    code = data.get("code")
+    if isinstance(code, str) and code.strip():
+        return code
+    script = data.get("script")
+    if isinstance(script, str) and script:
+        modules = run.modules
+        if script not in modules:
+            raise ModuleNotFound(
+                f"node {node.label} uses module {script!r}, which is not in the modules "
+                "table (import it with `nflow import`)",
+                node=node.id,
+            )
+        return modules[script] or DEFAULT_SOURCE
+    return DEFAULT_SOURCE
+
+
+def register_node(run: JsRun, node: Node, key: str) -> None:
+    """Register the node's static values in the runtime on first use."""
+    vm = run.vm
+    if key not in vm._nodes:
+        vm.ensure_node(
+            key,
+            data_json=orjson.dumps(dict(node.data)).decode(),
+            outputs_json=orjson.dumps({k: v for k, v in node.outputs.items() if v}).decode(),
+            flow=node.tab,
+            app=run.playbook.name,
+            box=node.id,
+        )
+
+
+def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> StepResult:
+    ctx = run.ctx
+    vm = run.vm
+    found = run.plans.get((run.playbook.digest, node.id))
+    if found is None:
+        found = plan(run, node)
+    timeout = step_timeout(ctx, node)
+    source, node_key = found
+    payload_json = orjson.dumps(payload).decode() if payload else ""
+    try:
+        try:
+            key = vm.compile(source, timeout=timeout)
+            register_node(run, node, node_key)
+            next_out, out_json = vm.run_step(
+                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
+            )
+        except DirtyRuntime:
+            run.replace_vm()
+            vm = run.vm
+            key = vm.compile(source, timeout=timeout)
+            register_node(run, node, node_key)
+            next_out, out_json = vm.run_step(
+                key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
+            )
+    except JsMemoryError:
+        run.vm.broken = True
+        raise ExecutionError(
+            f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
+            node=node.id,
+            limit="memory",
+        ) from None
+    except JsError as exc:
+        line = js_user_line(exc)
+        where = f" (line {line})" if line else ""
+        raise ScriptError(
+            f"{exc.name}: {exc.message} in node {node.label}{where}",
+            node=node.id,
+            name=exc.name,
+            line=line,
+            limit=js_limit(exc),
+        ) from None
+    except JsTimeout:
+        raise ScriptTimeout(
+            f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
+            node=node.id,
+        ) from None
+    except RunKilled:
+        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
+    except HostLimitExceeded as exc:
+        raise ExecutionError(str(exc), node=node.id, limit="host_calls") from None
+    except (TypeError, ValueError) as exc:
+        # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
+        raise ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError") from None
+    try:
+        new_payload = orjson.loads(out_json)
+    except orjson.JSONDecodeError:
+        new_payload = {}
+    return StepResult(next_out, new_payload if isinstance(new_payload, dict) else {})

@@ -1,0 +1,86 @@
+"""What runs and steps produce: step results, the node trace, the finished execution.
+
+Also the few helpers every kind of step shares (its time limit, an unknown node type) and
+:func:`limit_of`, the typed name of the limit a failed run hit.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Execution",
+    "NodeInterceptor",
+    "StepResult",
+    "TraceEntry",
+    "UnknownNodeType",
+    "limit_of",
+    "step_timeout",
+]
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nflow._http import Response
+from nflow.errors import ExecutionError, LimitKind, ScriptTimeout
+from nflow.jsapi import RunContext
+from nflow.playbook import Node
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a step decided: the output to follow ("" ends the flow) and the new payload."""
+
+    next: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    node: str
+    type: str
+    next: str
+    duration_ms: float
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Execution:
+    """A finished run: its wid, the node trace and the response."""
+
+    wid: str
+    app: str
+    response: Response
+    trace: list[TraceEntry] = field(default_factory=list)
+    suspended: bool = False
+    error: ExecutionError | None = None
+    forks: list[str] = field(default_factory=list)
+
+
+# Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the
+# run's context, the node and ``proceed``, which runs the rest of the chain and the step; it
+# returns (or raises) what ``proceed`` did.
+NodeInterceptor = Callable[[RunContext, Node, Callable[[], StepResult]], StepResult]
+
+
+class UnknownNodeType(ExecutionError):
+    def __init__(self, node: Node) -> None:
+        super().__init__(f"node {node.label} has unknown type {node.type!r}", node=node.id)
+        self.node_type = node.type
+
+
+def step_timeout(ctx: RunContext, node: Node) -> float:
+    """The time a step may take: its app's step limit, within what is left of the run's."""
+    limits = ctx.limits
+    remaining = ctx.remaining()
+    if remaining <= 0:
+        raise ScriptTimeout(
+            f"time limit of {limits.request_timeout_seconds}s for the run exceeded "
+            f"before node {node.label}",
+            node=node.id,
+        )
+    return float(min(limits.step_timeout_seconds, remaining))
+
+
+def limit_of(exc: ExecutionError) -> LimitKind | None:
+    """The limit a run failed on ("time", "memory", "steps" ...), or None for other errors."""
+    return exc.limit
