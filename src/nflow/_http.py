@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["Request", "Response", "ResponseWriter", "client_host"]
+__all__ = ["Request", "Response", "ResponseWriter", "client_host", "json_response"]
 
 from collections.abc import Iterable, Mapping
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, unquote
 
 import orjson
+
+from nflow.golang.json import dumps as go_json
 
 
 class Request:
@@ -302,3 +304,8 @@ class ResponseTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"response larger than {limit} bytes (limits.max_response_bytes)")
         self.limit = limit
+
+
+def json_response(status: int, body: object) -> Response:
+    """A JSON response, written as the Go runtime writes it."""
+    return Response(status, go_json(body), [("content-type", "application/json")])

@@ -7,12 +7,13 @@ reads the reference once, so it runs entirely on the version it started with.
 :func:`build_catalog` builds the first catalog (start semantics: a broken app file stops the
 start) or the next one from the previous (hot semantics: a changed app that fails to load,
 gains errors or breaks the ``[security]`` rules keeps its previous version, and the reason is
-logged once).
+logged once). What it reads is named by one :class:`CatalogSources` value: the app files, the
+database, whether stored apps are served, the bundled example, the ``[security]`` rules.
 """
 
 from __future__ import annotations
 
-__all__ = ["Catalog", "Rebuild", "Source", "build_catalog"]
+__all__ = ["Catalog", "CatalogSources", "Rebuild", "Source", "build_catalog"]
 
 import hashlib
 import logging
@@ -22,16 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from nflow._io import IoLoop
 from nflow.check import security_problems
+from nflow.config import SecurityConfig
 from nflow.errors import PlaybookError, Problem
 from nflow.playbook import Playbook, Starter, load_playbook
 from nflow.router import Router
 from nflow.steps import registered_steps
-
-if TYPE_CHECKING:
-    from nflow.runtime import Runtime
+from nflow.store import Store
 
 log = logging.getLogger("nflow")
 
@@ -58,6 +58,18 @@ class Source:
     playbook: Playbook | None = None
     stat: tuple[int, int, int] = (0, 0, 0)
     read_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSources:
+    """Where a catalog's apps, modules, templates and queries come from."""
+
+    store: Store
+    io: IoLoop  # the store's calls run on it; the builder blocks on them
+    app_files: tuple[Path, ...] = ()
+    serve_stored_apps: bool = True
+    example_if_empty: bool = False  # serve the bundled example app when no app is found
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +134,11 @@ def _same(new: list[Source], old: tuple[Source, ...]) -> bool:
 
 
 class _Builder:
-    def __init__(self, runtime: Runtime, previous: Catalog | None) -> None:
-        self.runtime = runtime
+    def __init__(self, sources: CatalogSources, previous: Catalog | None) -> None:
+        self.sources = sources
         self.hot = previous is not None
         self.old = previous or Catalog()
-        self.security = runtime.config.security
+        self.security = sources.security
         self.modules: dict[str, str | None] = self.old.modules
         self.problems: list[Problem] = []
         self.changes: list[str] = []
@@ -135,9 +147,9 @@ class _Builder:
     # the database part -------------------------------------------------------------------
     def _read_store(self) -> _Stored | None:
         """Modules, templates, queries and stored apps; None when the marker did not move."""
-        runtime = self.runtime
-        store = runtime.services.store
-        call = runtime.io.call
+        sources = self.sources
+        store = sources.store
+        call = sources.io.call
         # The marker is read first: a write that lands during the reads below moves it
         # again, so the next poll reads once more and nothing is missed.
         marker = call(store.catalog_marker())
@@ -147,7 +159,7 @@ class _Builder:
         templates = {t.name: t.content for t in call(store.list_templates())}
         queries = dict(call(store.list_queries()))
         apps: list[tuple[str, str]] = []
-        if runtime.serve_stored_apps:
+        if sources.serve_stored_apps:
             for name in call(store.list_apps()):
                 record = call(store.get_app(name))
                 if record is not None:
@@ -293,7 +305,7 @@ class _Builder:
                 self.modules = stored.modules
                 templates, queries = stored.templates, stored.queries
                 apps = self._stored_apps(stored.apps)
-        files = [self._file(path) for path in self.runtime.app_files]
+        files = [self._file(path) for path in self.sources.app_files]
         modules_changed = self.hot and self.modules != old.modules
         if self.hot:
             if modules_changed:
@@ -310,7 +322,7 @@ class _Builder:
                 bookkeeping = replace(old, files=tuple(files), stored=tuple(apps), marker=marker)
                 return Rebuild(bookkeeping, [], self.store_error)
         playbooks = [s.playbook for s in (*files, *apps) if s.playbook is not None]
-        if not playbooks and self.runtime.example_if_empty:
+        if not playbooks and self.sources.example_if_empty:
             text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
             playbooks.append(load_playbook(text, name=_EXAMPLE, source="bundled example"))
         modules = self.modules
@@ -338,11 +350,11 @@ class _Builder:
         return Rebuild(catalog, self.changes, self.store_error)
 
 
-def build_catalog(runtime: Runtime, previous: Catalog | None = None) -> Rebuild:
+def build_catalog(sources: CatalogSources, previous: Catalog | None = None) -> Rebuild:
     """The first catalog (``previous`` None), or the next one after ``previous``.
 
     Blocking (file and database reads, static analysis): call it off the request path.
     When nothing changed, the result's catalog is ``previous`` itself; when nothing served
     changed (only what was seen of the sources), ``changes`` is empty.
     """
-    return _Builder(runtime, previous).build()
+    return _Builder(sources, previous).build()

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RunLimits", "Runtime", "Services"]
+__all__ = ["Isolation", "RunLimits", "Runtime", "Services"]
 
 import asyncio
 import contextvars
@@ -21,12 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from nflow._http import Request, Response
+from nflow._http import Request, Response, json_response
 from nflow._io import IoLoop
 from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
-from nflow.catalog import Catalog, build_catalog
+from nflow.catalog import Catalog, CatalogSources, build_catalog
 from nflow.config import Config, secret_references
 from nflow.engine import (
     Engine,
@@ -59,7 +59,6 @@ from nflow.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from nflow.observability.tracing import Tracing
-    from nflow.server._isolation import Isolator
 
 log = logging.getLogger("nflow")
 
@@ -92,6 +91,24 @@ class RunLimits:
             sleep_max_ms=lim.sleep_max_ms,
             max_memory_mb=config.vm_pool.max_memory_mb,
         )
+
+
+class Isolation(Protocol):
+    """Where the requests of routes that hit a time or memory limit run for a while.
+
+    ``nflow serve`` workers set one (a child process per worker, see
+    ``nflow.server._isolation``); embedded runtimes run every request in place.
+    """
+
+    seconds: float
+
+    def isolated(self, key: tuple[str, str]) -> bool: ...
+
+    def isolate(self, key: tuple[str, str]) -> None: ...
+
+    async def run(self, request: Request, *, digest: str, timeout: float) -> Response: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -194,7 +211,7 @@ class Runtime:
             seconds=self.config.limits.quarantine_seconds,
         )
         # Set by ``nflow serve`` workers: routes that hit a time or memory limit run in a child.
-        self.isolator: Isolator | None = None
+        self.isolator: Isolation | None = None
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -397,7 +414,18 @@ class Runtime:
 
     def _reload_all(self) -> None:
         with self.reload_lock:
-            self.install(build_catalog(self).catalog)
+            self.install(build_catalog(self.catalog_sources()).catalog)
+
+    def catalog_sources(self) -> CatalogSources:
+        """What the next catalog is built from, with the configuration served now."""
+        return CatalogSources(
+            store=self.services.store,
+            io=self.io,
+            app_files=tuple(self.app_files),
+            serve_stored_apps=self.serve_stored_apps,
+            example_if_empty=self.example_if_empty,
+            security=self.config.security,
+        )
 
     def install(self, catalog: Catalog) -> None:
         """Serve ``catalog`` from now on: one reference assignment, so requests that already
@@ -783,10 +811,6 @@ async def _redis_client(config: Config) -> Any:
         db=config.redis.db,
         max_connections=config.redis.maxconnectionpool or None,
     )
-
-
-def json_response(status: int, body: object) -> Response:
-    return Response(status, go_json(body), [("content-type", "application/json")])
 
 
 def json_name(name: str) -> str:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from nflow.runtime import Runtime
 from nflow.server._apps import AsgiApp, RsgiApp, dispatch
+from nflow.server._worker import SPEC_ENV, worker_runtime
 
 __all__ = [
     "SPEC_ENV",
@@ -22,8 +22,6 @@ __all__ = [
     "worker_app",
     "worker_runtime",
 ]
-
-SPEC_ENV = "NFLOW_SERVE_SPEC"
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -115,28 +113,6 @@ def serve(
         server.serve()
     finally:
         remove_multiprocess_dir(metrics_dir)
-
-
-def worker_runtime() -> Runtime:
-    """A Runtime from the spec ``serve`` left: for a worker, or a worker's isolation child."""
-    from nflow.config import load_config
-    from nflow.logs import configure_logging
-
-    spec = orjson.loads(os.environ[SPEC_ENV])
-    config = load_config(spec["config"])
-    configure_logging(
-        level=config.logging.level,
-        fmt=config.logging.format,
-        verbose=bool(spec.get("verbose")),
-        security=config.security,
-    )
-    return Runtime(
-        config,
-        app_files=spec["apps"],
-        example_if_empty=spec["example"],
-        session_secret=spec.get("session_secret") or None,
-        log_nodes=bool(spec.get("verbose")),  # -v: one line per executed node
-    )
 
 
 def worker_app() -> RsgiApp:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from nflow._http import Request, Response
+from nflow._http import Request, Response, json_response
 from nflow.logs import access_log
 from nflow.ratelimit import (
     Decision,
@@ -18,7 +18,7 @@ from nflow.ratelimit import (
     allowed_headers,
     rejection,
 )
-from nflow.runtime import Runtime, json_response
+from nflow.runtime import Runtime
 from nflow.server._routes import builtin
 
 if TYPE_CHECKING:

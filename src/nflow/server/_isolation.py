@@ -283,7 +283,7 @@ def _child_start() -> None:
     # lowering again is a no-op then, and covers a parent that could not.
     priority = priority_of(0)
     lower_priority(0)
-    from nflow.server import worker_runtime
+    from nflow.server._worker import worker_runtime
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

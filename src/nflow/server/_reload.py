@@ -163,7 +163,7 @@ class Reloader:
         with runtime.reload_lock:
             current = runtime.catalog
             try:
-                rebuild = build_catalog(runtime, None if full else current)
+                rebuild = build_catalog(runtime.catalog_sources(), None if full else current)
             except NflowError as exc:  # only a full reload raises: a broken file or database
                 log.error("apps not reloaded: %s; still serving the previous version", exc)
                 return False

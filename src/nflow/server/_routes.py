@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from nflow._http import Request, Response
+from nflow._http import Request, Response, json_response
 
 if TYPE_CHECKING:
     from nflow.runtime import Runtime
@@ -23,8 +23,6 @@ log = logging.getLogger("nflow.server")
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
     """A response for nflow's own routes, or None to let playbooks handle the request."""
-    from nflow.runtime import json_response
-
     config = runtime.config
     path = request.path
     monitor = config.monitor
@@ -67,8 +65,6 @@ async def _metrics(runtime: Runtime) -> Response:
 
 async def _ready(runtime: Runtime) -> Response:
     """Readiness: database, Redis when configured, a JS runtime that evaluates."""
-    from nflow.runtime import json_response
-
     components: dict[str, dict[str, str]] = {}
 
     async def check(name: str, probe: Any) -> None:
@@ -99,8 +95,6 @@ def _client_ip(request: Request) -> str:
 
 
 def _allowed(runtime: Runtime, request: Request) -> Response | None:
-    from nflow.runtime import json_response
-
     debug = runtime.config.debug
     token = request.header("x-debug-token") or (request.query.get("debug_token") or [""])[0]
     if debug.auth_token and not hmac.compare_digest(token.encode(), debug.auth_token.encode()):
@@ -121,7 +115,7 @@ def _allowed(runtime: Runtime, request: Request) -> Response | None:
 
 
 async def _debug(runtime: Runtime, request: Request) -> Response:
-    from nflow.runtime import app_summary, json_response
+    from nflow.runtime import app_summary
 
     refused = _allowed(runtime, request)
     if refused is not None:
