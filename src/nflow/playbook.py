@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from nflow.applimits import validate_app_limits
+from nflow.config import validate_app_limits
 from nflow.errors import PlaybookError, Problem
+from nflow.steps import KNOWN_NODE_TYPES, registered_steps
 
-KNOWN_NODE_TYPES = frozenset({"starter", "js", "gorutine", "dromedary", "dromedary_callback"})
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"})
 
 
@@ -346,7 +346,4 @@ def _json_position(text: str | bytes, pos: int) -> tuple[int, int]:
 
 
 def _custom_types() -> Mapping[str, object]:
-    """Node types registered as custom Python steps (nflow.steps), imported only when needed."""
-    from nflow.steps import registered_steps
-
     return registered_steps()

@@ -25,6 +25,7 @@ it opens, ``nflow check`` before it checks).
 from __future__ import annotations
 
 __all__ = [
+    "KNOWN_NODE_TYPES",
     "RequestInfo",
     "StepContext",
     "StepDefinition",
@@ -49,7 +50,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from nflow.errors import NflowError, ScriptError
-from nflow.playbook import KNOWN_NODE_TYPES
+
+# The node types the engine runs itself; a custom step cannot take one of these names.
+KNOWN_NODE_TYPES = frozenset({"starter", "js", "gorutine", "dromedary", "dromedary_callback"})
 
 if TYPE_CHECKING:
     from nflow._http import Request

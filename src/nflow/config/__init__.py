@@ -10,6 +10,7 @@ The package is split at its seams: ``_schema`` (the models), ``_load`` (file and
 
 from __future__ import annotations
 
+from nflow.config._app_limits import APP_LIMIT_KEYS, AppLimitIssue, validate_app_limits
 from nflow.config._diff import RESTART_REQUIRED_KEYS, changed_keys, restart_required_keys
 from nflow.config._load import load_config, with_overrides
 from nflow.config._schema import (
@@ -44,8 +45,10 @@ from nflow.config._schema import (
 from nflow.config._secrets import redacted, secret_references, with_secrets
 
 __all__ = [
+    "APP_LIMIT_KEYS",
     "RESTART_REQUIRED_KEYS",
     "AppConfig",
+    "AppLimitIssue",
     "AuthConfig",
     "Config",
     "DatabaseConfig",
@@ -77,6 +80,7 @@ __all__ = [
     "redacted",
     "restart_required_keys",
     "secret_references",
+    "validate_app_limits",
     "with_overrides",
     "with_secrets",
 ]

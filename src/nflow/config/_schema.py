@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
-from nflow.applimits import validate_app_limits
+from nflow.config._app_limits import validate_app_limits
 
 SECRET_REF = "secret:"  # a value "secret:NAME" is read from the nflow_secrets table
 _MIB = 1024 * 1024

@@ -32,13 +32,12 @@ from ._crypto import (
     DecryptionError,
     KeyConfigError,
     KeyRing,
-    RotationReport,
     UnknownKeyError,
     field_aad,
     generate_key,
     is_encrypted,
-    rotate_database,
 )
+from ._rotation import RotationReport, rotate_database
 from ._sanitizer import (
     Sanitizer,
     SanitizingFilter,
