@@ -341,3 +341,37 @@ def test_run_keeps_the_modules_it_started_with(db_url: str, tmp_path: Path) -> N
         assert json.loads(again.response.body) == {"a": "B", "b": "B"}
     finally:
         h.close()
+
+
+def test_a_catalog_is_built_from_its_sources_alone(db_url: str, tmp_path: Path) -> None:
+    """No Runtime needed: app files, the database and the flags are one CatalogSources value."""
+    from nflow._io import IoLoop
+    from nflow.catalog import CatalogSources, build_catalog
+    from nflow.store import ModuleRecord, Store
+
+    path = tmp_path / "files.json"
+    path.write_bytes(orjson.dumps(versioned("1")))
+    io = IoLoop()
+    store = Store(db_url)
+    try:
+        io.call(store.open())
+        io.call(
+            store.put_module(
+                ModuleRecord(name="greet", form="", mod="{}", code="function main(){}")
+            )
+        )
+        sources = CatalogSources(store=store, io=io, app_files=(path,))
+        catalog = build_catalog(sources).catalog
+        assert [p.name for p in catalog.playbooks] == ["files"]
+        assert catalog.router.match("GET", "/v") is not None
+        assert catalog.modules == {"greet": "function main(){}"}
+        # Nothing changed: the next build serves the same routes and reports no change (a file
+        # this fresh is read again, so only what was seen of it may move).
+        again = build_catalog(sources, catalog)
+        assert again.changes == [] and again.catalog.router is catalog.router
+        # Without app files and with the example flag, the bundled example is served.
+        example = build_catalog(CatalogSources(store=store, io=io, example_if_empty=True))
+        assert [p.name for p in example.catalog.playbooks] == ["example"]
+    finally:
+        io.call(store.close())
+        io.close()
