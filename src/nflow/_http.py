@@ -23,6 +23,7 @@ class Request:
         "_form",
         "_headers",
         "_json",
+        "_json_error",
         "_query",
         "body",
         "client",
@@ -59,6 +60,7 @@ class Request:
         self._form: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
         self._json: object = _UNSET
+        self._json_error = ""
 
     @classmethod
     def from_url(cls, method: str, url: str, **kwargs: object) -> Request:
@@ -123,10 +125,17 @@ class Request:
             if self.body and self.content_type in ("application/json", "text/json"):
                 try:
                     value = orjson.loads(self.body)
-                except orjson.JSONDecodeError:
+                except orjson.JSONDecodeError as exc:
                     value = None
+                    self._json_error = str(exc)
             self._json = value
         return self._json
+
+    @property
+    def json_error(self) -> str:
+        """Why a body sent as JSON does not parse (``""`` when it does, or is not JSON)."""
+        self.json()
+        return self._json_error
 
     @property
     def has_cookies(self) -> bool:

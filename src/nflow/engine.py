@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nflow._http import Request, Response, ResponseWriter
+from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
 from nflow.errors import (
     ExecutionError,
@@ -434,16 +434,20 @@ class _Run:
         node = self.playbook.nodes.get(exc.node) if exc.node else None
         if isinstance(exc, ScriptError | ScriptTimeout):
             body: dict[str, Any] = {
-                "actor": _actor(node) if node else {},
                 "message": (
                     "Script execution exceeded resource limits: " + exc.message
                     if isinstance(exc, ScriptTimeout)
                     else exc.message
                 ),
                 "node": exc.node,
+                "type": node.type if node else "",
             }
             if isinstance(exc, ScriptError) and exc.line is not None:
                 body["line"] = exc.line
+            # The Go body echoed the node, script source included, to any client: only
+            # on request ([compat] error_body_source).
+            if ctx.services.config.compat.error_body_source:
+                body["actor"] = _actor(node) if node else {}
         else:
             body = {"error": exc.message, "node": exc.node}
             if isinstance(exc, UnknownNodeType):
@@ -462,7 +466,11 @@ class _Run:
         # half-written page, as Echo did, helps nobody.
         writer = ResponseWriter(max_bytes=ctx.writer.max_bytes)
         writer.headers = ctx.writer.headers
-        writer.write(exc.status, "application/json", go_json(body))
+        try:
+            writer.write(exc.status, "application/json", go_json(body))
+        except ResponseTooLarge:
+            # limits.max_response_bytes is smaller than the error itself: the status alone.
+            writer.write(exc.status, "", b"")
         ctx.writer = writer
 
     def _trace(self, node: Node, next_out: str, started: float, error: str = "") -> None:
