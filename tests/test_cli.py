@@ -130,6 +130,22 @@ def test_run_with_body(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert json.loads(capsys.readouterr().out) == {"*": "echo", "k": [1, 2]}
 
 
+def test_run_with_a_response_limit_smaller_than_any_error(
+    cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg.write_text(cfg.read_text() + "[limits]\nmax_response_bytes = 10\n")
+    doc = app_doc(
+        s=starter("s", "/big", "a"),
+        a=js("a", "function main(){ c.JSON(200, {text: 'x'.repeat(50)}) }"),
+    )
+    path = write(tmp_path, "big.json", doc)
+    assert main(["run", "--config", str(cfg), "-i", str(path), "GET", "/big"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("HTTP 500\n")
+    assert "Traceback" not in captured.err + caplog.text
+    assert "response larger than 10 bytes (limits.max_response_bytes)" in caplog.text
+
+
 def test_bad_config_key_is_reported_with_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -298,7 +298,30 @@ def test_script_error_names_node_and_line(make: MakeHarness) -> None:
     assert body["node"] == "a"
     assert body["line"] == 3
     assert body["message"].startswith("ReferenceError: missing is not defined")
-    assert body["actor"]["data"]["type"] == "js"
+    # Node id, type, message and line: never the script, which any client would see.
+    assert set(body) == {"node", "type", "message", "line"}
+    assert body["type"] == "js"
+    assert b"missing.call" not in r.body
+
+
+def test_compat_switch_restores_the_go_error_body(make: MakeHarness, tmp_path: Path) -> None:
+    source = "function main(){\n  var secret = 'k-123'\n  missing.call()\n}"
+    h = make(one(source), toml="[compat]\nerror_body_source = true\n")
+    body = h.request("GET", "/t").json()
+    assert body["actor"]["data"]["code"] == source
+    assert body["actor"]["outputs"] == {}
+    assert (body["node"], body["type"], body["line"]) == ("a", "js", 3)
+
+
+def test_response_limit_smaller_than_the_error_itself(make: MakeHarness) -> None:
+    # The error JSON does not fit in 10 bytes: the status alone, no traceback, no crash.
+    h = make(
+        one("function main(){ c.String(200, 'more than ten bytes') }"),
+        toml="[limits]\nmax_response_bytes = 10\n",
+    )
+    r = h.request("GET", "/t")
+    assert (r.status, r.body) == (500, b"")
+    assert r.header("nflow-wid-1")
 
 
 def test_error_after_write_replaces_partial_response(make: MakeHarness) -> None:
@@ -411,3 +434,53 @@ def test_runtime_left_dirty_is_replaced(make: MakeHarness, attack: str) -> None:
     h = make(doc, toml="[security]\nblock_on_high_severity = false\n")
     assert h.request("GET", "/attack").json() == {"done": True}
     assert h.request("GET", "/check").json() == {"perm": "undefined", "sym": "undefined", "x": 1}
+
+
+# invalid JSON bodies ---------------------------------------------------------------------
+ECHO = "function main(){ c.JSON(200, post_data) }"
+BAD_JSON = [("Content-Type", "application/json")]
+
+
+def test_invalid_json_body_is_logged_and_accepted_by_default(
+    make: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make(one(ECHO))
+    with caplog.at_level(logging.WARNING, logger="nflow"):
+        r = h.request("POST", "/t?x=1", headers=BAD_JSON, body=b'{"a": 1,,}')
+    assert (r.status, r.json()) == (200, {"*": "t"})  # as the Go runtime: no body fields
+    [record] = [rec for rec in caplog.records if "invalid JSON body" in rec.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("POST /t: invalid JSON body (application/json): ")
+    assert record.__dict__["path"] == "/t"
+    # Valid JSON, and a body that is not declared as JSON, log nothing.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nflow"):
+        assert h.request("POST", "/t", json={"a": 1}).json() == {"*": "t", "a": 1}
+        h.request("POST", "/t", headers=[("Content-Type", "text/plain")], body=b"{,")
+    assert not [rec for rec in caplog.records if "invalid JSON" in rec.getMessage()]
+
+
+def test_invalid_json_body_refused_when_configured(make: MakeHarness) -> None:
+    h = make(one(ECHO), toml='[request]\ninvalid_json = "reject"\n')
+    r = h.request(
+        "POST", "/t", headers=[("Content-Type", "application/json; charset=utf-8")], body=b"{oops"
+    )
+    assert r.status == 400
+    body = r.json()
+    assert body["code"] == 400
+    assert body["message"].startswith(
+        "invalid JSON body (application/json; charset=utf-8): unexpected character"
+    )
+    assert h.request("POST", "/t", json={"ok": True}).json() == {"*": "t", "ok": True}
+
+
+def test_invalid_json_setting_per_app(make: MakeHarness) -> None:
+    strict = one(ECHO, pattern="/strict")
+    lenient = one(ECHO, pattern="/lenient")
+    h = make(
+        strict,
+        lenient,
+        toml='[request]\ninvalid_json = "reject"\n[apps.app1]\ninvalid_json = "accept"\n',
+    )
+    assert h.request("POST", "/strict", headers=BAD_JSON, body=b"[1,").status == 400
+    assert h.request("POST", "/lenient", headers=BAD_JSON, body=b"[1,").status == 200

@@ -132,6 +132,35 @@ def test_serves_and_survives_bad_input(server: Server) -> None:
     assert server.stop() == 0
 
 
+def _requests_total(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("nflow_requests_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_404_and_413_reach_the_access_log_and_the_request_count(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/no-such-route").status_code == 404
+        assert client.post("/echo", content=b"x" * 200_000).status_code == 413
+        assert client.get("/hello").status_code == 200
+        # Metrics reach the scrape within a flush interval: poll, bounded.
+        deadline = time.monotonic() + 20
+        total = 0.0
+        while time.monotonic() < deadline:
+            total = _requests_total(client.get("/metrics").text)
+            if total >= 3:
+                break
+            time.sleep(0.2)
+        assert total == 3
+        metrics = client.get("/metrics").text
+    assert 'status_class="4xx"' in metrics
+    assert server.stop() == 0  # the access log is flushed on the way out
+    lines = [json.loads(line) for line in server.output().splitlines() if '"nflow.access"' in line]
+    seen = {(line["method"], line["path"], line["status"]) for line in lines}
+    assert {("GET", "/no-such-route", 404), ("POST", "/echo", 413), ("GET", "/hello", 200)} <= seen
+
+
 def test_serve_refuses_truncated_app_file(tmp_path: Path) -> None:
     text = (COMPAT / "examples_login_flow21_static_json.json").read_text()
     (tmp_path / "cut.json").write_text(text[:300])

@@ -184,6 +184,34 @@ def test_tampered_or_foreign_cookie_is_ignored(make: MakeHarness) -> None:
     assert b.get("/get").json() == {"color": "", "profile": {}}
 
 
+def test_a_non_standard_cookie_does_not_wipe_the_others(make: MakeHarness) -> None:
+    # Parsed as Go does: only a malformed cookie is skipped; a space in a value is accepted.
+    doc = app_doc(
+        s1=starter("s1", "/set", "a"),
+        s2=starter("s2", "/get", "b"),
+        a=js("a", "function main(){ set_profile({username: 'ana'}); c.String(200, 'ok') }"),
+        b=js(
+            "b",
+            "function main(){ c.JSON(200, {profile: get_profile(), prefs: c.Cookie('prefs').value, all: c.Cookies().length}) }",
+        ),
+    )
+    h = make(doc)
+    b = Browser(h)
+    b.get("/set")
+    session = "; ".join(f"{k}={v}" for k, v in b.cookies.items())
+    for header in (
+        f"prefs=a b; {session}",
+        f'prefs="a b"; we(ird=1; {session}; bad="x\\y"',
+        f"prefs=a b;{session};;=orphan",
+    ):
+        r = h.request("GET", "/get", headers=[("Cookie", header)])
+        assert r.json() == {
+            "profile": {"username": "ana"},
+            "prefs": "a b",
+            "all": 1 + len(b.cookies),
+        }, header
+
+
 def test_resume_refused_for_other_app_or_orphan(make: MakeHarness) -> None:
     h = make(COMPAT / "app_nflow_sqlite_full.json", support=SQLITE_SUPPORT)
     b = Browser(h)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["Request", "Response", "ResponseWriter", "client_host", "json_response"]
+__all__ = [
+    "Request",
+    "Response",
+    "ResponseWriter",
+    "client_host",
+    "json_response",
+    "parse_cookie_header",
+]
 
+import re
 from collections.abc import Iterable, Mapping
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, unquote
 
 import orjson
@@ -25,6 +32,7 @@ class Request:
         "_form",
         "_headers",
         "_json",
+        "_json_error",
         "_query",
         "body",
         "client",
@@ -61,6 +69,7 @@ class Request:
         self._form: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
         self._json: object = _UNSET
+        self._json_error = ""
 
     @classmethod
     def from_url(cls, method: str, url: str, **kwargs: object) -> Request:
@@ -125,10 +134,17 @@ class Request:
             if self.body and self.content_type in ("application/json", "text/json"):
                 try:
                     value = orjson.loads(self.body)
-                except orjson.JSONDecodeError:
+                except orjson.JSONDecodeError as exc:
                     value = None
+                    self._json_error = str(exc)
             self._json = value
         return self._json
+
+    @property
+    def json_error(self) -> str:
+        """Why a body sent as JSON does not parse (``""`` when it does, or is not JSON)."""
+        self.json()
+        return self._json_error
 
     @property
     def has_cookies(self) -> bool:
@@ -136,17 +152,16 @@ class Request:
 
     @property
     def cookies(self) -> dict[str, str]:
+        """Request cookies parsed as Go's ``net/http`` does: a malformed one is skipped alone.
+
+        The first cookie of a name wins, as ``Request.Cookie(name)`` returns the first.
+        """
         if self._cookies is None:
-            jar: SimpleCookie = SimpleCookie()
             out: dict[str, str] = {}
             for name, value in self.header_items:
                 if name.lower() == "cookie":
-                    try:
-                        jar.load(value)
-                    except Exception:  # a malformed cookie header must not fail the request
-                        continue
-            for key, morsel in jar.items():
-                out[key] = morsel.value
+                    for key, text in parse_cookie_header(value):
+                        out.setdefault(key, text)
             self._cookies = out
         return self._cookies
 
@@ -166,6 +181,40 @@ def client_host(peer: str) -> str:
     """The address part of a peer ``host:port`` (``[v6]:port``), as ``Request.client_ip``."""
     host = peer.rsplit(":", 1)[0] if ":" in peer else peer
     return host.strip("[]")
+
+
+# RFC 7230 token characters: what Go accepts in a cookie name.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+# Go's validCookieValueByte for request cookies: printable ASCII (space included) except
+# the double quote, semicolon and backslash.
+_COOKIE_VALUE = re.compile(r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e,]*")
+
+
+def parse_cookie_header(line: str) -> list[tuple[str, str]]:
+    """``(name, value)`` pairs of one ``Cookie`` header, as Go's ``readCookies``.
+
+    Each ``;``-separated part stands alone: a part with an invalid name or value is dropped
+    and the others are kept (``http.cookies`` gives up on the whole header instead, so one
+    odd third-party cookie logged users out). Values are not unquoted beyond one pair of
+    surrounding double quotes, and not decoded.
+    """
+    found: list[tuple[str, str]] = []
+    for part in line.split(";"):
+        part = part.strip(" \t\r\n")
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip(" \t\r\n")
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            continue
+        if len(value) > 1 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        if _COOKIE_VALUE.fullmatch(value) is None:
+            continue
+        found.append((name, value))
+    return found
 
 
 class _Unset:

@@ -658,6 +658,10 @@ class Runtime:
                         f"the flow that starts at {match.starter.pattern}",
                     },
                 )
+        if request.body and request.json_error:
+            refused = self._invalid_json(request, match.playbook.name)
+            if refused is not None:
+                return refused
         app_limits = self.services.limits_for(match.playbook)
         if app_limits is not limits and len(request.body) > app_limits.max_body_bytes:
             return json_response(
@@ -670,6 +674,30 @@ class Runtime:
             )
         blocking = catalog.blocking.get((match.playbook.digest, match.starter.node.id), False)
         return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog)
+
+    def _invalid_json(self, request: Request, app: str) -> Response | None:
+        """A JSON body that does not parse: logged; a 400 if the app's setting says reject."""
+        config = self.config
+        app_config = config.apps.get(app)
+        policy = (
+            app_config.invalid_json
+            if app_config is not None and app_config.invalid_json is not None
+            else config.request.invalid_json
+        )
+        problem = f"invalid JSON body ({request.header('content-type')}): {request.json_error}"
+        log.warning(
+            "%s %s: %s%s",
+            request.method,
+            request.path,
+            problem,
+            "; refused with 400" if policy == "reject" else "; post_data has no body fields",
+            extra={"app": app, "path": request.path, "ip": request.client_ip},
+        )
+        if policy != "reject":
+            return None
+        response = json_response(400, {"code": 400, "message": problem})
+        response.app = app
+        return response
 
     def _execute(
         self, request: Request, route: _Route, sessions: Sessions | None = None

@@ -120,9 +120,13 @@ def smtp() -> Iterator[Callable[..., SmtpPeer]]:
         controller.stop()
 
 
+# mail_config servers are held to the HTTP address policy; the test server is on loopback.
+LOOPBACK_ALLOWED = '[http]\nallowed_hosts = ["127.0.0.1"]\n'
+
+
 @pytest.fixture
 def rt(plugin_rt: Callable[..., PluginRuntime]) -> PluginRuntime:
-    return plugin_rt()
+    return plugin_rt(LOOPBACK_ALLOWED)
 
 
 def send(config: str, call: str) -> str:
@@ -333,4 +337,35 @@ def test_send_mail_async(
         "send_mail_async to ['nobody@example.com'] failed" in r.getMessage()
         and "nobody@example.com (550 5.1.1 no such user)" in r.getMessage()
         for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::ffff:127.0.0.1"])
+def test_mail_config_is_held_to_the_http_address_policy(
+    plugin_rt: Callable[..., PluginRuntime], smtp: Callable[..., SmtpPeer], host: str
+) -> None:
+    peer = smtp()
+    call = 'send_mail("a@example.com", "s", "m")'
+    script = send(f'mail_config("{host}", {peer.port}, "{FROM}", "");', call)
+    out = plugin_rt().run(script)
+    assert out["error"].startswith(f"send_mail: {host}:{peer.port} refused: "), out
+    assert "is a loopback address" in out["error"]
+    assert "need [http] allow_private or allowed_hosts" in out["error"]
+    assert peer.messages == []
+    # The operator's policy lets it through, by address or for every private address.
+    if host == "127.0.0.1":
+        assert plugin_rt(LOOPBACK_ALLOWED).run(script) == {"ok": True}
+    assert plugin_rt("[http]\nallow_private = true\n").run(script) == {"ok": True}
+    assert len(peer.messages) == (2 if host == "127.0.0.1" else 1)
+
+
+def test_private_address_refused_before_connecting(plugin_rt: Callable[..., PluginRuntime]) -> None:
+    # 10.255.255.1 is never dialled: the refusal is immediate, not a connect timeout.
+    out = plugin_rt().run(
+        send('mail_config("10.255.255.1", 25, "a@b.c", "");', 'send_mail("x@y.z", "s", "m")')
+    )
+    assert out["error"] == (
+        "send_mail: 10.255.255.1:25 refused: 10.255.255.1 is a private address; private, "
+        "loopback, link-local, multicast and unspecified addresses need [http] allow_private "
+        "or allowed_hosts"
     )

@@ -78,7 +78,7 @@ def test_actions_else_nesting_and_order() -> None:
     [
         (
             "input.age > 1 then output.a = 1",
-            'at column 1: expected "when" at the start of the rule',
+            'at column 1: input.age is a path of nflow\'s rule syntax, which starts with "when"',
         ),
         ("when input.age = 18 then output.a = 1", "at column 16: use == to compare (= assigns)"),
         ("when input.age > then output.a = 1", "at column 18: expected a value"),
@@ -150,3 +150,94 @@ def test_rule_run_from_javascript(plugin_rt: Callable[..., PluginRuntime]) -> No
         "rule 1 (when input.age >= then output.adult = true): at column 19: expected a value"
     )
     assert out["nothing"] == {"output": {}, "err": None}
+
+
+# Rules written for the Go runtime's engine (sazito/mosalat): bare names, "cond | assignments".
+
+
+def test_go_engine_example_runs_as_is() -> None:
+    # The Go engine's README example, with its functions now() and days() left out: rule_run
+    # never had any (rule_add_fx could not register one from JavaScript).
+    result = apply(
+        {"registered_date": 100, "sales_amount": 2000000},
+        'registered_date + 14 * 86400 < 1300000 && plan_name == "premium_1" | plan_name = "free"',
+        'plan_name == "premium_1" | plan_name = "free"',
+        'plan_name == "free" | feature_1 = true',
+        output={"plan_name": "premium_1"},
+    )
+    assert result == {"output": {"plan_name": "free", "feature_1": True}, "err": None}
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("age >= 18 | adult = true", True),
+        ("age > 30 | adult = true", None),
+        ('country == "UY" && !vip | adult = true', None),
+        ("vip || age > 30 && age < 10 | adult = true", None),  # (vip || age > 30) && age < 10
+        ("age < 10 && age > 30 || vip | adult = true", True),  # (age < 10 && age > 30) || vip
+        ("(age - 2) % 7 == 4 | adult = true", True),
+        ("age + 2 % 4 == 2 | adult = true", True),  # % binds loosest: (age + 2) % 4
+        ("2 + 3 * 4 == 14 | adult = true", True),
+        ("name | adult = true", True),  # truthiness: a non-empty string
+        ("empty | adult = true", None),
+        ("zero || tags | adult = true", True),
+        ("!zero | adult = true", True),
+        ("age == 20.0 | adult = true", True),  # numbers compare by value
+        ('country != "AR" | adult = true', True),
+    ],
+)
+def test_go_conditions(rule: str, expected: object) -> None:
+    person = {**PERSON, "empty": "", "zero": 0}
+    result = apply(person, rule)
+    assert result["err"] is None, result
+    assert result["output"].get("adult") == expected
+
+
+def test_go_actions_without_condition_and_names_assigned_before() -> None:
+    result = apply(
+        {"price": 10, "qty": 3},
+        'total = price * qty, label = "n=" + "3"',
+        "total > 20 | discount = total / 10",
+        "1 == 2 | later = true",
+        "later | never = true",  # declared by the rule above, which did not run: null
+        output={"total": 0},
+    )
+    assert result == {
+        "output": {"total": 30, "label": "n=3", "discount": 3},
+        "err": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("missing > 1 | a = 1", "at column 1: unknown name missing (not a key of input or output"),
+        ("age > 1 | age = 1", "at column 11: cannot assign to age, a key of input"),
+        ("both | a = 1", "at column 1: both is a key of both input and output"),
+        ("now() > 1 | a = 1", "at column 1: now() is a function; rule_run has none"),
+        ("age > 1 > 0 | a = 1", "chained comparison; join them with &&"),
+        ("age > 1 |", "expected an assignment (name = value), got end of rule"),
+        ("age > 1 | a == 1", 'expected "=" after a, got "=="'),
+        ("age > 1 | a = 1 b = 2", 'expected "," between assignments or the end of the rule'),
+        ("input.age > 1 | a = 1", "at column 1: input.age is a path of nflow's rule syntax"),
+        ('age > 1 | kept = "text"', 'at column 11: kept holds a number; cannot assign "text"'),
+    ],
+)
+def test_go_rules_refused_with_a_clear_error(rule: str, message: str) -> None:
+    result = apply({**PERSON, "both": 1}, rule, output={"kept": 1, "both": 2})
+    assert result["output"] == {"kept": 1, "both": 2}
+    assert result["err"].startswith("rule 1 ("), result["err"]
+    assert message in result["err"], result["err"]
+
+
+def test_go_rules_from_javascript(plugin_rt: Callable[..., PluginRuntime]) -> None:
+    out = PluginRuntime.run(
+        plugin_rt(),
+        """function main(){
+  c.JSON(200, rule_run({sales: 2000}, {plan: "premium_1"},
+    'sales > 1000 && plan == "premium_1" | plan = "free", bonus = sales / 100',
+    'plan == "free" | feature_1 = true'));
+}""",
+    )
+    assert out == {"output": {"plan": "free", "bonus": 20, "feature_1": True}, "err": None}

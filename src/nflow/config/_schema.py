@@ -672,9 +672,11 @@ class LimitsConfig(_Section):
 
 
 class AppConfig(_Section):
-    """``[apps."<app name>"]``: settings of one app. Only ``limits`` so far (lower-only)."""
+    """``[apps."<app name>"]``: settings of one app: ``limits`` (lower-only), ``invalid_json``."""
 
     limits: dict[str, int | float] = Field(default_factory=dict)
+    # None: [request] invalid_json applies.
+    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] | None = None
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -684,6 +686,21 @@ class AppConfig(_Section):
             # Keys without a dot are relative: the caller adds apps.<name>.limits.
             raise _problems([(i.key or "limits", i.message) for i in issues])
         return values
+
+
+class CompatConfig(_Section):
+    """``[compat]``: bring back a Go runtime behaviour that nflow changed on purpose."""
+
+    # A failing node's 500/408 body carries the node ("actor": its data, script included).
+    error_body_source: bool = False
+
+
+class RequestConfig(_Section):
+    """``[request]``: how request bodies are read."""
+
+    # A body sent as application/json that does not parse: "accept" (logged; post_data keeps
+    # only the path, as in the Go runtime) or "reject" (400 naming the problem).
+    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] = "accept"
 
 
 class AuthConfig(_Section):
@@ -798,6 +815,8 @@ class Config(_Section):
     databases: dict[str, ExtraDatabaseConfig] = Field(default_factory=dict)
     tracing: TracingConfig = TracingConfig()
     apps: dict[str, AppConfig] = Field(default_factory=dict)
+    compat: CompatConfig = CompatConfig()
+    request: RequestConfig = RequestConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

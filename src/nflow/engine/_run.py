@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nflow._http import Request, Response, ResponseWriter
+from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
@@ -341,16 +341,20 @@ class _Run:
         node = self.playbook.nodes.get(exc.node) if exc.node else None
         if isinstance(exc, ScriptError | ScriptTimeout):
             body: dict[str, Any] = {
-                "actor": _actor(node) if node else {},
                 "message": (
                     "Script execution exceeded resource limits: " + exc.message
                     if isinstance(exc, ScriptTimeout)
                     else exc.message
                 ),
                 "node": exc.node,
+                "type": node.type if node else "",
             }
             if isinstance(exc, ScriptError) and exc.line is not None:
                 body["line"] = exc.line
+            # The Go body echoed the node, script source included, to any client: only
+            # on request ([compat] error_body_source).
+            if ctx.services.config.compat.error_body_source:
+                body["actor"] = _actor(node) if node else {}
         else:
             body = {"error": exc.message, "node": exc.node}
             if isinstance(exc, UnknownNodeType):
@@ -368,7 +372,11 @@ class _Run:
         # half-written page, as Echo did, helps nobody.
         writer = ResponseWriter(max_bytes=ctx.writer.max_bytes)
         writer.headers = ctx.writer.headers
-        writer.write(exc.status, "application/json", go_json(body))
+        try:
+            writer.write(exc.status, "application/json", go_json(body))
+        except ResponseTooLarge:
+            # limits.max_response_bytes is smaller than the error itself: the status alone.
+            writer.write(exc.status, "", b"")
         ctx.writer = writer
 
     def _trace(self, node: Node, next_out: str, started: float, error: str = "") -> None:

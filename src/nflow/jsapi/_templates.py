@@ -8,8 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import chevron
-
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
 
@@ -72,10 +70,10 @@ def template(ctx: RunContext, text: object, data: object = None) -> str:
 def mustache(ctx: RunContext, text: object, data: object = None) -> str:
     if not isinstance(text, str):
         raise HostError("mustache(text, data) expects the template text as a string")
+    from nflow.jsapi._mustache import MustacheError, render_mustache
+
     try:
-        # No partials: "{{> name}}" must never read files relative to the server's directory.
-        values = data if isinstance(data, dict) else {}
-        return str(chevron.render(text, values, partials_path=None, partials_dict={}))
-    except Exception as exc:  # chevron raises bare exceptions for syntax errors
+        return render_mustache(text, data if isinstance(data, dict) else {})
+    except MustacheError as exc:
         log.warning("mustache template failed: %s", exc, extra={"wid": ctx.wid})
         return ""  # the Go runtime returned "" on error

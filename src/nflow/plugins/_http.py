@@ -25,6 +25,7 @@ __all__ = [
     "HttpFailure",
     "HttpPolicy",
     "address_problem",
+    "allowed_addresses",
     "configure_http",
     "fetch",
     "http",
@@ -198,6 +199,38 @@ class _Refused(HttpFailure):
     pass
 
 
+async def allowed_addresses(host: str, port: int, policy: HttpPolicy) -> list[str]:
+    """The addresses of ``host`` a script may connect to under ``policy``, to use as they are.
+
+    Every connection a script chooses the server of (HTTP, a ``mail_config`` SMTP server)
+    resolves through here and connects to one of these addresses, so the address checked is
+    the address used. :class:`HttpFailure` when the name does not resolve or none is allowed.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HttpFailure(f"cannot resolve host {host!r} ({exc.strerror or exc})") from None
+    addresses: list[str] = []
+    refusals: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        text = str(sockaddr[0])
+        if text in addresses:
+            continue
+        problem = address_problem(ipaddress.ip_address(text), host, policy)
+        if problem is None:
+            addresses.append(text)
+        elif problem not in refusals:
+            refusals.append(problem)
+    if not addresses:
+        reason = "; ".join(refusals) or "no address"
+        raise _Refused(
+            f"refused: {reason}; private, loopback, link-local, multicast and "
+            "unspecified addresses need [http] allow_private or allowed_hosts"
+        )
+    return addresses
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves, checks and connects in one place, so the checked address is the one used."""
 
@@ -213,28 +246,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise HttpFailure(f"cannot resolve host {host!r} ({exc.strerror or exc})") from None
-        addresses: list[str] = []
-        refusals: list[str] = []
-        for _family, _type, _proto, _name, sockaddr in infos:
-            text = str(sockaddr[0])
-            if text in addresses:
-                continue
-            problem = address_problem(ipaddress.ip_address(text), host, self._policy)
-            if problem is None:
-                addresses.append(text)
-            elif problem not in refusals:
-                refusals.append(problem)
-        if not addresses:
-            reason = "; ".join(refusals) or "no address"
-            raise _Refused(
-                f"refused: {reason}; private, loopback, link-local, multicast and "
-                "unspecified addresses need the HTTP policy's allow_private or allowed_hosts"
-            )
+        addresses = await allowed_addresses(host, port, self._policy)
         last: Exception | None = None
         for address in addresses:
             try:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-import chevron
 import orjson
 
 from nflow.jsapi._context import HostError, RunContext
@@ -116,14 +115,13 @@ def _render(name: str, what: str, template: object, data: object) -> str:
         raise HostError(f"{name}: {what} must be a string")
     if "{{" not in template:
         return template
+    from nflow.jsapi._mustache import MustacheError, render_mustache
+
     try:
-        # partials_path=None: a "{{> name}}" in a prompt must not read files from disk.
-        rendered = chevron.render(
-            template, data if isinstance(data, dict) else {}, partials_path=None
-        )
-    except Exception as exc:  # chevron raises bare exceptions on template syntax errors
+        # As the Go runtime's: HTML-escaped values, and "{{> name}}" reads no file.
+        return render_mustache(template, data if isinstance(data, dict) else {})
+    except MustacheError as exc:
         raise HostError(f"{name}: {what} is not a valid mustache template ({exc})") from None
-    return str(rendered)
 
 
 def _normalise(url: str) -> str:

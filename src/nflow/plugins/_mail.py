@@ -12,6 +12,10 @@ What changed from the Go runtime, and why:
 * ``mail_config`` applies to the run that called it, not to the whole process: with several
   playbooks (or tenants) in one worker, one must not send through another's account. Without
   it the ``[mail]`` section of the configuration is used (Go ignored that section).
+* A server named by ``mail_config`` is held to the HTTP plugin's address policy (``[http]
+  allow_private``, ``allowed_hosts``): loopback, private, link-local and metadata addresses
+  are refused, checked on the address the socket connects to. The ``[mail]`` section is the
+  operator's and is trusted.
 * Incomplete configuration throws ``mail disabled: ...`` instead of logging and returning.
 * TLS: implicit TLS (``[mail] tls`` or port 465), required STARTTLS (``[mail] starttls``), or
   else STARTTLS whenever the server offers it, as Go's ``smtp.SendMail`` did. As with Go's
@@ -38,6 +42,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import mimetypes
+import socket
 import ssl
 import threading
 import time
@@ -54,6 +59,7 @@ import aiosmtplib
 from nflow._io import IoLoop
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
+from nflow.plugins._http import HttpFailure, allowed_addresses, http_policy
 
 MIB = 1024 * 1024
 log = logging.getLogger("nflow.plugins.mail")
@@ -103,6 +109,8 @@ class MailSettings:
     password: str
     tls: bool = False
     starttls: bool | None = None
+    # Chosen by a script (mail_config): the server's address must pass the HTTP policy.
+    script_chosen: bool = False
 
     def problem(self) -> str | None:
         missing = [name for name, value in (("smtp", self.smtp), ("from", self.from_)) if not value]
@@ -187,6 +195,7 @@ def mail_config(
         password=_string("password", password),
         tls=number == 465,
         starttls=None,
+        script_chosen=True,
     )
     _remember(ctx, settings)
     return True
@@ -338,6 +347,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+async def _checked_socket(host: str, port: int) -> socket.socket:
+    """A socket connected to an address of ``host`` that the HTTP address policy allows."""
+    addresses = await allowed_addresses(host, port, http_policy())
+    loop = asyncio.get_running_loop()
+    last: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (address, port))
+            return sock
+        except OSError as exc:  # try the next address, as dialers do
+            sock.close()
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    assert last is not None
+    raise last
+
+
 async def deliver(
     settings: MailSettings,
     message: EmailMessage,
@@ -348,16 +379,20 @@ async def deliver(
 ) -> None:
     """Connect, secure, authenticate and send; raises :class:`MailFailure`."""
     where = f"{settings.smtp}:{settings.port}"
-    client = aiosmtplib.SMTP(
-        hostname=settings.smtp,
-        port=settings.port,
-        use_tls=settings.tls,
-        start_tls=False if settings.tls else settings.starttls,
-        timeout=timeout,
-        tls_context=_tls_context(cafile),
-    )
+    sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout):
+            if settings.script_chosen:
+                sock = await _checked_socket(settings.smtp, settings.port)
+            client = aiosmtplib.SMTP(
+                hostname=settings.smtp,  # still the name: TLS verifies the certificate by it
+                port=None if sock is not None else settings.port,
+                sock=sock,
+                use_tls=settings.tls,
+                start_tls=False if settings.tls else settings.starttls,
+                timeout=timeout,
+                tls_context=_tls_context(cafile),
+            )
             async with client:
                 if settings.password:
                     encrypted = client.get_transport_info("sslcontext") is not None
@@ -372,6 +407,8 @@ async def deliver(
                 )
     except MailFailure:
         raise
+    except HttpFailure as exc:
+        raise MailFailure(f"{where} {exc}") from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         refused = ", ".join(f"{r.recipient} ({r.code} {r.message})" for r in exc.recipients)
         raise MailFailure(f"{where} refused every recipient: {refused}") from None
@@ -383,6 +420,9 @@ async def deliver(
         raise MailFailure(f"{where} did not answer in {timeout:.3g} s") from None
     except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
         raise MailFailure(f"{where}: {exc}") from None
+    finally:
+        if sock is not None:
+            sock.close()  # a no-op once the client's transport has closed it
     if errors:
         # The others got it, so this is not a failure; the refusals still deserve a trace.
         refused = ", ".join(f"{addr} ({r.code} {r.message})" for addr, r in errors.items())

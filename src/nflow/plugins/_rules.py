@@ -24,6 +24,20 @@ Grammar (keywords lower case)::
                | "[" [ expr { "," expr } ] "]" | "(" expr ")"
     path       = ("input" | "output") { "." name | "[" (integer | string) "]" }
 
+Rules written for the Go runtime's engine (sazito/mosalat) are accepted as they are: a rule
+that does not start with ``when`` is read in that syntax, ``[condition " | "] name = expr
+{"," name = expr}``, where bare names are top-level keys of ``input`` or ``output``::
+
+    plan_name == "premium_1" && sales_amount > 1000 | plan_name = "free", feature_1 = true
+
+There ``&&`` and ``||`` have the same precedence and group from the left, as in the Go
+engine; a condition and the operands of ``!``, ``&&`` and ``||`` are true unless false, null,
+0, "" or an empty array or object (Go's truthiness); an assignment may not change the type of
+a value ``output`` holds. What cannot work is refused with an error naming it: a name that is
+neither an ``input`` nor an ``output`` key (nor assigned by an earlier rule), a name in both,
+an assignment to an ``input`` key, a function call (``rule_add_fx`` functions could not be
+registered from JavaScript), a chained comparison.
+
 Values are JSON's. A missing path is ``null``. ``and``/``or``/``not`` and conditions take
 booleans only; ``<`` and friends compare two numbers or two strings; ``+`` adds numbers or
 joins strings; ``in`` tests membership in an array or a substring. Rules run in order and see
@@ -67,7 +81,7 @@ _TOKEN = re.compile(
     (?P<space>\s+)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-  | (?P<op>==|!=|<=|>=|&&|\|\||[<>=!+\-*/%(),\[\].;])
+  | (?P<op>==|!=|<=|>=|&&|\|\||[<>=!+\-*/%(),\[\].;|])
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
     """,
     re.VERBOSE,
@@ -312,12 +326,161 @@ class _Parser:
         return ("path", root, keys)
 
 
+class _GoParser(_Parser):
+    """The Go engine's syntax: ``[condition " | "] name = expr {"," name = expr}``."""
+
+    def rule(self) -> Node:
+        condition: Node | None = None
+        depth = 0
+        for tok in self.toks:
+            if tok.kind == "op" and tok.text in "([":
+                depth += 1
+            elif tok.kind == "op" and tok.text in ")]":
+                depth -= 1
+            elif tok.kind == "op" and tok.text == "|" and depth == 0:
+                condition = ("truthy", self.expr(), 0)
+                self.expect("|", '" | " between the condition and the assignments')
+                break
+        actions = [self.assignment()]
+        while self.at(","):
+            self.take()
+            actions.append(self.assignment())
+        if self.tok.kind != "end":
+            self.fail('"," between assignments or the end of the rule')
+        return ("gorule", condition, actions, [])
+
+    def assignment(self) -> Node:
+        tok = self.tok
+        if tok.kind not in ("name", "kw") or tok.text in ("true", "false"):
+            self.fail("an assignment (name = value)")
+        self.take()
+        self._no_path(tok)
+        self.expect("=", f'"=" after {tok.text}')
+        return ("set", [tok.text], self.expr(), tok.column)
+
+    def _no_path(self, name: _Tok) -> None:
+        if self.at(".", "["):
+            after = self.toks[self.i + 1]
+            shown = name.text + (f".{after.text}" if self.tok.text == "." else "[...]")
+            raise RuleError(
+                f"at column {name.column}: {shown} is a path of nflow's "
+                'rule syntax, which starts with "when" (when <condition> then output.x = ...); '
+                "rules without it use bare names (<condition> | x = ...)"
+            )
+
+    def or_(self) -> Node:
+        # The Go engine gives && and || one precedence, grouped from the left.
+        node = self.compare()
+        while self.at("&&", "||"):
+            tok = self.take()
+            node = ("gand" if tok.text == "&&" else "gor", node, self.compare(), tok.column)
+        return node
+
+    def compare(self) -> Node:
+        left = self.sum()
+        if self.at("==", "!=", "<", "<=", ">", ">="):
+            tok = self.take()
+            node = ("cmp", tok.text, left, self.sum(), tok.column)
+            if self.at("==", "!=", "<", "<=", ">", ">="):
+                raise RuleError(
+                    f"at column {self.tok.column}: chained comparison; join them with &&"
+                )
+            return node
+        return left
+
+    def sum(self) -> Node:
+        # % binds loosest of the arithmetic operators in the Go engine.
+        node = self._additive()
+        while self.at("%"):
+            tok = self.take()
+            node = ("math", "%", node, self._additive(), tok.column)
+        return node
+
+    def _additive(self) -> Node:
+        node = self.product()
+        while self.at("+", "-"):
+            tok = self.take()
+            node = ("math", tok.text, node, self.product(), tok.column)
+        return node
+
+    def product(self) -> Node:
+        node = self.unary()
+        while self.at("*", "/"):
+            tok = self.take()
+            node = ("math", tok.text, node, self.unary(), tok.column)
+        return node
+
+    def unary(self) -> Node:
+        if self.at("!"):
+            column = self.take().column
+            return ("gnot", self.nested(self.unary), column)
+        return super().unary()
+
+    def primary(self) -> Node:
+        tok = self.tok
+        if tok.kind == "kw" and tok.text in ("true", "false"):
+            self.take()
+            return ("lit", tok.text == "true")
+        if tok.kind in ("name", "kw"):
+            self.take()
+            self._no_path(tok)
+            if self.at("("):
+                raise RuleError(
+                    f"at column {tok.column}: {tok.text}() is a function; rule_run has none "
+                    "(rule_add_fx functions could not be registered from JavaScript)"
+                )
+            return ("name", tok.text, tok.column)
+        if self.at("["):
+            self.fail("a value (number, string, true, false, a name or (...))")
+        return super().primary()
+
+
+def _is_go_rule(source: str) -> bool:
+    first = source.split(None, 1)
+    return not first or first[0] != "when"
+
+
 # Flows run the same rule strings on every request; the parsed trees are never mutated.
 @functools.lru_cache(maxsize=1024)
 def parse_rule(source: str) -> Node:
     if len(source) > MAX_RULE_LENGTH:
         raise RuleError(f"longer than {MAX_RULE_LENGTH} characters")
+    if _is_go_rule(source):
+        return _GoParser(source).rule()
     return _Parser(source).rule()
+
+
+def _check_names(node: object, input_keys: set[str], known: set[str]) -> None:
+    """The Go engine's parse-time checks on bare names: each is one input or output key."""
+    if not isinstance(node, tuple) or not node:
+        return
+    if node[0] == "name":
+        name, column = node[1], node[2]
+        if name in input_keys and name in known:
+            raise RuleError(f"at column {column}: {name} is a key of both input and output")
+        if name not in input_keys and name not in known:
+            raise RuleError(
+                f"at column {column}: unknown name {name} (not a key of input or output, "
+                "nor assigned by an earlier rule)"
+            )
+        return
+    for part in node[1:]:
+        if isinstance(part, list):
+            for item in part:
+                _check_names(item, input_keys, known)
+        else:
+            _check_names(part, input_keys, known)
+
+
+def _check_go_rule(rule: Node, input_keys: set[str], known: set[str]) -> None:
+    _, condition, actions, _ = rule
+    _check_names(condition, input_keys, known)
+    for _, keys, expr, column in actions:
+        name = keys[0]
+        if name in input_keys:
+            raise RuleError(f"at column {column}: cannot assign to {name}, a key of input")
+        known.add(name)  # as in the Go parser: declared before its value is read
+        _check_names(expr, input_keys, known)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +548,19 @@ def _number(value: object) -> object:
 class _Env:
     def __init__(self, input_: object, output: dict[str, Any]) -> None:
         self.roots = {"input": input_, "output": output}
+        self.input = input_ if isinstance(input_, dict) else {}
+        self.output = output
+
+
+def _go_truth(value: object) -> bool:
+    """Go's template-style truth, as the Go rule engine used: zero values are false."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    if _is_number(value):
+        return value != 0
+    return True
 
 
 def _eval(node: Node, env: _Env) -> object:
@@ -393,6 +569,17 @@ def _eval(node: Node, env: _Env) -> object:
         return node[1]
     if kind == "path":
         return _lookup(env.roots[node[1]], node[2])
+    if kind == "name":
+        name = node[1]
+        return env.input[name] if name in env.input else env.output.get(name)
+    if kind == "truthy":
+        return _go_truth(_eval(node[1], env))
+    if kind == "gnot":
+        return not _go_truth(_eval(node[1], env))
+    if kind == "gand":
+        return _go_truth(_eval(node[1], env)) and _go_truth(_eval(node[2], env))
+    if kind == "gor":
+        return _go_truth(_eval(node[1], env)) or _go_truth(_eval(node[2], env))
     if kind == "list":
         return [_eval(item, env) for item in node[1]]
     if kind == "and":
@@ -505,17 +692,56 @@ def run_rules(input_: object, output: object, sources: list[object]) -> dict[str
             parsed.append((source, parse_rule(source)))
         except RuleError as exc:
             return {"output": original, "err": f"rule {number} ({_brief(source)}): {exc}"}
+    input_keys = set(input_) if isinstance(input_, dict) else set()
+    known = set(original)
+    for number, (source, rule) in enumerate(parsed, start=1):
+        if rule[0] == "gorule":
+            try:
+                _check_go_rule(rule, input_keys, known)
+            except RuleError as exc:
+                return {"output": original, "err": f"rule {number} ({_brief(source)}): {exc}"}
     working: dict[str, Any] = copy.deepcopy(original)
     env = _Env(input_, working)
     for number, (source, rule) in enumerate(parsed, start=1):
-        _, condition, then, otherwise = rule
+        kind, condition, then, otherwise = rule
         try:
+            if kind == "gorule":
+                if condition is None or _eval(condition, env):
+                    for _, keys, expr, column in then:
+                        value = _eval(expr, env)
+                        _same_type(working, keys[0], value, column)
+                        _assign(working, keys, value, column)
+                continue
             chosen = then if _bool(_eval(condition, env), 0, "the condition") else otherwise
             for _, keys, expr, column in chosen:
                 _assign(working, keys, _eval(expr, env), column)
         except RuleError as exc:
             return {"output": original, "err": f"rule {number} ({_brief(source)}): {exc}"}
     return {"output": working, "err": None}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if _is_number(value):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _same_type(output: dict[str, Any], name: str, value: object, column: int) -> None:
+    """The Go engine refused to change the type of a value output already holds."""
+    old = output.get(name)
+    if old is None or value is None:
+        return
+    if _json_type(old) != _json_type(value):
+        raise RuleError(
+            f"at column {column}: {name} holds a {_json_type(old)}; "
+            f"cannot assign {_show(value)} to it"
+        )
 
 
 def _brief(source: str) -> str:

@@ -158,6 +158,29 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     return response
 
 
+def account_refused(runtime: Runtime, request: Request, response: Response, started: float) -> None:
+    """Count and log a request the adapter answered itself (a body over the limit), as
+    :func:`dispatch` does for the others: operators must see 413s in the access log and in
+    ``nflow_requests_total``."""
+    elapsed = time.perf_counter() - started
+    metrics = runtime.metrics
+    if metrics is not None:
+        metrics.request_started()
+        metrics.request_finished(response.app, response.route, response.status, elapsed)
+    access = _plan(runtime).access
+    if access is not None:
+        access(
+            request.method,
+            request.path,
+            response.status,
+            elapsed,
+            "",
+            response.app,
+            response.route,
+            request.client,
+        )
+
+
 async def _rate_limit(
     runtime: Runtime, request: Request
 ) -> tuple[Response | None, list[tuple[str, str]] | None]:
@@ -220,13 +243,17 @@ class RsgiApp:
         headers = scope.headers
         # Awaiting the body costs a round trip into the server even when there is none.
         has_body = "content-length" in headers or "transfer-encoding" in headers
+        started = time.perf_counter()
         body = await protocol() if has_body else b""
         if len(body) > limit:
-            protocol.response_bytes(
+            refused = Response(
                 413,
-                [("content-type", "application/json")],
                 b'{"code":413,"message":"request body too large (limits.max_body_bytes)"}\n',
+                [("content-type", "application/json")],
             )
+            protocol.response_bytes(refused.status, refused.headers, refused.body)
+            peer = Request(scope.method, scope.path, client=scope.client)
+            account_refused(self.runtime, peer, refused, started)
             return
         request = Request(
             scope.method,
@@ -267,6 +294,7 @@ class AsgiApp:
         chunks: list[bytes] = []
         size = 0
         more = True
+        started = time.perf_counter()
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -274,9 +302,11 @@ class AsgiApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _send(
-                    send, json_response(413, {"code": 413, "message": "request body too large"})
-                )
+                refused = json_response(413, {"code": 413, "message": "request body too large"})
+                await _send(send, refused)
+                client = scope.get("client") or ("127.0.0.1", 0)
+                peer = Request(scope["method"], scope["path"], client=f"{client[0]}:{client[1]}")
+                account_refused(self.runtime, peer, refused, started)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

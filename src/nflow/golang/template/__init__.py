@@ -29,6 +29,7 @@ from nflow.golang.template._context import _S_TEXT, _Ctx
 from nflow.golang.template._escape import _escape_error_message, _Escaper
 from nflow.golang.template._escapers import _EXEC_FUNCS, _PARSE_FUNCS
 from nflow.golang.template._exec import _ExecError, _State
+from nflow.golang.template._fmt import _sprint_v
 from nflow.golang.template._parse import _ParseError, _Parser
 from nflow.golang.template._types import HTML, TemplateError
 
@@ -38,6 +39,7 @@ __all__ = [
     "TemplateError",
     "compile_template",
     "render",
+    "sprint",
 ]
 
 
@@ -85,6 +87,11 @@ class CompiledTemplate:
                 str(e), name=self.name, line=e.line, phase="exec", output="".join(out)
             ) from None
         return "".join(out)
+
+
+def sprint(value: object) -> str:
+    """Go's ``fmt.Sprint`` of one value, as templates print it (mustache prints the same)."""
+    return _sprint_v(value)
 
 
 @functools.lru_cache(maxsize=256)
