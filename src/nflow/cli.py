@@ -603,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging, one line per executed node"
     )
     p.set_defaults(func=cmd_run)
+
+    from nflow._cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 
