@@ -242,3 +242,17 @@ def test_db_commands_upgrade_an_old_database(
     assert f"upgraded from none to {head_revision()}" in capsys.readouterr().out
     assert main(["db", "current", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == f"{head_revision()} (up to date)"
+
+
+def test_history_revision_matches_the_declared_history_tables(db_url: str, run: Run) -> None:
+    from nflow.history._tables import metadata as history
+
+    names = sorted(history.tables)
+    run(_create_all(db_url, history))
+    expected, _ = run(_inspect(db_url, names))
+    run(_drop_all(db_url))
+    store = Store(db_url)
+    run(store.open())
+    run(store.close())
+    migrated, _ = run(_inspect(db_url, names))
+    assert migrated == expected
