@@ -588,3 +588,37 @@ def test_submit_after_close_is_counted_not_written(history_url: str) -> None:
     writer.close()
     assert not writer.submit(record(1))
     assert writer.dropped["ok"] == 1
+
+
+def test_writer_from_config_redacts_what_security_names(tmp_path: Path, run: Run) -> None:
+    path = tmp_path / "nflow.db"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        f'[database_nflow]\ndsn = "{path}"\n'
+        '[security]\nalways_encrypt_fields = ["iban"]\n'
+        'log_custom_patterns = { employee = "EMP\\\\d{6}" }\n'
+        '[history]\nmode = "all"\nredact_keys = ["pin"]\nqueue_size = 5\n'
+    )
+    config = load_config(str(config_file))
+    run(Store(config.database_url).open())
+    writer = HistoryWriter.from_config(config)
+    assert writer.policy.mode == "all" and writer.policy.redact_keys == ("pin",)
+    step = StepRecord(
+        index=0,
+        node_id="1",
+        node_type="js",
+        payload_before={},
+        payload_after={"iban": "DE89370400440532013000", "pin": "4321", "who": "EMP123456"},
+    )
+    writer.start()
+    try:
+        assert writer.submit(RunRecord(id="r", app="a", started_at=T0, ended_at=T0, steps=(step,)))
+        assert writer.flush(30.0)
+    finally:
+        writer.close()
+    got = run(_read(config.database_url, lambda r: r.get_run("r")))
+    assert got.steps[0].payload_after == {
+        "iban": "[REDACTED:iban]",
+        "pin": "[REDACTED:pin]",
+        "who": "[REDACTED:employee]",
+    }

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from sqlalchemy import insert
@@ -39,6 +39,9 @@ from ._codec import Codec
 from ._policy import HistoryPolicy
 from ._records import RunRecord
 from ._tables import runs, steps
+
+if TYPE_CHECKING:
+    from nflow.config import Config
 
 log = logging.getLogger("nflow.history")
 
@@ -84,7 +87,8 @@ class HistoryWriter:
         policy: HistoryPolicy | None = None,
         *,
         keyring: KeyRing | None = None,
-        custom_patterns: dict[str, str] | None = None,
+        custom_patterns: Mapping[str, str] | None = None,
+        sensitive_keys: Sequence[str] = (),
         capacity: int = 1000,
         batch_size: int = 100,
         flush_interval: float = 0.25,
@@ -94,7 +98,9 @@ class HistoryWriter:
             raise ValueError("capacity and batch_size must be at least 1")
         self.policy = policy or HistoryPolicy()
         sanitizer = (
-            Codec.default_sanitizer(self.policy.redact_keys, custom_patterns=custom_patterns)
+            Codec.default_sanitizer(
+                (*sensitive_keys, *self.policy.redact_keys), custom_patterns=custom_patterns
+            )
             if self.policy.redact
             else None
         )
@@ -122,6 +128,23 @@ class HistoryWriter:
         self.written = 0
         self.dropped = {"ok": 0, "failed": 0}
         self.pruned = 0
+
+    @classmethod
+    def from_config(cls, config: Config, *, keyring: KeyRing | None = None) -> HistoryWriter:
+        """The writer ``[history]`` describes, on the nflow database, redacting what
+        ``[security]`` names too (``always_encrypt_fields``, ``log_custom_patterns``).
+        ``keyring``: the server's key ring when ``encrypt_sensitive_data`` is on."""
+        history = config.history
+        return cls(
+            config.database_url,
+            HistoryPolicy.from_config(history),
+            keyring=keyring,
+            custom_patterns=dict(config.security.log_custom_patterns),
+            sensitive_keys=tuple(config.security.always_encrypt_fields),
+            capacity=history.queue_size,
+            batch_size=history.batch_size,
+            flush_interval=history.flush_interval_ms / 1000.0,
+        )
 
     # --- the request side ----------------------------------------------------------------
 
