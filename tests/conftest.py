@@ -71,7 +71,9 @@ class PgDatabase:
                     )
                 ]
                 for name in names:
-                    await conn.execute(f'DELETE FROM "{name}"')
+                    # The schema revision describes the tables, which stay: keep its row.
+                    if name != "alembic_version":
+                        await conn.execute(f'DELETE FROM "{name}"')
                 # Ids start again at 1, as in freshly created tables.
                 await conn.execute(
                     "SELECT setval(pg_get_serial_sequence(quote_ident(c.table_name), 'id'), 1, false)"

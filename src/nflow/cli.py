@@ -19,11 +19,9 @@ __all__ = ["main"]
 
 
 def _config(path: str | None) -> tuple[object, str | None]:
-    from nflow.config import load_config
+    from nflow.config import find_config
 
-    if path is None and Path("config.toml").is_file():
-        path = "config.toml"  # the Go runtime read config.toml from the working directory
-    return load_config(path), path
+    return find_config(path)
 
 
 def _print(text: str = "") -> None:
@@ -603,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging, one line per executed node"
     )
     p.set_defaults(func=cmd_run)
+
+    from nflow._cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from nflow.config._app_limits import APP_LIMIT_KEYS, AppLimitIssue, validate_app_limits
 from nflow.config._diff import RESTART_REQUIRED_KEYS, changed_keys, restart_required_keys
-from nflow.config._load import load_config, with_overrides
+from nflow.config._load import find_config, load_config, with_overrides
 from nflow.config._schema import (
     AppConfig,
     AuthConfig,
@@ -21,6 +21,8 @@ from nflow.config._schema import (
     DatabaseNflowConfig,
     DebugConfig,
     ExtraDatabaseConfig,
+    HistoryAppConfig,
+    HistoryConfig,
     HttpConfig,
     HttpsConfig,
     LimitsConfig,
@@ -55,6 +57,8 @@ __all__ = [
     "DatabaseNflowConfig",
     "DebugConfig",
     "ExtraDatabaseConfig",
+    "HistoryAppConfig",
+    "HistoryConfig",
     "HttpConfig",
     "HttpsConfig",
     "LimitsConfig",
@@ -76,6 +80,7 @@ __all__ = [
     "UrlConfig",
     "VmPoolConfig",
     "changed_keys",
+    "find_config",
     "load_config",
     "redacted",
     "restart_required_keys",

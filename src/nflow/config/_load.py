@@ -444,6 +444,20 @@ def load_config(
     return config
 
 
+DEFAULT_CONFIG_FILE = "config.toml"
+
+
+def find_config(path: str | None) -> tuple[Config, str | None]:
+    """The configuration the CLI uses: ``path``, else ``./config.toml`` if there is one.
+
+    Returns the config and the file it came from (``None``: defaults and environment only).
+    The Go runtime read ``config.toml`` from the working directory; so does every command.
+    """
+    if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    return load_config(path), path
+
+
 def with_overrides(
     config: Config, values: Mapping[str, object], *, origin: str = "command line"
 ) -> Config:

@@ -780,6 +780,33 @@ class TracingConfig(_Section):
         return value
 
 
+_HistoryMode = Annotated[Literal["off", "errors", "sampled", "all"], BeforeValidator(_lower)]
+
+
+class HistoryAppConfig(_Section):
+    """``[history.apps."<app name>"]``: one app's own recording policy."""
+
+    mode: _HistoryMode | None = None
+    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class HistoryConfig(_Section):
+    """``[history]``: which runs are recorded, for how long, and how big a value may be."""
+
+    # off: nothing; errors: failed runs; sampled: failed runs plus sample_rate of the others.
+    mode: _HistoryMode = "sampled"
+    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    retention_days: float = Field(default=7.0, gt=0)
+    max_runs: int = Field(default=100_000, ge=0)  # 0 = no limit but retention_days
+    max_value_bytes: int = Field(default=65_536, ge=256)
+    redact: bool = True
+    redact_keys: _StrList = ()
+    queue_size: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=100, ge=1)
+    flush_interval_ms: int = Field(default=250, ge=1)
+    apps: dict[str, HistoryAppConfig] = Field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------------------------
 # The root
 
@@ -817,6 +844,7 @@ class Config(_Section):
     apps: dict[str, AppConfig] = Field(default_factory=dict)
     compat: CompatConfig = CompatConfig()
     request: RequestConfig = RequestConfig()
+    history: HistoryConfig = HistoryConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -1,12 +1,14 @@
 """Storage of nflow: the Go runtime's tables (spec §1.1) on SQLite or PostgreSQL.
 
 Open a :class:`Store` on a SQLAlchemy async URL (``sqlite+aiosqlite:///app.sqlite`` or
-``postgresql+asyncpg://user@host:5432/db``); it creates missing tables and reads databases
-made by the original nFlow designer and runtime as they are.
+``postgresql+asyncpg://user@host:5432/db``); it upgrades the schema with the Alembic revisions
+shipped in ``nflow.store.migrations`` and reads databases made by the original nFlow designer
+and runtime as they are (they are adopted at the first revision).
 """
 
 from __future__ import annotations
 
+from ._migrate import BASELINE, head_revision
 from ._records import (
     AppRecord,
     ImportSummary,
@@ -21,6 +23,7 @@ from ._store import Store
 from ._support import BIND_PREFIX, normalise_url, translate_placeholders
 
 __all__ = [
+    "BASELINE",
     "BIND_PREFIX",
     "AppRecord",
     "ImportSummary",
@@ -31,6 +34,7 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "head_revision",
     "normalise_url",
     "translate_placeholders",
 ]

@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +24,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     select,
     text,
 )
@@ -33,11 +32,11 @@ from sqlalchemy import update as sa_update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool, StaticPool
-from sqlalchemy.schema import CreateColumn
 from sqlalchemy.sql.elements import BindParameter
 
 from nflow.errors import AppNotFound, StoreError
 
+from ._migrate import head_revision, schema_revision, upgrade_schema
 from ._records import (
     AppRecord,
     ImportSummary,
@@ -64,7 +63,6 @@ from ._support import (
 from ._tables import (
     CHAR_LIMITS,
     api_tokens,
-    metadata,
     modules,
     nflow,
     nflow_secrets,
@@ -188,35 +186,6 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _ensure_schema(conn: Connection) -> None:
-    """Create what is missing: whole tables, and nullable or defaulted columns.
-
-    Existing tables are never altered otherwise, so a database shared with the Go designer
-    keeps working for both. A missing required column means this is not an nFlow database.
-    """
-    inspector = inspect(conn)
-    existing = set(inspector.get_table_names())
-    missing = [t for t in metadata.sorted_tables if t.name not in existing]
-    if missing:
-        metadata.create_all(conn, tables=missing, checkfirst=False)
-    present = [t for t in metadata.sorted_tables if t.name in existing]
-    if not present:
-        return
-    found = inspector.get_multi_columns(filter_names=[t.name for t in present])
-    for table in present:
-        have = {str(c["name"]).lower() for c in found.get((None, table.name), [])}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            if not column.nullable and column.server_default is None:
-                raise StoreError(
-                    f"table {table.name} has no column {column.name}; "
-                    "the database holds a table of that name that is not nFlow's"
-                )
-            spec = CreateColumn(column).compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
-
-
 class Store:
     """Async access to an nFlow database (the Go runtime's tables, spec §1.1).
 
@@ -224,8 +193,11 @@ class Store:
     reads return the oldest row of a name, writes update every row of that name.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 5, echo: bool = False, migrate: bool = True
+    ) -> None:
         self._url = normalise_url(url)
+        self._migrate = migrate
         self._dialect = "sqlite" if self._url.get_backend_name() == "sqlite" else "postgresql"
         self._pool_size = pool_size
         self._echo = echo
@@ -270,7 +242,10 @@ class Store:
         return engine
 
     async def open(self) -> None:
-        """Connect and create any missing table. Calling it on an open store does nothing."""
+        """Connect and upgrade the schema to the newest revision (unless ``migrate=False``).
+
+        Calling it on an open store does nothing.
+        """
         if self._engine is not None:
             return
         if self._dialect == "sqlite" and not self._memory and "uri" not in self._url.query:
@@ -279,7 +254,8 @@ class Store:
                 raise StoreError(f"cannot open {self._where}: directory {directory} does not exist")
         engine = self._create_engine()
         try:
-            await self._prepare(engine)
+            if self._migrate:
+                await self._prepare(engine)
         except BaseException:
             await engine.dispose()
             raise
@@ -299,12 +275,12 @@ class Store:
             for attempt in range(3):
                 try:
                     async with conn.begin():
-                        await conn.run_sync(_ensure_schema)
+                        await conn.run_sync(upgrade_schema)
                     return
                 except SQLAlchemyError as exc:
                     if attempt == 2:
                         raise StoreError(
-                            f"cannot create the nFlow tables in {self._where}: {_reason(exc)}"
+                            f"cannot upgrade the nFlow tables in {self._where}: {_reason(exc)}"
                         ) from exc
                     await asyncio.sleep(0.05 * (attempt + 1))
         finally:
@@ -346,6 +322,25 @@ class Store:
         # (On SQLite, write transactions already start with BEGIN IMMEDIATE.)
         if self._dialect == "postgresql":
             await conn.execute(text(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE"))
+
+    def transaction(
+        self, operation: str, *, write: bool = False
+    ) -> AbstractAsyncContextManager[AsyncConnection]:
+        """One transaction on the store's pool, for the packages that keep their own tables in
+        this database (execution history). ``operation`` names it in error messages; driver
+        errors become :class:`StoreError`."""
+        return self._tx(operation, write=write)
+
+    async def schema_status(self) -> tuple[str | None, str]:
+        """``(the database's schema revision or None, the newest this nflow knows)``."""
+        async with self._tx("schema_status") as conn:
+            current = await conn.run_sync(schema_revision)
+        return current, head_revision()
+
+    async def upgrade_schema(self) -> tuple[str | None, str]:
+        """Upgrade to the newest revision now: ``(revision before, revision after)``."""
+        async with self._tx("upgrade_schema", write=True) as conn:
+            return await conn.run_sync(upgrade_schema)
 
     async def ping(self) -> None:
         async with self._tx("ping") as conn:

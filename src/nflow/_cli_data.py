@@ -1,0 +1,344 @@
+"""The ``nflow db`` and ``nflow runs`` commands; kept apart from ``cli`` to keep it small.
+
+Heavy imports happen inside the commands, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+__all__ = ["add_data_commands"]
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def _store(args: argparse.Namespace, *, migrate: bool) -> Any:
+    from nflow.config import find_config
+    from nflow.store import Store
+
+    config, _ = find_config(args.config)
+    return Store(config.database_url, migrate=migrate)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    store = _store(args, migrate=False)
+
+    async def run() -> tuple[str | None, str]:
+        await store.open()
+        try:
+            if args.action == "upgrade":
+                result: tuple[str | None, str] = await store.upgrade_schema()
+            else:
+                result = await store.schema_status()
+            return result
+        finally:
+            await store.close()
+
+    first, second = asyncio.run(run())
+    if args.action == "upgrade":
+        if first == second:
+            print(f"{store.url}: already at revision {second}", flush=True)
+        else:
+            print(f"{store.url}: upgraded from {first or 'none'} to {second}", flush=True)
+        return 0
+    state = "up to date" if first == second else f"behind: run `nflow db upgrade` for {second}"
+    print(f"{first or 'none'} ({state})", flush=True)
+    # Scripts can wait for a database to be upgraded by checking the exit status.
+    return 0 if first == second else 3
+
+
+# runs ---------------------------------------------------------------------------------------
+def _when(seconds: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _keyring(config: Any) -> Any:
+    from nflow.security import KeyConfigError, KeyRing
+
+    try:
+        return KeyRing.load(config=config.security)
+    except KeyConfigError:
+        # No key anywhere: sealed values show as "[encrypted: …]" instead of failing.
+        return None
+
+
+def _with_history(args: argparse.Namespace, work: Any) -> Any:
+    from nflow.config import find_config
+    from nflow.history import HistoryReader
+    from nflow.store import Store
+
+    config, _ = find_config(args.config)
+    store = Store(config.database_url)
+    keyring = _keyring(config)
+
+    async def run() -> Any:
+        await store.open()
+        try:
+            return await work(HistoryReader(store, keyring=keyring), config)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _summary_json(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "app": run.app,
+        "version": run.version,
+        "status": run.status,
+        "started_at": _when(run.started_at),
+        "duration_ms": round(run.duration_ms, 3),
+        "steps": run.steps,
+        "method": run.method,
+        "path": run.path,
+        "response_status": run.response_status,
+        "journey": run.journey,
+        "parent": run.parent_id,
+        "limit": run.limit_hit,
+        "error": run.error,
+    }
+
+
+def _step_json(step: Any) -> dict[str, Any]:
+    error = step.error
+    return {
+        "index": step.index,
+        "node": step.node_id,
+        "type": step.node_type,
+        "name": step.node_name,
+        "next": step.next,
+        "started_at": _when(step.started_at),
+        "duration_ms": round(step.duration_ms, 3),
+        "payload_before": step.payload_before,
+        "payload_after": step.payload_after,
+        "host_calls": [
+            {
+                "function": c.function,
+                "args": c.args,
+                "result": c.result,
+                "error": c.error,
+                "duration_ms": round(c.duration_ms, 3),
+            }
+            for c in step.host_calls
+        ],
+        "console": list(step.console),
+        "writes": list(step.writes),
+        "error": (
+            {"message": error.message, "stack": error.stack, "line": error.line}
+            if error is not None
+            else None
+        ),
+    }
+
+
+def _run_json(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "app": run.app,
+        "version": run.version,
+        "status": run.status,
+        "started_at": _when(run.started_at),
+        "ended_at": _when(run.ended_at),
+        "duration_ms": round(run.duration_ms, 3),
+        "starter": run.starter,
+        "wid": run.wid,
+        "parent": run.parent_id,
+        "journey": run.journey,
+        "seed": run.seed,
+        "request": {
+            "method": run.method,
+            "path": run.path,
+            "query": run.query,
+            "headers": [list(p) for p in run.request_headers],
+            "body": run.request_body,
+        },
+        "response": {
+            "status": run.response_status,
+            "headers": [list(p) for p in run.response_headers],
+            "body": run.response_body,
+        },
+        "limit": run.limit_hit,
+        "error": run.error,
+        "steps": [_step_json(s) for s in run.steps],
+    }
+
+
+def _dump(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2).decode()
+
+
+def _short_json(value: Any, width: int = 100) -> str:
+    import orjson
+
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _runs_list(args)
+    if args.action == "show":
+        return _runs_show(args)
+    return _runs_prune(args)
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    async def work(reader: Any, config: Any) -> Any:
+        return await reader.list_runs(
+            app=args.app, status=args.status, journey=args.journey, limit=args.limit
+        )
+
+    found = _with_history(args, work)
+    if args.json:
+        print(_dump([_summary_json(r) for r in found]), flush=True)
+        return 0
+    if not found:
+        print("no recorded runs", file=sys.stderr, flush=True)
+        return 0
+    for r in found:
+        status = r.status if r.response_status is None else f"{r.status}/{r.response_status}"
+        print(
+            f"{r.id}  {_when(r.started_at)}  {r.app}  {status}  {r.duration_ms:.1f} ms  "
+            f"{r.steps} step(s)  {r.method} {r.path}".rstrip(),
+            flush=True,
+        )
+    return 0
+
+
+def _print_step(view: Any) -> None:
+    step = view.step
+    print(f"step {step.index}: node {step.node_id} ({step.node_type}) {step.node_name}".rstrip())
+    print(f"next: {step.next}   duration: {step.duration_ms:.3f} ms")
+    print("payload before:")
+    print(_dump(step.payload_before))
+    print("payload after:")
+    print(_dump(step.payload_after))
+    print("diff:" if view.diff else "diff: none")
+    signs = {"added": "+", "removed": "-", "changed": "~"}
+    for change in view.diff:
+        if change.op == "added":
+            detail = _short_json(change.after)
+        elif change.op == "removed":
+            detail = _short_json(change.before)
+        else:
+            detail = f"{_short_json(change.before, 48)} -> {_short_json(change.after, 48)}"
+        print(f"  {signs[change.op]} {change.key}: {detail}")
+    for call in step.host_calls:
+        outcome = f"error {call.error}" if call.error else _short_json(call.result)
+        print(f"host call {call.function}({_short_json(call.args, 60)}) -> {outcome}")
+    for line in step.console:
+        print(f"console: {line}")
+    for write in step.writes:
+        print(f"response write: {_short_json(write)}")
+    if step.error is not None:
+        where = f" (line {step.error.line})" if step.error.line is not None else ""
+        print(f"error{where}: {step.error.message}")
+        if step.error.stack:
+            print(step.error.stack)
+    sys.stdout.flush()
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    from nflow.history import changes
+
+    async def work(reader: Any, config: Any) -> Any:
+        if args.step is not None:
+            return await reader.get_step(args.run, args.step)
+        return await reader.get_run(args.run)
+
+    found = _with_history(args, work)
+    if found is None:
+        what = f"step {args.step} of run" if args.step is not None else "run"
+        print(f"nflow: no {what} {args.run!r} in the history", file=sys.stderr, flush=True)
+        return 2
+    if args.step is not None:
+        if args.json:
+            data = {"run": found.run_id, **_step_json(found.step)}
+            data["diff"] = [
+                {"key": c.key, "op": c.op, "before": c.before, "after": c.after} for c in found.diff
+            ]
+            print(_dump(data), flush=True)
+        else:
+            _print_step(found)
+        return 0
+    if args.json:
+        print(_dump(_run_json(found)), flush=True)
+        return 0
+    run = found
+    print(f"run {run.id}  app {run.app}  version {run.version or '-'}  status {run.status}")
+    print(
+        f"started {_when(run.started_at)}  {run.duration_ms:.1f} ms  "
+        f"{run.method} {run.path}{'?' + run.query if run.query else ''} -> {run.response_status}"
+    )
+    if run.journey or run.parent_id:
+        print(f"journey {run.journey or '-'}  parent {run.parent_id or '-'}")
+    if run.limit_hit:
+        print(f"limit hit: {run.limit_hit}")
+    if run.error:
+        print(f"error: {run.error}")
+    for step in run.steps:
+        changed = ", ".join(
+            f"{c.op[0]}:{c.key}" for c in changes(step.payload_before, step.payload_after)
+        )
+        mark = "  ERROR" if step.error is not None else ""
+        print(
+            f"  {step.index:>3}  {step.node_id:<8} {step.node_type:<16} -> {step.next or '-':<8} "
+            f"{step.duration_ms:8.3f} ms  calls {len(step.host_calls)}  "
+            f"{changed}{mark}".rstrip()
+        )
+    sys.stdout.flush()
+    return 0
+
+
+def _runs_prune(args: argparse.Namespace) -> int:
+    from nflow.history import HistoryPolicy, prune
+
+    async def work(reader: Any, config: Any) -> int:
+        policy = HistoryPolicy.from_config(config.history)
+        days = args.older_than_days if args.older_than_days is not None else policy.retention_days
+        keep = args.keep if args.keep is not None else policy.max_runs
+        return await prune(reader.store, retention_days=days, max_runs=keep)
+
+    removed = _with_history(args, work)
+    print(f"removed {removed} run(s)", flush=True)
+    return 0
+
+
+def add_data_commands(sub: Any) -> None:
+    """Register ``nflow db …`` and ``nflow runs …`` on the CLI's subparsers."""
+    p = sub.add_parser("db", help="the database's schema revision (migrations)")
+    p.add_argument(
+        "action",
+        choices=["upgrade", "current"],
+        help="upgrade: apply every newer revision; current: show the revision (exit 3 if behind)",
+    )
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("runs", help="the execution history: recorded runs, step by step")
+    rsub = p.add_subparsers(dest="action", required=True)
+    r = rsub.add_parser("list", help="recorded runs, newest first")
+    r.add_argument("--app")
+    r.add_argument("--status", choices=["ok", "error", "limit"])
+    r.add_argument("--journey", help="the runs of one journey (a session's form wizard)")
+    r.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    r.add_argument("--json", action="store_true", help="a JSON array")
+    r.add_argument("--config")
+    r = rsub.add_parser("show", help="one run's timeline, or one step in full")
+    r.add_argument("run", help="the run id (or a unique prefix of 6+ characters)")
+    r.add_argument("--step", type=int, help="show this step: payloads, diff, host calls, logs")
+    r.add_argument("--json", action="store_true", help="a JSON object")
+    r.add_argument("--config")
+    r = rsub.add_parser("prune", help="delete runs beyond history.retention_days / max_runs")
+    r.add_argument("--older-than-days", type=float, help="instead of history.retention_days")
+    r.add_argument("--keep", type=int, help="instead of history.max_runs (0: no count limit)")
+    r.add_argument("--config")
+    p.set_defaults(func=cmd_runs)
