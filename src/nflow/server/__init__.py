@@ -6,11 +6,13 @@ import errno
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nflow.runtime import Runtime
-from nflow.server._apps import AsgiApp, RsgiApp, dispatch
+if TYPE_CHECKING:
+    from nflow.runtime import Runtime
+    from nflow.server._apps import AsgiApp, RsgiApp, dispatch
 
 __all__ = [
     "SPEC_ENV",
@@ -24,6 +26,16 @@ __all__ = [
 ]
 
 SPEC_ENV = "NFLOW_SERVE_SPEC"
+
+
+def __getattr__(name: str) -> Any:
+    # The serving apps (and the runtime behind them) are imported by the workers that use
+    # them, not by the master process, which only starts and watches the workers.
+    if name in ("AsgiApp", "RsgiApp", "dispatch"):
+        from nflow.server import _apps
+
+        return getattr(_apps, name)
+    raise AttributeError(f"module 'nflow.server' has no attribute {name!r}")
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -121,6 +133,7 @@ def worker_runtime() -> Runtime:
     """A Runtime from the spec ``serve`` left: for a worker, or a worker's isolation child."""
     from nflow.config import load_config
     from nflow.logs import configure_logging
+    from nflow.runtime import Runtime
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     config = load_config(spec["config"])
@@ -143,6 +156,7 @@ def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
     from nflow._isolation import Isolator
     from nflow._reload import Reloader
+    from nflow.server._apps import RsgiApp
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     runtime = worker_runtime()
