@@ -432,7 +432,8 @@ class _Run:
         """Replace whatever was written with a clear error response."""
         ctx = self.ctx
         node = self.playbook.nodes.get(exc.node) if exc.node else None
-        if isinstance(exc, ScriptError | ScriptTimeout):
+        # A missing module is the script's failure too: the same documented body.
+        if isinstance(exc, ScriptError | ScriptTimeout | ModuleNotFound):
             body: dict[str, Any] = {
                 "actor": _actor(node) if node else {},
                 "message": (

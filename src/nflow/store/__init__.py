@@ -18,11 +18,19 @@ from ._records import (
     UserRecord,
 )
 from ._store import Store
-from ._support import BIND_PREFIX, normalise_url, translate_placeholders
+from ._support import (
+    BIND_PREFIX,
+    Document,
+    exported_meta_file,
+    normalise_url,
+    read_document,
+    translate_placeholders,
+)
 
 __all__ = [
     "BIND_PREFIX",
     "AppRecord",
+    "Document",
     "ImportSummary",
     "ModuleRecord",
     "SecretRecord",
@@ -31,6 +39,8 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "exported_meta_file",
     "normalise_url",
+    "read_document",
     "translate_placeholders",
 ]
