@@ -447,3 +447,18 @@ def test_serve_master_process_loads_no_runtime_libraries(tmp_path: Path) -> None
     for library in ("jsbox", "tree_sitter", "sqlalchemy"):
         assert library in worker
         assert library not in master
+
+
+def test_a_worker_that_never_calls_redis_does_not_import_it(cfg: Path, tmp_path: Path) -> None:
+    write(tmp_path, "hello.json", _hello("/hi"))
+    script = """
+import sys
+from nflow.cli import main
+assert main(["run", "hello.json", "GET", "/hi"]) == 0
+print(sorted(m for m in ("redis", "opentelemetry") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
