@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from harness import COMPAT, SUPPORT, app_doc, js, node, starter
 from nflow.cli import main
+from test_server import Server
 
 
 @pytest.fixture
@@ -104,7 +108,7 @@ def test_import_refuses_app_with_errors_unless_forced(
     path = write(tmp_path, "broken.json", doc)
     assert main(["import", "--config", str(cfg), str(path)]) == 1
     err = capsys.readouterr().err
-    assert "not imported" in err and "ghost" in err
+    assert "nothing imported" in err and "ghost" in err
     assert main(["import", "--config", str(cfg), "--force", str(path)]) == 0
 
 
@@ -259,3 +263,218 @@ def test_serve_refuses_a_port_another_server_listens_on(
     err = capsys.readouterr().err
     assert code == 2
     assert f"server.port: 127.0.0.1:{port} is already in use" in err
+
+
+def _nflow(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The nflow command as a user runs it: its own process, its own output streams."""
+    return subprocess.run(
+        [sys.executable, "-m", "nflow", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _stored_apps(cfg: Path) -> list[str]:
+    import asyncio
+
+    from nflow.config import load_config
+    from nflow.store import Store
+
+    async def names() -> list[str]:
+        async with Store(load_config(cfg, environ={}).database_url) as store:
+            return await store.list_apps()
+
+    return asyncio.run(names())
+
+
+def _hello(pattern: str) -> dict[str, object]:
+    return app_doc(
+        s=starter("s", pattern, "a", method="GET"),
+        a=js("a", "function main(){ c.JSON(200, {ok: true}) }"),
+    )
+
+
+def test_import_checks_every_file_first_then_stores_all_or_nothing(
+    cfg: Path, tmp_path: Path
+) -> None:
+    write(tmp_path, "good.json", _hello("/one"))
+    write(tmp_path, "broken.json", '{"drawflow": {')
+    write(tmp_path, "good2.json", _hello("/two"))
+    done = _nflow("import", "good.json", "broken.json", "good2.json", "gone.json", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert "error: broken.json: not valid JSON" in lines[0] and "line 1, column 15" in lines[0]
+    assert lines[1] == "error: gone.json: no such file"
+    assert lines[-1] == "nothing imported: 2 of 4 file(s) have errors"
+    assert all(line.count(".json") <= 1 for line in lines)  # each file named once a line
+    assert _stored_apps(cfg) == []
+
+    done = _nflow("import", "good.json", "good2.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(_stored_apps(cfg)) == ["good", "good2"]
+
+
+def test_a_missing_module_is_an_error_in_check_import_run_and_serve(
+    cfg: Path, tmp_path: Path
+) -> None:
+    doc = app_doc(
+        s=starter("s", "/m", "a", method="GET"),
+        a=js("a", script="no_such_module"),
+    )
+    write(tmp_path, "app.json", doc)
+    message = "node a, field 'script': module 'no_such_module' is not in the modules table"
+
+    checked = _nflow("check", "app.json", cwd=tmp_path)
+    assert checked.returncode == 1 and message in checked.stdout
+
+    refused = _nflow("import", "app.json", cwd=tmp_path)
+    assert refused.returncode == 1 and message in refused.stderr
+    assert "nothing imported" in refused.stderr and "--force" in refused.stderr
+    assert _stored_apps(cfg) == []
+    # With the module in the same import, the app is fine.
+    modules = write(tmp_path, "mods.json", {"modules": [{"name": "no_such_module", "code": ""}]})
+    assert _nflow("check", "app.json", str(modules), "--no-db", cwd=tmp_path).returncode == 0
+
+    ran = _nflow("run", "app.json", "GET", "/m", cwd=tmp_path)
+    assert ran.returncode == 1
+    body = json.loads(ran.stdout)
+    assert "error" not in body  # the documented shape of a failing node
+    assert body["node"] == "a" and "'no_such_module'" in body["message"]
+
+    srv = Server(tmp_path, "--app", "app.json", "--workers", "1")
+    try:
+        srv.wait_ready()
+        answer = httpx.get(srv.url + "/m")
+    finally:
+        srv.stop()
+    assert answer.status_code == 500 and answer.json().keys() == body.keys()
+    start = srv.output().split("nflow serving on")[0]
+    assert message in start
+
+    forced = _nflow("import", "--force", "app.json", cwd=tmp_path)
+    assert forced.returncode == 0 and _stored_apps(cfg) == ["app"]
+
+
+def test_export_then_import_keeps_app_names(cfg: Path, tmp_path: Path) -> None:
+    write(tmp_path, "hello.json", _hello("/hi"))
+    assert _nflow("import", "--name", "my app/1", "hello.json", cwd=tmp_path).returncode == 0
+    assert _nflow("export", "out", cwd=tmp_path).returncode == 0
+    exported = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "app_my%20app%2F1.json" in exported
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.toml").write_text(cfg.read_text().replace("cli.db", "fresh.db"))
+    files = [str(tmp_path / "out" / name) for name in exported]
+    done = _nflow("import", *files, cwd=fresh)
+    assert done.returncode == 0, done.stderr
+    assert "as app 'my app/1'" in done.stdout
+    assert _stored_apps(fresh / "config.toml") == ["my app/1"]
+    # The app file alone finds its name in the row file exported beside it.
+    (tmp_path / "fresh.db").unlink()
+    alone = _nflow("import", str(tmp_path / "out" / "app_my%20app%2F1.json"), cwd=fresh)
+    assert alone.returncode == 0, alone.stderr
+    assert _stored_apps(fresh / "config.toml") == ["my app/1"]
+
+
+def test_options_may_come_between_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = COMPAT / "app_nflow_sqlite_full.json"
+    modules = SUPPORT / "modules_app_sqlite.json"
+    assert main(["check", str(app), "--no-db", str(modules), "-q"]) == 0
+    assert " 0 error(s)" in capsys.readouterr().out
+
+
+def test_token_list_shows_ids_for_revoke_and_never_the_token(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "create", "api1", "--config", str(cfg)]) == 0
+    assert main(["token", "create", "api2", "--expires-days", "1"]) == 0
+    secrets = [
+        line.split()[-1] for line in capsys.readouterr().out.splitlines() if "Bearer" in line
+    ]
+    assert main(["token", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [row.split("\t")[:3] for row in listed] == [
+        ["1", "api1", "active"],
+        ["2", "api2", "active"],
+    ]
+    assert "expires never" in listed[0] and "header Authorization" in listed[0]
+    assert not any(secret in "\n".join(listed) for secret in secrets)
+    assert main(["token", "revoke", "1"]) == 0
+    assert main(["token", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split("\t")[2] == "revoked"
+
+
+def test_user_add_with_nothing_on_stdin_says_no_password(cfg: Path, tmp_path: Path) -> None:
+    done = _nflow("user", "add", "ana", "--password-stdin", cwd=tmp_path, stdin="")
+    assert done.returncode == 1
+    assert "no password given" in done.stderr and "shorter" not in done.stderr
+
+
+def test_messages_name_a_bad_file_once(tmp_path: Path) -> None:
+    write(tmp_path, "cut.json", '{"drawflow": {')
+    checked = _nflow("check", "--no-db", "cut.json", cwd=tmp_path)
+    ran = _nflow("run", "cut.json", "GET", "/", cwd=tmp_path)
+    assert checked.returncode == 1 and checked.stdout.count("cut.json") == 1
+    assert ran.returncode == 2 and ran.stderr.count("cut.json") == 1
+    assert "invalid JSON" not in checked.stdout + ran.stderr  # said once, not twice
+
+
+def test_session_secret_warning_only_where_it_matters(cfg: Path, tmp_path: Path) -> None:
+    write(tmp_path, "hello.json", _hello("/hi"))
+    plain = _nflow("run", "hello.json", "GET", "/hi", cwd=tmp_path)
+    assert plain.returncode == 0 and "session" not in plain.stderr
+    login = app_doc(
+        s=starter("s", "/login", "a", method="GET"),
+        a=js(
+            "a", "function main(){ set_session('prefs', 'color', 'blue'); c.JSON(200, {ok: true}) }"
+        ),
+    )
+    write(tmp_path, "login.json", login)
+    cookie = _nflow("run", "-i", "login.json", "GET", "/login", cwd=tmp_path)
+    assert cookie.returncode == 0 and "set-cookie" in cookie.stdout.lower()
+    assert cookie.stderr.count("no [session] secret configured") == 1
+
+    srv = Server(tmp_path, "--app", "hello.json", "--workers", "2")
+    try:
+        srv.wait_ready()
+    finally:
+        srv.stop()
+    assert srv.output().count("no [session] secret configured") == 1
+
+
+def test_serve_master_process_loads_no_runtime_libraries(tmp_path: Path) -> None:
+    """The master only starts and watches workers: the JS engine, the script analyzer and
+    the database layer are loaded by the workers, not by it."""
+    write(tmp_path, "hello.json", _hello("/hi"))
+    srv = Server(tmp_path, "--app", "hello.json", "--workers", "1")
+    try:
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/hi").json() == {"ok": True}
+        master = Path(f"/proc/{srv.proc.pid}/maps").read_text()
+        worker_pid = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text()
+        worker = Path(f"/proc/{worker_pid.split()[0]}/maps").read_text()
+    finally:
+        srv.stop()
+    for library in ("jsbox", "tree_sitter", "sqlalchemy"):
+        assert library in worker
+        assert library not in master
+
+
+def test_a_worker_that_never_calls_redis_does_not_import_it(cfg: Path, tmp_path: Path) -> None:
+    write(tmp_path, "hello.json", _hello("/hi"))
+    script = """
+import sys
+from nflow.cli import main
+assert main(["run", "hello.json", "GET", "/hi"]) == 0
+print(sorted(m for m in ("redis", "opentelemetry") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -120,8 +120,9 @@ def test_legacy_file_based_app(make: MakeHarness) -> None:
     assert r.status == 500
     error = r.json()
     assert isinstance(error, dict)
-    assert "modules/Validate Token/js/code" in error["error"]
-    assert "not in the modules table" in error["error"]
+    # The documented body of a failing node, as for script errors.
+    assert "modules/Validate Token/js/code" in error["message"]
+    assert "not in the modules table" in error["message"]
     assert error["node"]
 
 

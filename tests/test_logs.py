@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -40,7 +41,8 @@ def test_access_lines_hold_each_request_as_served() -> None:
         "starter": "/a",
         "ip": "10.0.0.7",
     }
-    assert isinstance(first["ts"], float)
+    # The same ts as application lines: RFC 3339, UTC, milliseconds.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
     assert second["ip"] == "2001:db8::1"
     assert second["duration_ms"] == 1500.0
     assert (second["trace_id"], second["span_id"]) == ("t" * 32, "s" * 16)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from nflow._io import IoLoop
-from nflow.check import security_problems
+from nflow.check import module_problems, security_problems
 from nflow.config import SecurityConfig
 from nflow.errors import PlaybookError, Problem
 from nflow.playbook import Playbook, Starter, load_playbook
@@ -143,6 +143,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self.changes: list[str] = []
         self.store_error = ""
+        self.loaded: set[int] = set()  # id() of the playbooks (re)loaded by this build
 
     # the database part -------------------------------------------------------------------
     def _read_store(self) -> _Stored | None:
@@ -248,6 +249,7 @@ class _Builder:
             return Source(prev.key, prev.name, digest, None, prev.stat, prev.read_at)
         for problem in playbook.errors:
             log.error("app %r: %s", playbook.name, problem)
+        self.loaded.add(id(playbook))
         if self.hot:
             verb = "changed" if old is not None else "added"
             self.changes.append(f"app {playbook.name!r} {verb} ({_routes(playbook)})")
@@ -334,6 +336,14 @@ class _Builder:
         problems = list(self.problems)
         for playbook in playbooks:
             problems.extend(playbook.problems)
+            # Modules come and go independently of the apps that name them: checked on
+            # every build, told when the app or the modules are new.
+            missing = module_problems(playbook, modules)
+            problems.extend(missing)
+            if not self.hot or modules_changed or id(playbook) in self.loaded:
+                for problem in missing:
+                    if problem.severity == "error":
+                        log.error("app %r: %s", playbook.name, problem)
         catalog = Catalog(
             router=Router(playbooks),
             blocking=blocking,

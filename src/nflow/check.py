@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
-__all__ = ["check_playbook", "custom_step_problems"]
+__all__ = ["check_playbook", "custom_step_problems", "module_problems"]
 
 from collections.abc import Mapping
 
 from nflow.config import SecurityConfig
 from nflow.errors import Problem
 from nflow.playbook import Playbook
-from nflow.sandbox import JsError, new_runtime
+
+
+def module_problems(playbook: Playbook, modules: Mapping[str, str | None]) -> list[Problem]:
+    """``script`` names that are not in ``modules``: errors where a starter reaches the node.
+
+    One rule for ``nflow check``, ``nflow import`` and what ``nflow serve`` reports, so
+    the three agree with the 500 such a node answers at run time. Orphan nodes never run
+    on their own: a missing module there is a warning like the orphan itself.
+    """
+    reachable: set[str] = set()
+    for starter in playbook.starters:
+        reachable |= playbook.reachable(starter.node.id)
+    problems = []
+    for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+        if node.type != "js":
+            continue
+        code = node.data.get("code")
+        script = node.data.get("script")
+        if isinstance(code, str) and code.strip():
+            continue  # the node's own code wins over its module
+        if isinstance(script, str) and script and script not in modules:
+            problems.append(
+                Problem(
+                    "error" if node.id in reachable else "warning",
+                    f"module {script!r} is not in the modules table",
+                    tab=node.tab,
+                    node=node.id,
+                    field="script",
+                )
+            )
+    return problems
 
 
 def check_playbook(
@@ -23,7 +53,9 @@ def check_playbook(
     Only nodes a starter can reach are held to the module rule: orphan nodes never run on
     their own, so a missing module there is a warning like the orphan itself.
     """
-    problems = list(playbook.problems)
+    from nflow.sandbox import JsError, new_runtime
+
+    problems = list(playbook.problems) + module_problems(playbook, modules)
     reachable: set[str] = set()
     for starter in playbook.starters:
         reachable |= playbook.reachable(starter.node.id)
@@ -43,16 +75,7 @@ def check_playbook(
             elif isinstance(script, str) and script:
                 field = "script"
                 if script not in modules:
-                    problems.append(
-                        Problem(
-                            severity,
-                            f"module {script!r} is not in the modules table",
-                            tab=node.tab,
-                            node=node.id,
-                            field="script",
-                        )
-                    )
-                    continue
+                    continue  # reported by module_problems
                 source = modules[script]
             elif script is not None and not isinstance(script, str):
                 problems.append(

@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from nflow.errors import ConfigError, NflowError, PlaybookError
-from nflow.security import KeyConfigError, SecretError
 
 __all__ = ["main"]
+
+# Every command imports what it uses inside its function: `nflow serve`'s master process
+# and small commands like `nflow user` stay free of the runtime, the database layer and
+# the JS engine (tens of MB and most of a second) unless they need them.
 
 
 def _config(path: str | None) -> tuple[object, str | None]:
@@ -36,7 +39,6 @@ def _err(text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from nflow.config import Config
     from nflow.logs import configure_logging
-    from nflow.runtime import Runtime
     from nflow.server import ensure_port_free, serve
 
     config, path = _config(args.config)
@@ -56,41 +58,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.session.secret and config.session.backend == "cookie":
         import secrets
 
+        # One random secret for every worker, or a cookie sealed by one would not open in
+        # another.
         secret = secrets.token_urlsafe(32)
-        _err(
-            "warning: no [session] secret configured; using a random one for this run, so "
-            "session cookies stop working after a restart (set session.secret, 32+ chars)"
+
+    def preflight() -> int:
+        from nflow.runtime import RANDOM_SESSION_SECRET, Runtime
+
+        if secret:
+            _err(f"warning: {RANDOM_SESSION_SECRET}")
+        # The preflight runtime only validates and lists routes: it must not register as a
+        # metrics-writing worker of the server it precedes.
+        runtime = Runtime(
+            config,
+            app_files=args.app,
+            example_if_empty=example,
+            session_secret=secret or None,
+            observe=False,
         )
-    # The preflight runtime only validates and lists routes: it must not register as a
-    # metrics-writing worker of the server it precedes.
-    runtime = Runtime(
-        config,
-        app_files=args.app,
-        example_if_empty=example,
-        session_secret=secret or None,
-        observe=False,
-    )
 
-    async def preflight() -> None:
-        await runtime.open()
-        try:
-            _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
-            _print(f"database: {runtime.store.url}")
-            _print_custom_steps()
-            apps = runtime.router.playbooks
-            if not apps:
-                _print("no apps to serve: import one with `nflow import app.json` or pass --app")
-            for playbook in apps:
-                _print(f"app {playbook.name!r}:")
-                for starter in playbook.starters:
-                    _print(f"  {starter.method:<6} {starter.pattern}   ({starter.node.tab})")
-            errors = [p for p in runtime.problems if p.severity == "error"]
-            for problem in errors:
-                _err(f"  {problem}")
-        finally:
-            await runtime.close()
+        async def show() -> None:
+            await runtime.open()
+            try:
+                _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
+                _print(f"database: {runtime.store.url}")
+                _print_custom_steps()
+                apps = runtime.router.playbooks
+                if not apps:
+                    _print(
+                        "no apps to serve: import one with `nflow import app.json` or pass --app"
+                    )
+                for playbook in apps:
+                    _print(f"app {playbook.name!r}:")
+                    for starter in playbook.starters:
+                        _print(f"  {starter.method:<6} {starter.pattern}   ({starter.node.tab})")
+            finally:
+                await runtime.close()
 
-    asyncio.run(preflight())
+        asyncio.run(show())
+        return 0
+
+    # The runtime (and all it imports) lives in a short-lived child: the master only starts
+    # and watches the workers, which build their own runtimes.
+    code = _in_child(preflight)
+    if code:
+        return code
     serve(
         config_path=os.path.abspath(path) if path else None,
         app_files=args.app,
@@ -102,6 +114,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session_secret=secret,
     )
     return 0
+
+
+def _in_child(work: Callable[[], int]) -> int:
+    """Run ``work`` in a forked child process and return its exit code.
+
+    The child's imports and memory go away with it. Errors are reported there, with the
+    exit codes :func:`main` gives them.
+    """
+    if not hasattr(os, "fork"):
+        return _guarded(work)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 70
+        try:
+            code = _guarded(work)
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
 
 
 # import / export ----------------------------------------------------------------------------
@@ -116,46 +154,95 @@ def _store_from(args: argparse.Namespace) -> object:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from nflow.applimits import app_limit_problems
+    from nflow.check import module_problems
     from nflow.config import Config
+    from nflow.errors import Problem, StoreError
     from nflow.playbook import load_playbook
-    from nflow.store import Store
+    from nflow.store import Document, Store, exported_meta_file, read_document
 
-    store = _store_from(args)
-    assert isinstance(store, Store)
     config, _ = _config(args.config)
     assert isinstance(config, Config)
+    # Every file is read and checked before anything is written; then all are written in
+    # one transaction, so a bad file leaves the database as it was.
+    read: list[tuple[str, Document]] = []
+    failed = 0
+    for file in args.files:
+        try:
+            read.append((file, read_document(Path(file))))
+        except StoreError as exc:
+            _err(f"error: {exc}")
+            failed += 1
+    app_files = [file for file, doc in read if doc.app_json is not None]
+    if args.name and len(app_files) > 1:
+        _err(f"nflow import: --name names one app, and {len(app_files)} app documents are given")
+        return 2
+    metas = {Path(file).resolve(): doc.meta.name for file, doc in read if doc.meta is not None}
+
+    def app_name(file: str) -> str:
+        if args.name:
+            return str(args.name)
+        # An app exported by `nflow export` (app_<name>.json) takes its real name from the
+        # row file written beside it, imported with it or left in its directory.
+        meta_file = exported_meta_file(Path(file))
+        if meta_file is None:
+            return Path(file).stem
+        name = metas.get(meta_file.resolve())
+        if name is None and meta_file.is_file():
+            try:
+                meta = read_document(meta_file).meta
+            except StoreError:
+                meta = None
+            name = meta.name if meta is not None else None
+        return name or Path(file).stem
+
+    store = Store(config.database_url)
 
     async def run() -> int:
         await store.open()
-        failed = 0
         try:
-            for file in args.files:
-                text = Path(file).read_bytes()
-                doc = orjson.loads(text) if text.strip().startswith(b"{") else None
-                name = args.name or Path(file).stem
-                if isinstance(doc, dict) and "drawflow" in doc:
-                    try:
-                        playbook = load_playbook(text, name=name, source=file)
-                    except PlaybookError as exc:
-                        _err(str(exc))
-                        failed += 1
-                        continue
-                    errors = playbook.errors + app_limit_problems(playbook, config)
-                    if errors and not args.force:
-                        _err(f"{file}: not imported, {len(errors)} error(s) (use --force):")
-                        for problem in errors:
-                            _err(f"  {problem}")
-                        failed += 1
-                        continue
-                summary = await store.import_file(file, app_name=name)
-                _print(
-                    f"{file}: {summary.apps} app(s), {summary.modules} module(s), "
-                    f"{summary.templates} template(s), {summary.queries} quer(y/ies)"
-                    + (f" as app {name!r}" if summary.apps else "")
+            modules = {m.name: m.code for m in await store.list_modules()}
+            for _, doc in read:
+                modules.update((m.name, m.code) for m in doc.modules)
+            named: list[tuple[Document, str]] = []
+            refused = 0
+            for file, doc in read:
+                name = app_name(file)
+                named.append((doc, name))
+                if doc.app_json is None:
+                    continue
+                try:
+                    playbook = load_playbook(doc.app_json, name=name, source=file)
+                except PlaybookError as exc:
+                    _err(f"error: {exc}")
+                    refused += 1
+                    continue
+                missing = module_problems(playbook, modules)
+                errors: list[Problem] = playbook.errors + [
+                    p for p in missing if p.severity == "error"
+                ]
+                errors += app_limit_problems(playbook, config)
+                if errors and not args.force:
+                    _err(f"{file}: {len(errors)} error(s):")
+                    for problem in errors:
+                        _err(f"  {problem}")
+                    refused += 1
+            if failed or refused:
+                hint = " (--force imports apps with errors)" if refused and not failed else ""
+                _err(
+                    f"nothing imported: {failed + refused} of {len(args.files)} file(s) "
+                    f"have errors{hint}"
                 )
+                return 1
+            summaries = await store.import_documents(named)
         finally:
             await store.close()
-        return 1 if failed else 0
+        for (file, doc), (_, name), summary in zip(read, named, summaries, strict=True):
+            _print(
+                f"{file}: {summary.apps} app(s), {summary.modules} module(s), "
+                f"{summary.templates} template(s), {summary.queries} quer(y/ies)"
+                + (f" as app {name!r}" if doc.app_json is not None else "")
+            )
+        return 0
 
     return asyncio.run(run())
 
@@ -188,6 +275,8 @@ def _read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             raise NflowError("the passwords differ")
+    if not password:
+        raise NflowError("no password given (type it, or pipe it with --password-stdin)")
     if len(password) < 8 and not args.allow_short:
         raise NflowError("password shorter than 8 characters (use --allow-short for legacy flows)")
     return password
@@ -266,6 +355,28 @@ def cmd_token(args: argparse.Namespace) -> int:
         _err("(the token is stored hashed: this is the only time it is shown)")
         return 0
 
+    if args.action == "list":
+
+        async def listed(store: Any) -> Any:
+            return await store.list_tokens()
+
+        rows = _with_store(args, listed)
+        if not rows:
+            _err("no API tokens (create one with `nflow token create NAME`)")
+        now = _time.time()
+        for row in rows:
+            # The stored value is a hash and shown to nobody: id, name and state only.
+            state = "active" if row.active else "revoked"
+            if row.active and row.expired and row.expired <= now:
+                state = "expired"
+            expires = (
+                _time.strftime("%Y-%m-%d %H:%M", _time.localtime(row.expired))
+                if row.expired
+                else "never"
+            )
+            _print(f"{row.id}\t{row.name}\t{state}\texpires {expires}\theader {row.header}")
+        return 0
+
     async def revoke(store: Any) -> None:
         await store.set_token_active(args.id, False)
 
@@ -322,7 +433,7 @@ def _secret_value(args: argparse.Namespace) -> str:
 
 def cmd_secrets(args: argparse.Namespace) -> int:
     from nflow.config import Config
-    from nflow.security import KeyRing, delete_secret, list_secrets, set_secret
+    from nflow.security import KeyConfigError, KeyRing, delete_secret, list_secrets, set_secret
 
     if args.action == "list":
 
@@ -370,6 +481,7 @@ def cmd_secrets(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from nflow.applimits import app_limit_problems
     from nflow.check import check_playbook
+    from nflow.config import Config
     from nflow.playbook import load_playbook
     from nflow.steps import discover_steps
     from nflow.store import Store
@@ -395,6 +507,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                     modules[row["name"]] = code if isinstance(code, str) else None
         else:
             apps.append(file)
+    loaded, _ = _config(args.config)
+    assert isinstance(loaded, Config)
     if not args.no_db:
         store = _store_from(args)
         assert isinstance(store, Store)
@@ -420,13 +534,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             errors += 1
             continue
         except PlaybookError as exc:
-            _print(f"{file}: {exc}")
+            _print(str(exc))  # it names the file
             errors += 1
             continue
-        from nflow.config import Config as _Config
-
-        loaded, _ = _config(args.config)
-        assert isinstance(loaded, _Config)
         problems = check_playbook(playbook, modules=modules, security=loaded.security)
         problems += app_limit_problems(playbook, loaded)
         n_err = sum(1 for p in problems if p.severity == "error")
@@ -476,7 +586,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             verbose=True,
             security=config.security,
         )
-    runtime = Runtime(config, app_files=[args.app], serve_stored_apps=False, log_nodes=args.verbose)
+    secret = ""
+    if not config.session.secret and config.session.backend == "cookie":
+        import secrets
+
+        secret = secrets.token_urlsafe(32)
+    runtime = Runtime(
+        config,
+        app_files=[args.app],
+        serve_stored_apps=False,
+        log_nodes=args.verbose,
+        session_secret=secret or None,
+    )
 
     async def run() -> Response:
         await runtime.open()
@@ -503,13 +624,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print()
     sys.stdout.buffer.write(response.body)
     sys.stdout.flush()
+    if secret and any(key.lower() == "set-cookie" for key, _ in response.headers):
+        # Only now does the throwaway secret matter: this cookie opens in no later run.
+        from nflow.runtime import RANDOM_SESSION_SECRET
+
+        _err(f"warning: {RANDOM_SESSION_SECRET}")
     return 0 if response.status < 400 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nflow", description="Serve nFlow designer playbooks over HTTP."
-    )
+    parser = _Parser(prog="nflow", description="Serve nFlow designer playbooks over HTTP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="serve apps over HTTP")
@@ -568,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--type", default="Bearer", help="prefix before the token (default Bearer)")
     t.add_argument("--expires-days", type=float, default=0)
     t.add_argument("--config")
-    t = tsub.add_parser("revoke", help="deactivate a token by id")
+    t = tsub.add_parser("list", help="list tokens by id (the token itself is never shown)")
+    t.add_argument("--config")
+    t = tsub.add_parser("revoke", help="deactivate a token by id (see `nflow token list`)")
     t.add_argument("id", type=int)
     t.add_argument("--config")
     p.set_defaults(func=cmd_token)
@@ -608,20 +734,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options may come between positional arguments (``check app.json --no-db mods.json``).
+
+    The subcommands' parsers parse intermixed; a parser with subcommands cannot, and
+    parses as usual.
+    """
+
+    _intermixed = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
+        if self._intermixed or nested:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args calls back into this method for its two passes.
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
+
+
+def _guarded(work: Callable[[], int]) -> int:
+    """Run a command; nflow's own errors become one line on stderr and an exit code."""
+    try:
+        return work()
+    except NflowError as exc:
+        from nflow.security import KeyConfigError, SecretError
+
+        _err(f"nflow: {exc}")
+        # 2: fix the configuration or the input; 1: it failed.
+        usage = (ConfigError, PlaybookError, KeyConfigError, SecretError)
+        return 2 if isinstance(exc, usage) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        result: int = args.func(args)
-        return result
-    except (ConfigError, PlaybookError, KeyConfigError, SecretError) as exc:
-        _err(f"nflow: {exc}")
-        return 2
-    except NflowError as exc:
-        _err(f"nflow: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return _guarded(lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ __all__ = [
     "AccessLog",
     "access_log",
     "configure_logging",
+    "utc_timestamp",
 ]
 
 import atexit
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from itertools import islice
 from typing import IO, Any
 
@@ -39,11 +41,24 @@ _EXTRA = (
 _CHATTY = ("aiosqlite", "asyncio", "urllib3")
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
+def utc_timestamp(seconds: float) -> str:
+    """``2025-01-31T12:00:00.123Z`` (UTC, milliseconds): the ``ts`` of every JSON line,
+    application and access lines alike. The text of the second is reused within it."""
+    global _second
+    whole = int(seconds)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((seconds - whole) * 1000):03d}Z"
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": utc_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -117,7 +132,7 @@ class _Line(msgspec.Struct, omit_defaults=True, gc=False):
     app: str
     starter: str
     ip: str
-    ts: float
+    ts: str
     trace_id: str = ""  # written only when tracing gave one
     span_id: str = ""
 
@@ -224,7 +239,7 @@ class AccessLog:
                 app,
                 starter,
                 host,
-                time.time(),
+                utc_timestamp(time.time()),
                 trace_id,
                 span_id,
             )
@@ -253,7 +268,7 @@ class AccessLog:
 
     def _text(self, line: _Line) -> bytes:
         return (
-            f"{time.strftime('%H:%M:%S', time.localtime(line.ts))} ACCESS  "
+            f"{datetime.fromisoformat(line.ts).astimezone():%H:%M:%S} ACCESS  "
             f"{line.method} {line.path} "
             f"{line.status} {line.duration_ms}ms  [wid={line.wid} "
             f"app={line.app} starter={line.starter}"

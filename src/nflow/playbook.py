@@ -114,10 +114,10 @@ def load_playbook(text: str | bytes, *, name: str = "app", source: str = "") -> 
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         line, col = _json_position(text, exc.pos)
-        raise PlaybookError(
-            f"{where}: not valid JSON at line {line}, column {col}: {exc.msg}",
-            [Problem("error", f"invalid JSON: {exc.msg}", line=line)],
-        ) from None
+        error = PlaybookError(f"{where}: not valid JSON at line {line}, column {col}: {exc.msg}")
+        # The message says it all once; the problem serves listings of problems.
+        error.problems = [Problem("error", f"invalid JSON: {exc.msg}", line=line)]
+        raise error from None
     return parse_playbook(doc, name=name, source=source)
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Isolation", "RunLimits", "Runtime", "Services"]
+__all__ = ["RANDOM_SESSION_SECRET", "Isolation", "RunLimits", "Runtime", "Services"]
 
 import asyncio
 import contextvars
@@ -61,6 +61,12 @@ if TYPE_CHECKING:
     from nflow.observability.tracing import Tracing
 
 log = logging.getLogger("nflow")
+
+RANDOM_SESSION_SECRET = (
+    "no [session] secret configured: using a random one, so session cookies stop working "
+    "when the process ends (set session.secret, 32+ characters)"
+)
+_warned_random_secret = False
 
 DEFAULT_AUTH_TRIGGER = 'function auth(){ if (!exist_profile()) { next = "login" } }'
 
@@ -317,10 +323,10 @@ class Runtime:
         secret = session.secret or self._session_secret
         if not secret:
             secret = secrets.token_urlsafe(32)
-            log.warning(
-                "no [session] secret configured: using a random one, so session cookies "
-                "do not survive a restart (set session.secret, 32+ characters)"
-            )
+            global _warned_random_secret
+            if not _warned_random_secret:  # once per process, however many runtimes it opens
+                _warned_random_secret = True
+                log.warning(RANDOM_SESSION_SECRET)
         store = self.services.store
 
         async def is_revoked(sid: str) -> bool:

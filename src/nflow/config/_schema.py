@@ -24,7 +24,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import URL, make_url
 
 from nflow.config._app_limits import validate_app_limits
 
@@ -177,6 +176,10 @@ def _parse_libpq(dsn: str) -> dict[str, str]:
 
 
 def _postgres_url(dsn: str) -> str:
+    # SQLAlchemy is imported when a URL is built, not with the config: the master process
+    # of ``nflow serve`` and commands without a database do not need it.
+    from sqlalchemy.engine import URL, make_url
+
     params: dict[str, str] = {}
     if "://" in dsn:
         try:
@@ -231,6 +234,8 @@ def _sqlite_url(dsn: str) -> str:
     if not dsn:
         raise ValueError("expected a file path or :memory:, got an empty string")
     if "://" in dsn:
+        from sqlalchemy.engine import make_url
+
         try:
             url = make_url(dsn)
         except Exception as exc:

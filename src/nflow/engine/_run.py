@@ -32,6 +32,7 @@ from nflow.engine._results import (
 )
 from nflow.errors import (
     ExecutionError,
+    ModuleNotFound,
     ProcessKilled,
     ScriptError,
     ScriptTimeout,
@@ -339,7 +340,8 @@ class _Run:
         """Replace whatever was written with a clear error response."""
         ctx = self.ctx
         node = self.playbook.nodes.get(exc.node) if exc.node else None
-        if isinstance(exc, ScriptError | ScriptTimeout):
+        # A missing module is the script's failure too: the same documented body.
+        if isinstance(exc, ScriptError | ScriptTimeout | ModuleNotFound):
             body: dict[str, Any] = {
                 "message": (
                     "Script execution exceeded resource limits: " + exc.message

@@ -27,17 +27,18 @@ import asyncio
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
 
 from nflow._io import IoLoop
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
+
+if TYPE_CHECKING:
+    # The client library is imported by the first script that calls redis: most workers
+    # never do, and it weighs several MB (with its OpenTelemetry instruments).
+    import redis.asyncio as aioredis
 
 REDIS_NIL = "redis: nil"
 _CALL_TIMEOUT = 10.0
@@ -70,6 +71,10 @@ async def _client(settings: tuple[str, str, int]) -> aioredis.Redis:
         return entry.client
     if entry is not None:  # the config was reloaded with another server
         await entry.client.aclose()
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
     host, password, db = settings
     # Like the Go runtime, an empty [redis] host still gets a client, for the default server.
     name, port = _host_port(host)
@@ -114,6 +119,8 @@ async def close_redis(io: IoLoop) -> None:
 
 def _run(ctx: RunContext, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
     """``client.<method>(*args)`` on the worker's I/O loop, failures as HostError."""
+    from redis.exceptions import RedisError
+
     settings = _settings(ctx)
     remaining = ctx.remaining()
     if remaining <= 0.05:

@@ -28,8 +28,6 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, RedisError
-
 from nflow.ratelimit._bucket import EPSILON, Decision, check_cost, check_parameters
 
 if TYPE_CHECKING:
@@ -123,6 +121,9 @@ class RedisRateLimiter:
         return self._capacity
 
     async def hit(self, key: str, *, cost: int = 1) -> Decision:
+        # Here, not at the top: only a limiter on Redis imports the client library.
+        from redis.exceptions import NoScriptError, RedisError
+
         check_cost(cost, self._capacity)
         if self._down_until > time.monotonic():
             self._suppressed += 1

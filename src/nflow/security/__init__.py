@@ -12,50 +12,126 @@
 
 from __future__ import annotations
 
-from ._analyzer import (
-    DEFAULT_MAX_SCRIPT_BYTES,
-    RULES,
-    AnalyzerRules,
-    Finding,
-    NodeFinding,
-    ScriptAnalyzer,
-    analyze,
-    blocks,
-    check_app,
-    playbook_sources,
-)
-from ._crypto import (
-    CONFIG_KEY_ID,
-    ENV_KEY_FILE,
-    ENV_KEYS,
-    PREFIX,
-    DecryptionError,
-    KeyConfigError,
-    KeyRing,
-    UnknownKeyError,
-    field_aad,
-    generate_key,
-    is_encrypted,
-)
-from ._rotation import RotationReport, rotate_database
-from ._sanitizer import (
-    Sanitizer,
-    SanitizingFilter,
-    install_log_sanitizer,
-    luhn_valid,
-    sanitize,
-    sanitize_value,
-)
-from ._secrets import (
-    SecretError,
-    delete_secret,
-    list_secrets,
-    read_secrets,
-    resolve_secrets,
-    rotate_secrets,
-    secret_aad,
-    set_secret,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._analyzer import (
+        DEFAULT_MAX_SCRIPT_BYTES,
+        RULES,
+        AnalyzerRules,
+        Finding,
+        NodeFinding,
+        ScriptAnalyzer,
+        analyze,
+        blocks,
+        check_app,
+        playbook_sources,
+    )
+    from ._crypto import (
+        CONFIG_KEY_ID,
+        ENV_KEY_FILE,
+        ENV_KEYS,
+        PREFIX,
+        DecryptionError,
+        KeyConfigError,
+        KeyRing,
+        UnknownKeyError,
+        field_aad,
+        generate_key,
+        is_encrypted,
+    )
+    from ._rotation import RotationReport, rotate_database
+    from ._sanitizer import (
+        Sanitizer,
+        SanitizingFilter,
+        install_log_sanitizer,
+        luhn_valid,
+        sanitize,
+        sanitize_value,
+    )
+    from ._secrets import (
+        SecretError,
+        delete_secret,
+        list_secrets,
+        read_secrets,
+        resolve_secrets,
+        rotate_secrets,
+        secret_aad,
+        set_secret,
+    )
+
+# Each name's submodule, imported on first use: the log sanitizer and the key ring are
+# wanted by processes (the master of ``nflow serve``, small commands) that never analyze
+# a script, and the analyzer's parser is the heaviest part.
+_SOURCES = {
+    **dict.fromkeys(
+        (
+            "DEFAULT_MAX_SCRIPT_BYTES",
+            "RULES",
+            "AnalyzerRules",
+            "Finding",
+            "NodeFinding",
+            "ScriptAnalyzer",
+            "analyze",
+            "blocks",
+            "check_app",
+            "playbook_sources",
+        ),
+        "_analyzer",
+    ),
+    **dict.fromkeys(
+        (
+            "CONFIG_KEY_ID",
+            "ENV_KEY_FILE",
+            "ENV_KEYS",
+            "PREFIX",
+            "DecryptionError",
+            "KeyConfigError",
+            "KeyRing",
+            "UnknownKeyError",
+            "field_aad",
+            "generate_key",
+            "is_encrypted",
+        ),
+        "_crypto",
+    ),
+    **dict.fromkeys(("RotationReport", "rotate_database"), "_rotation"),
+    **dict.fromkeys(
+        (
+            "Sanitizer",
+            "SanitizingFilter",
+            "install_log_sanitizer",
+            "luhn_valid",
+            "sanitize",
+            "sanitize_value",
+        ),
+        "_sanitizer",
+    ),
+    **dict.fromkeys(
+        (
+            "SecretError",
+            "delete_secret",
+            "list_secrets",
+            "read_secrets",
+            "resolve_secrets",
+            "rotate_secrets",
+            "secret_aad",
+            "set_secret",
+        ),
+        "_secrets",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'nflow.security' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nflow.security.{source}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONFIG_KEY_ID",

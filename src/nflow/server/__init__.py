@@ -6,11 +6,14 @@ import errno
 import os
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nflow.server._apps import AsgiApp, RsgiApp, dispatch
 from nflow.server._worker import SPEC_ENV, worker_runtime
+
+if TYPE_CHECKING:
+    from nflow.server._apps import AsgiApp, RsgiApp, dispatch
 
 __all__ = [
     "SPEC_ENV",
@@ -22,6 +25,16 @@ __all__ = [
     "worker_app",
     "worker_runtime",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The serving apps (and the runtime behind them) are imported by the workers that use
+    # them, not by the master process, which only starts and watches the workers.
+    if name in ("AsgiApp", "RsgiApp", "dispatch"):
+        from nflow.server import _apps
+
+        return getattr(_apps, name)
+    raise AttributeError(f"module 'nflow.server' has no attribute {name!r}")
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -117,6 +130,7 @@ def serve(
 
 def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
+    from nflow.server._apps import RsgiApp
     from nflow.server._isolation import Isolator
     from nflow.server._reload import Reloader
 

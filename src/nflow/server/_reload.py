@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from nflow.catalog import build_catalog
 from nflow.config import Config, changed_keys, load_config, restart_required_keys
 from nflow.errors import ConfigError, NflowError
 
@@ -159,6 +158,9 @@ class Reloader:
 
         ``full`` reloads and analyzes every app again (new ``[security]`` rules).
         """
+        # Here, not at the top: the master process imports this module for SIGHUP only.
+        from nflow.catalog import build_catalog
+
         runtime = self.runtime
         with runtime.reload_lock:
             current = runtime.catalog

@@ -10,10 +10,12 @@ from __future__ import annotations
 __all__ = ["SPEC_ENV", "worker_runtime"]
 
 import os
+from typing import TYPE_CHECKING
 
 import orjson
 
-from nflow.runtime import Runtime
+if TYPE_CHECKING:
+    from nflow.runtime import Runtime
 
 SPEC_ENV = "NFLOW_SERVE_SPEC"
 
@@ -22,6 +24,7 @@ def worker_runtime() -> Runtime:
     """A Runtime from the spec ``serve`` left: for a worker, or a worker's isolation child."""
     from nflow.config import load_config
     from nflow.logs import configure_logging
+    from nflow.runtime import Runtime
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     config = load_config(spec["config"])

@@ -20,12 +20,20 @@ from ._records import (
     UserRecord,
 )
 from ._store import Store
-from ._support import BIND_PREFIX, normalise_url, translate_placeholders
+from ._support import (
+    BIND_PREFIX,
+    Document,
+    exported_meta_file,
+    normalise_url,
+    read_document,
+    translate_placeholders,
+)
 
 __all__ = [
     "BASELINE",
     "BIND_PREFIX",
     "AppRecord",
+    "Document",
     "ImportSummary",
     "ModuleRecord",
     "SecretRecord",
@@ -34,7 +42,9 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "exported_meta_file",
     "head_revision",
     "normalise_url",
+    "read_document",
     "translate_placeholders",
 ]

@@ -49,6 +49,7 @@ from ._records import (
 )
 from ._support import (
     BIND_PREFIX,
+    Document,
     app_file_name,
     export_app,
     export_meta,
@@ -57,7 +58,7 @@ from ._support import (
     export_templates,
     meta_file_name,
     normalise_url,
-    parse_document,
+    read_document,
     translate_placeholders,
 )
 from ._tables import (
@@ -111,22 +112,35 @@ _GET_USER = (
     .order_by(users.c.id)
     .limit(1)
 )
-_GET_TOKENS = (
-    select(
-        api_tokens.c.id,
-        api_tokens.c.name,
-        api_tokens.c.token,
-        api_tokens.c.start,
-        api_tokens.c.expired,
-        api_tokens.c.active,
-        api_tokens.c.header,
-        api_tokens.c.token_type,
-    )
-    .where(api_tokens.c.name == _NAME)
-    .order_by(api_tokens.c.id)
-)
+_LIST_TOKENS = select(
+    api_tokens.c.id,
+    api_tokens.c.name,
+    api_tokens.c.token,
+    api_tokens.c.start,
+    api_tokens.c.expired,
+    api_tokens.c.active,
+    api_tokens.c.header,
+    api_tokens.c.token_type,
+).order_by(api_tokens.c.id)
+_GET_TOKENS = _LIST_TOKENS.where(api_tokens.c.name == _NAME)
 _INSERT_TRACKER = insert(tracker)
 _COUNT_TRACKER = select(func.count()).select_from(tracker)
+
+
+def _token_records(rows: Sequence[Any]) -> list[TokenRecord]:
+    return [
+        TokenRecord(
+            id=int(r[0]),
+            name=r[1] or "",
+            token=r[2] or "",
+            start=r[3],
+            expired=None if r[4] is None else int(r[4]),
+            active=bool(r[5]),
+            header=r[6] or "",
+            token_type=r[7] or "",
+        )
+        for r in rows
+    ]
 
 
 def _table_marker(table: Any, column: Any) -> list[Any]:
@@ -572,19 +586,13 @@ class Store:
     async def get_tokens(self, name: str) -> list[TokenRecord]:
         async with self._tx("get_tokens") as conn:
             rows = (await conn.execute(_GET_TOKENS, {"b_name": name})).all()
-        return [
-            TokenRecord(
-                id=int(r[0]),
-                name=r[1] or "",
-                token=r[2] or "",
-                start=r[3],
-                expired=None if r[4] is None else int(r[4]),
-                active=bool(r[5]),
-                header=r[6] or "",
-                token_type=r[7] or "",
-            )
-            for r in rows
-        ]
+        return _token_records(rows)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every API token, by id (``token`` holds the stored hash, never the secret)."""
+        async with self._tx("list_tokens") as conn:
+            rows = (await conn.execute(_LIST_TOKENS)).all()
+        return _token_records(rows)
 
     async def add_token(
         self,
@@ -705,44 +713,58 @@ class Store:
         been imported first). Everything in one file is written in one transaction.
         """
         file = Path(path)
-        try:
-            source = await asyncio.to_thread(file.read_text, encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise StoreError(f"{file}: no such file") from None
-        except UnicodeDecodeError as exc:
-            raise StoreError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise StoreError(f"cannot read {file}: {exc.strerror or exc}") from None
-        doc = parse_document(file, source)
-        apps = 0
-        async with self._tx(f"import {file.name}", write=True) as conn:
-            if doc.app_json is not None:
-                await self._lock(conn, nflow)
-                await self._upsert(conn, nflow, "name", app_name, {"json": doc.app_json})
-                apps = 1
-            if doc.meta is not None:
-                values: dict[str, Any] = {}
-                if doc.meta.default_js is not None:
-                    values["default_js"] = doc.meta.default_js
-                if doc.meta.has_tag:
-                    values["tag"] = doc.meta.tag
-                result = await conn.execute(
-                    sa_update(nflow).where(nflow.c.name == doc.meta.name).values(**values)
-                )
-                apps = 1 if result.rowcount > 0 else 0
-            if doc.modules:
-                await self._lock(conn, modules)
-                for module in doc.modules:
-                    await self._put_module(conn, module)
-            if doc.templates:
-                await self._lock(conn, template)
-                for tpl in doc.templates:
-                    await self._upsert(conn, template, "name", tpl.name, {"content": tpl.content})
-            if doc.queries:
-                await self._lock(conn, queries)
-                for name, query in doc.queries:
-                    await self._upsert(conn, queries, "name", name, {"query": query})
+        doc = await asyncio.to_thread(read_document, file)
+        (summary,) = await self.import_documents([(doc, app_name)], operation=f"import {file.name}")
+        return summary
+
+    async def import_documents(
+        self, documents: Sequence[tuple[Document, str]], *, operation: str = "import"
+    ) -> list[ImportSummary]:
+        """Write read import files (see :func:`read_document`), each with its app name, in
+        one transaction: all of them, or none when one fails. App documents are written
+        first, then row-meta files (which update an app's other columns), then the rest."""
+        order = sorted(
+            range(len(documents)),
+            key=lambda i: (documents[i][0].app_json is None, documents[i][0].meta is None),
+        )
+        summaries: dict[int, ImportSummary] = {}
+        async with self._tx(operation, write=True) as conn:
+            for i in order:
+                doc, app_name = documents[i]
+                summaries[i] = await self._write_document(conn, doc, app_name)
             await self._bump(conn)
+        return [summaries[i] for i in range(len(documents))]
+
+    async def _write_document(
+        self, conn: AsyncConnection, doc: Document, app_name: str
+    ) -> ImportSummary:
+        apps = 0
+        if doc.app_json is not None:
+            await self._lock(conn, nflow)
+            await self._upsert(conn, nflow, "name", app_name, {"json": doc.app_json})
+            apps = 1
+        if doc.meta is not None:
+            values: dict[str, Any] = {}
+            if doc.meta.default_js is not None:
+                values["default_js"] = doc.meta.default_js
+            if doc.meta.has_tag:
+                values["tag"] = doc.meta.tag
+            result = await conn.execute(
+                sa_update(nflow).where(nflow.c.name == doc.meta.name).values(**values)
+            )
+            apps = 1 if result.rowcount > 0 else 0
+        if doc.modules:
+            await self._lock(conn, modules)
+            for module in doc.modules:
+                await self._put_module(conn, module)
+        if doc.templates:
+            await self._lock(conn, template)
+            for tpl in doc.templates:
+                await self._upsert(conn, template, "name", tpl.name, {"content": tpl.content})
+        if doc.queries:
+            await self._lock(conn, queries)
+            for name, query in doc.queries:
+                await self._upsert(conn, queries, "name", name, {"query": query})
         return ImportSummary(
             apps=apps,
             modules=len(doc.modules),

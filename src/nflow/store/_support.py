@@ -28,9 +28,11 @@ __all__ = [
     "export_modules",
     "export_queries",
     "export_templates",
+    "exported_meta_file",
     "meta_file_name",
     "normalise_url",
     "parse_document",
+    "read_document",
     "translate_placeholders",
 ]
 
@@ -243,6 +245,19 @@ def _module(path: Path, where: str, entry: dict[str, Any]) -> ModuleRecord:
     return ModuleRecord(name=name, form=form, mod=mod, code=code)
 
 
+def read_document(path: Path) -> Document:
+    """Read and recognise one import file; a problem is a StoreError naming the file once."""
+    try:
+        source = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_document(path, source)
+
+
 def parse_document(path: Path, source: str) -> Document:
     """Recognise and validate one import file; every problem names the file."""
     try:
@@ -296,6 +311,18 @@ def _safe(name: str) -> str:
 
 def app_file_name(name: str) -> str:
     return f"app_{_safe(name)}.json"
+
+
+def exported_meta_file(path: Path) -> Path | None:
+    """The row-meta file :meth:`Store.export_all` wrote beside the app file ``path``.
+
+    None when ``path`` is not named like an exported app. The meta file holds the app's
+    real name, which the file name only percent-encodes.
+    """
+    name = path.name
+    if not (name.startswith("app_") and name.endswith(".json")) or len(name) <= 9:
+        return None
+    return path.with_name("nflow_row_" + name[4:])
 
 
 def meta_file_name(name: str) -> str:
