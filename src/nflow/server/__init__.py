@@ -70,14 +70,21 @@ def serve(
     session_secret: str = "",
 ) -> None:
     """Run granian in the foreground with ``workers`` processes, each its own Runtime."""
-    from granian import Granian
+    import math
+
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
+    from nflow.config import load_config
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
+    from nflow.server._master import Supervisor
+    from nflow.watchdog import EXIT_NOTES_ENV
 
+    config = load_config(config_path)
     ensure_port_free(host, port)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
+    os.environ[EXIT_NOTES_ENV] = metrics_dir
 
     os.environ[SPEC_ENV] = orjson.dumps(
         {
@@ -89,7 +96,7 @@ def serve(
             "session_secret": session_secret,
         }
     ).decode()
-    server = Granian(
+    server = Supervisor(
         target="nflow.server:worker_app",
         factory=True,
         address=host,
@@ -100,17 +107,18 @@ def serve(
         websockets=False,
         log_enabled=verbose,
         backlog=2048,
-        # A worker the watchdog ended (a script stuck in native code) is replaced.
+        # The HTTP parser's buffer holds the request line and headers: past it, a 431.
+        http1_settings=HTTP1Settings(max_buffer_size=config.server.max_header_bytes),
+        # Dead workers are replaced by Supervisor's own loop (with a backoff, never giving up).
         respawn_failed_workers=True,
         respawn_interval=0.5,
+        # SIGTERM: workers still running after this are killed.
+        workers_kill_timeout=math.ceil(config.server.shutdown_timeout_seconds),
     )
     # SIGHUP: check the config once here, then let each worker apply what can change live.
     from nflow._reload import forward_sighup
-    from nflow.config import load_config
 
-    server.on_startup(
-        forward_sighup(server, config_path=config_path, config=load_config(config_path))
-    )
+    server.on_startup(forward_sighup(server, config_path=config_path, config=config))
     try:
         server.serve()
     finally:
@@ -143,6 +151,7 @@ def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
     from nflow._isolation import Isolator
     from nflow._reload import Reloader
+    from nflow.server._worker import WorkerLifecycle
 
     spec = orjson.loads(os.environ[SPEC_ENV])
     runtime = worker_runtime()
@@ -150,6 +159,10 @@ def worker_app() -> RsgiApp:
     if limits.isolate_seconds > 0:
         runtime.isolator = Isolator(seconds=limits.isolate_seconds)
     app = RsgiApp(runtime)
+    # Graceful stop, rebalancing after a sibling's replacement, and no life after the master.
+    app.lifecycle = WorkerLifecycle(
+        app, shutdown_timeout=runtime.config.server.shutdown_timeout_seconds
+    )
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
     return app
