@@ -211,13 +211,29 @@ def probe_upload(workers: int, mb: int) -> None:
 
 # SIGTERM under keep-alive load ---------------------------------------------------------------
 async def _keepalive_client(
-    port: int, path: str, stats: dict[str, int], stop: asyncio.Event
+    port: int, path: str, stats: dict[str, int], stop: asyncio.Event, reconnect: bool
 ) -> None:
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        stats["connect_failed"] += 1
-        return
+    """One client on one keep-alive connection; with ``reconnect`` (like wrk) a new connection
+    after each close, until connections are refused."""
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            stats["connect_failed"] += 1
+            return
+        await _one_connection(reader, writer, path, stats, stop)
+        if not reconnect:
+            return
+
+
+async def _one_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    path: str,
+    stats: dict[str, int],
+    stop: asyncio.Event,
+) -> None:
     try:
         while True:
             if stop.is_set():
@@ -258,13 +274,16 @@ async def _keepalive_client(
         writer.close()
 
 
-async def _sigterm_load(srv: Server, conns: int, path: str, before: float) -> dict[str, int]:
+async def _sigterm_load(
+    srv: Server, conns: int, path: str, before: float, reconnect: bool
+) -> dict[str, int]:
     stats = dict.fromkeys(
         ("sent", "answered", "lost", "timed_out", "connect_failed", "closed_by_server"), 0
     )
     stop = asyncio.Event()
+    client = _keepalive_client
     tasks = [
-        asyncio.create_task(_keepalive_client(srv.port, path, stats, stop)) for _ in range(conns)
+        asyncio.create_task(client(srv.port, path, stats, stop, reconnect)) for _ in range(conns)
     ]
     await asyncio.sleep(before)
     srv.proc.send_signal(signal.SIGTERM)
@@ -276,15 +295,16 @@ async def _sigterm_load(srv: Server, conns: int, path: str, before: float) -> di
     return stats
 
 
-def probe_sigterm(workers: int, conns: int, path: str) -> None:
+def probe_sigterm(workers: int, conns: int, path: str, reconnect: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         srv = Server(Path(tmp), workers)
         try:
             started = time.monotonic()
-            stats = asyncio.run(_sigterm_load(srv, conns, path, 3.0))
+            stats = asyncio.run(_sigterm_load(srv, conns, path, 3.0, reconnect))
             code = srv.proc.wait(60)
             print(
-                f"SIGTERM under {conns} keep-alive connections on {path}: {stats}; "
+                f"SIGTERM under {conns} keep-alive connections on {path}"
+                f"{' (reconnecting)' if reconnect else ''}: {stats}; "
                 f"master exit {code} {time.monotonic() - started - 3:.1f}s after SIGTERM"
             )
         finally:
@@ -323,6 +343,32 @@ def probe_kills(workers: int, rounds: int = 3) -> None:
             srv.stop()
 
 
+def probe_master(workers: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(Path(tmp), workers)
+        pids = srv.workers()
+        srv.proc.kill()
+        srv.proc.wait(10)
+        killed = time.monotonic()
+        deadline = killed + 10
+        while time.monotonic() < deadline and any(_serving(p) for p in pids):
+            time.sleep(0.05)
+        left = [p for p in pids if _serving(p)]
+        gone = f"{time.monotonic() - killed:.1f}s" if not left else "not within 10 s"
+        for pid in left:  # what the master would have stopped
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"kill -9 master: its {len(pids)} workers gone after {gone}")
+
+
+def _serving(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", nargs="?", default="all")
@@ -334,9 +380,12 @@ def main() -> None:
         probe_upload(args.workers, args.mb)
     if args.what in ("sigterm", "all"):
         for path in ("/upload", "/slow"):  # a fast route and a 200 ms one
-            probe_sigterm(args.workers, args.conns, path)
+            probe_sigterm(args.workers, args.conns, path, reconnect=False)
+        probe_sigterm(args.workers, args.conns, "/upload", reconnect=True)
     if args.what in ("kills", "all"):
         probe_kills(args.workers)
+    if args.what in ("master", "all"):
+        probe_master(args.workers)
 
 
 if __name__ == "__main__":
