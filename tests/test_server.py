@@ -25,8 +25,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, cwd: Path, *args: str) -> None:
-        self.port = free_port()
+    def __init__(self, cwd: Path, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.log = cwd / "server.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nflow", "serve", "--port", str(self.port), *args],

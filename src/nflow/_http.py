@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BodyLimit",
     "Request",
     "Response",
     "ResponseWriter",
@@ -13,6 +14,7 @@ __all__ = [
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
 import orjson
@@ -289,6 +291,26 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response(status={self.status}, body={self.body[:80]!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The largest request body a route takes, and the setting that says so.
+
+    The one rule for body sizes: the server adapters apply it while the body streams in (and
+    to a declared ``Content-Length`` before reading), ``Runtime`` to a body handed over whole.
+    """
+
+    max_bytes: int
+    source: str  # "limits.max_body_bytes" or "the limit of app 'name'"
+
+    def too_large(self) -> Response:
+        message = f"request body larger than {self.max_bytes} bytes ({self.source})"
+        return Response(
+            413,
+            orjson.dumps({"code": 413, "message": message}),
+            [("content-type", "application/json")],
+        )
 
 
 class ResponseWriter:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nflow._http import Request, Response, json_response
+from nflow._http import BodyLimit, Request, Response, json_response
 from nflow._io import IoLoop
 from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
 from nflow.catalog import Catalog, CatalogSources, build_catalog
@@ -627,20 +627,34 @@ class Runtime:
             return route
         return self._execute(request, route)
 
-    def _route(self, request: Request) -> _Route | Response:
+    def body_limit(self, method: str, path: str) -> BodyLimit:
+        """The largest body a request to ``method path`` may send (the server adapters read
+        no more than this): the server's limit, or its app's when the app lowers it."""
+        match = None
+        if self.services.app_limits:  # routing only matters when some app lowers the limit
+            match = self.catalog.router.match(method.upper(), split_markers(path)[0])
+        return self._body_limit(match)
+
+    def _body_limit(self, match: Match | None) -> BodyLimit:
         limits = self.services.limits
-        if len(request.body) > limits.max_body_bytes:
-            return json_response(
-                413,
-                {
-                    "code": 413,
-                    "message": f"request body larger than {limits.max_body_bytes} bytes "
-                    "(limits.max_body_bytes)",
-                },
-            )
+        if match is not None:
+            app_limits = self.services.limits_for(match.playbook)
+            if app_limits is not limits:
+                return BodyLimit(
+                    app_limits.max_body_bytes, f"the limit of app {match.playbook.name!r}"
+                )
+        return BodyLimit(limits.max_body_bytes, "limits.max_body_bytes")
+
+    def _route(self, request: Request) -> _Route | Response:
         endpoint, resume = split_markers(request.path)
         catalog = self.catalog  # read once: the whole request uses this version
         match = catalog.router.match(request.method, endpoint)
+        if request.body:
+            # For a body handed over whole (nflow run, embedding). The server adapters stop
+            # reading at this same limit, so the bodies they pass always fit.
+            body_limit = self._body_limit(match)
+            if len(request.body) > body_limit.max_bytes:
+                return body_limit.too_large()
         if match is None:
             return json_response(404, {"code": 404, "message": "not found"})
         if not resume:
@@ -668,16 +682,6 @@ class Runtime:
             refused = self._invalid_json(request, match.playbook.name)
             if refused is not None:
                 return refused
-        app_limits = self.services.limits_for(match.playbook)
-        if app_limits is not limits and len(request.body) > app_limits.max_body_bytes:
-            return json_response(
-                413,
-                {
-                    "code": 413,
-                    "message": f"request body larger than {app_limits.max_body_bytes} bytes "
-                    f"(the limit of app {match.playbook.name!r})",
-                },
-            )
         blocking = catalog.blocking.get((match.playbook.digest, match.starter.node.id), False)
         return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog)
 

@@ -10,7 +10,7 @@ error; every other worker is untouched.
 
 from __future__ import annotations
 
-__all__ = ["Watchdog"]
+__all__ = ["EXIT_CODE", "EXIT_NOTES_ENV", "Watchdog", "leave_exit_note"]
 
 import logging
 import os
@@ -23,6 +23,9 @@ from typing import Protocol
 log = logging.getLogger("nflow.watchdog")
 
 EXIT_CODE = 70
+# A directory where a worker about to end itself leaves ``exit-<pid>``, the reason, for the
+# master's log line about its death (set by ``nflow serve``).
+EXIT_NOTES_ENV = "NFLOW_EXIT_NOTES"
 
 
 class Watched(Protocol):
@@ -30,8 +33,20 @@ class Watched(Protocol):
     label: str
 
 
+def leave_exit_note(message: str) -> None:
+    """Tell the master why this process is about to exit (best effort)."""
+    directory = os.environ.get(EXIT_NOTES_ENV)
+    if directory:
+        try:
+            with open(os.path.join(directory, f"exit-{os.getpid()}"), "w") as note:
+                note.write(message)
+        except OSError:
+            pass
+
+
 def _exit_worker(message: str) -> None:
     log.critical("%s; ending this worker so it is replaced", message)
+    leave_exit_note(message)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(EXIT_CODE)

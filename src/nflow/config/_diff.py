@@ -36,6 +36,8 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "server.host",
     "server.port",
     "server.workers",
+    "server.max_header_bytes",
+    "server.shutdown_timeout_seconds",
     "redis.host",
     "redis.password",
     "redis.db",

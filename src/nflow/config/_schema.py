@@ -745,6 +745,13 @@ class ServerConfig(_Section):
     compress_min_bytes: int = Field(default=1024, ge=0)
     # How often each worker looks for changed app files and stored apps; 0 turns it off.
     reload_interval_seconds: float = Field(default=1.0, ge=0)
+    # A request body not fully received this long after its headers is answered 408.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Request line plus headers, in bytes (431 above). The HTTP parser's buffer cannot be
+    # smaller than 8 KiB.
+    max_header_bytes: int = Field(default=64 * 1024, ge=8192, le=16 * _MIB)
+    # SIGTERM: how long requests already received may take to finish before workers are killed.
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @property
     def effective_workers(self) -> int:

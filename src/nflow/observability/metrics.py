@@ -49,6 +49,7 @@ __all__ = [
     "get_metrics",
     "mark_worker_dead",
     "multiprocess_dir",
+    "record_worker_restart",
     "remove_multiprocess_dir",
     "render_metrics",
     "setup_multiprocess_dir",
@@ -75,7 +76,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
@@ -83,6 +84,9 @@ log = logging.getLogger("nflow.metrics")
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _STARTED_FILE = "nflow-started"
+# Written by the server's master process only: how many dead workers it replaced.
+_RESTARTS_FILE = "nflow-worker-restarts"
+_TEMP_PREFIX = "nflow-metrics-"
 
 FLUSH_INTERVAL = 1.0
 MAX_LABEL_SETS = 2_000
@@ -119,15 +123,54 @@ def setup_multiprocess_dir(path: str | os.PathLike[str] | None = None) -> str:
     temporary directory is made. Call once in the parent before starting workers.
     """
     if path is None:
-        directory = tempfile.mkdtemp(prefix="nflow-metrics-")
+        _remove_orphaned_dirs()
+        # The owner's pid in the name lets a later start remove it if that process was killed.
+        directory = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-")
     else:
         directory = os.fspath(path)
         os.makedirs(directory, exist_ok=True)
         for name in glob.glob(os.path.join(glob.escape(directory), "*.db")):
             os.remove(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, _RESTARTS_FILE))
     Path(directory, _STARTED_FILE).write_text(repr(time.time()))
     os.environ[ENV_DIR] = directory
     return directory
+
+
+def _remove_orphaned_dirs() -> None:
+    """Delete the temporary directories of servers whose master was killed (SIGKILL)."""
+    pattern = os.path.join(glob.escape(tempfile.gettempdir()), f"{_TEMP_PREFIX}*-*")
+    for directory in glob.glob(pattern):
+        owner = os.path.basename(directory)[len(_TEMP_PREFIX) :].partition("-")[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # someone else's process
+        remove_multiprocess_dir(directory)
+
+
+def record_worker_restart(path: str | os.PathLike[str] | None = None) -> None:
+    """Count one replaced worker (``nflow_worker_restarts_total``); the master calls this."""
+    directory = os.fspath(path) if path is not None else multiprocess_dir()
+    if not directory:
+        return
+    file = Path(directory, _RESTARTS_FILE)
+    file.write_text(str(_worker_restarts(directory) + 1))
+
+
+def _worker_restarts(directory: str | None) -> int:
+    if directory:
+        try:
+            return int(Path(directory, _RESTARTS_FILE).read_text())
+        except (OSError, ValueError):
+            pass
+    return 0
 
 
 def multiprocess_dir() -> str | None:
@@ -141,6 +184,8 @@ def remove_multiprocess_dir(path: str | os.PathLike[str]) -> None:
     for name in [
         *glob.glob(os.path.join(glob.escape(directory), "*.db")),
         os.path.join(directory, _STARTED_FILE),
+        os.path.join(directory, _RESTARTS_FILE),
+        *glob.glob(os.path.join(glob.escape(directory), "exit-*")),
     ]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(name)
@@ -911,6 +956,11 @@ class _RunCollector(Collector):
         )
         uptime.add_metric([], max(0.0, time.time() - started))
         yield uptime
+        restarts = CounterMetricFamily(
+            "nflow_worker_restarts", "Worker processes that died and were replaced."
+        )
+        restarts.add_metric([], float(_worker_restarts(self._directory)))
+        yield restarts
 
 
 _PROCESS_STARTED = time.time()

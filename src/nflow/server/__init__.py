@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,14 +82,21 @@ def serve(
     session_secret: str = "",
 ) -> None:
     """Run granian in the foreground with ``workers`` processes, each its own Runtime."""
-    from granian import Granian
+    import math
+
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
+    from nflow.config import load_config
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
+    from nflow.server._master import Supervisor
+    from nflow.watchdog import EXIT_NOTES_ENV
 
+    config = load_config(config_path)
     ensure_port_free(host, port)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
+    os.environ[EXIT_NOTES_ENV] = metrics_dir
 
     os.environ[SPEC_ENV] = orjson.dumps(
         {
@@ -100,7 +108,7 @@ def serve(
             "session_secret": session_secret,
         }
     ).decode()
-    server = Granian(
+    server = Supervisor(
         target="nflow.server:worker_app",
         factory=True,
         address=host,
@@ -111,17 +119,18 @@ def serve(
         websockets=False,
         log_enabled=verbose,
         backlog=2048,
-        # A worker the watchdog ended (a script stuck in native code) is replaced.
+        # The HTTP parser's buffer holds the request line and headers: past it, a 431.
+        http1_settings=HTTP1Settings(max_buffer_size=config.server.max_header_bytes),
+        # Dead workers are replaced by Supervisor's own loop (with a backoff, never giving up).
         respawn_failed_workers=True,
         respawn_interval=0.5,
+        # SIGTERM: workers still running after this are killed.
+        workers_kill_timeout=math.ceil(config.server.shutdown_timeout_seconds),
     )
     # SIGHUP: check the config once here, then let each worker apply what can change live.
-    from nflow.config import load_config
     from nflow.server._reload import forward_sighup
 
-    server.on_startup(
-        forward_sighup(server, config_path=config_path, config=load_config(config_path))
-    )
+    server.on_startup(forward_sighup(server, config_path=config_path, config=config))
     try:
         server.serve()
     finally:
@@ -130,8 +139,14 @@ def serve(
 
 def worker_app() -> RsgiApp:
     """granian's factory: one Runtime per worker process, from the spec ``serve`` left."""
+    # A worker is forked with the master's SIGTERM handler, which only sets a flag in the
+    # master's memory: a stop sent while this worker still builds its runtime would be lost,
+    # and the worker killed at the shutdown deadline. Until granian installs its own handlers
+    # a starting worker has nothing to drain, so the default action (exit) is right.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from nflow.server._apps import RsgiApp
     from nflow.server._isolation import Isolator
+    from nflow.server._lifecycle import WorkerLifecycle
     from nflow.server._reload import Reloader
 
     spec = orjson.loads(os.environ[SPEC_ENV])
@@ -140,6 +155,10 @@ def worker_app() -> RsgiApp:
     if limits.isolate_seconds > 0:
         runtime.isolator = Isolator(seconds=limits.isolate_seconds)
     app = RsgiApp(runtime)
+    # Graceful stop, rebalancing after a sibling's replacement, and no life after the master.
+    app.lifecycle = WorkerLifecycle(
+        app, shutdown_timeout=runtime.config.server.shutdown_timeout_seconds
+    )
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
     return app

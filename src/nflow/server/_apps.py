@@ -19,9 +19,11 @@ from nflow.ratelimit import (
     rejection,
 )
 from nflow.runtime import Runtime
+from nflow.server._body import read_asgi_body, read_rsgi_body
 from nflow.server._routes import builtin
 
 if TYPE_CHECKING:
+    from nflow.server._lifecycle import WorkerLifecycle
     from nflow.server._reload import Reloader
 
 log = logging.getLogger("nflow.server")
@@ -159,7 +161,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
 
 
 def account_refused(runtime: Runtime, request: Request, response: Response, started: float) -> None:
-    """Count and log a request the adapter answered itself (a body over the limit), as
+    """Count and log a request the adapter answered itself (413 or 408 for the body), as
     :func:`dispatch` does for the others: operators must see 413s in the access log and in
     ``nflow_requests_total``."""
     elapsed = time.perf_counter() - started
@@ -220,16 +222,24 @@ class RsgiApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.reloader: Reloader | None = None
+        self.lifecycle: WorkerLifecycle | None = None
+        # Set while the worker stops or rebalances: every response then closes its connection.
+        self.close_connections = False
+        self.served = 0
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.runtime.open())
         if self.reloader is not None:
             self.reloader.start(loop)
+        if self.lifecycle is not None:
+            self.lifecycle.install(loop)
         # Everything loaded so far (libraries, apps, JS runtimes) lives as long as the worker:
         # out of the collector's sight, a collection walks only what requests allocate.
         gc.freeze()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.close()
         if self.reloader is not None:
             self.reloader.stop()
         loop.run_until_complete(self.runtime.close())
@@ -239,22 +249,28 @@ class RsgiApp:
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
             return
-        limit = self.runtime.services.limits.max_body_bytes
+        self.served += 1
+        runtime = self.runtime
         headers = scope.headers
+        body = b""
         # Awaiting the body costs a round trip into the server even when there is none.
-        has_body = "content-length" in headers or "transfer-encoding" in headers
         started = time.perf_counter()
-        body = await protocol() if has_body else b""
-        if len(body) > limit:
-            refused = Response(
-                413,
-                b'{"code":413,"message":"request body too large (limits.max_body_bytes)"}\n',
-                [("content-type", "application/json")],
+        if "content-length" in headers or "transfer-encoding" in headers:
+            read = await read_rsgi_body(
+                protocol,
+                headers.get("content-length"),
+                runtime.body_limit(scope.method, scope.path),
+                runtime.config.server.body_timeout_seconds,
             )
-            protocol.response_bytes(refused.status, refused.headers, refused.body)
-            peer = Request(scope.method, scope.path, client=scope.client)
-            account_refused(self.runtime, peer, refused, started)
-            return
+            if isinstance(read, Response):
+                # The rest of the body is never read, so the connection cannot go on.
+                read.headers.append(("connection", "close"))
+                protocol.response_bytes(read.status, read.headers, read.body)
+                account_refused(
+                    runtime, Request(scope.method, scope.path, client=scope.client), read, started
+                )
+                return
+            body = read
         request = Request(
             scope.method,
             scope.path,
@@ -265,7 +281,12 @@ class RsgiApp:
             scheme=scope.scheme,
             host=scope.authority or "",
         )
-        response = await dispatch(self.runtime, request)
+        response = await dispatch(runtime, request)
+        if self.close_connections:
+            protocol.response_bytes(
+                response.status, [*response.headers, ("connection", "close")], response.body
+            )
+            return
         protocol.response_bytes(response.status, response.headers, response.body)
 
 
@@ -290,26 +311,6 @@ class AsgiApp:
         if not self.runtime.is_open:
             async with self._lock:
                 await self.runtime.open()
-        limit = self.runtime.services.limits.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        started = time.perf_counter()
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                refused = json_response(413, {"code": 413, "message": "request body too large"})
-                await _send(send, refused)
-                client = scope.get("client") or ("127.0.0.1", 0)
-                peer = Request(scope["method"], scope["path"], client=f"{client[0]}:{client[1]}")
-                account_refused(self.runtime, peer, refused, started)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
         client = scope.get("client") or ("127.0.0.1", 0)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         path = scope.get("raw_path")
@@ -318,12 +319,29 @@ class AsgiApp:
         if root and raw_path.startswith(root):
             # Mounted under a prefix (Starlette's Mount): starters match the rest of the path.
             raw_path = raw_path[len(root) :] or "/"
+        path = raw_path.split("?", 1)[0]
+        runtime = self.runtime
+        started = time.perf_counter()
+        body = await read_asgi_body(
+            receive,
+            next((v for k, v in headers if k.lower() == "content-length"), None),
+            runtime.body_limit(scope["method"], path),
+            runtime.config.server.body_timeout_seconds,
+        )
+        if body is None:
+            return  # the client went away
+        if isinstance(body, Response):
+            body.headers.append(("connection", "close"))
+            await _send(send, body)
+            peer = Request(scope["method"], path, client=f"{client[0]}:{client[1]}")
+            account_refused(runtime, peer, body, started)
+            return
         request = Request(
             scope["method"],
-            raw_path.split("?", 1)[0],
+            path,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
-            body=b"".join(chunks),
+            body=body,
             client=f"{client[0]}:{client[1]}",
             scheme=scope.get("scheme", "http"),
         )
