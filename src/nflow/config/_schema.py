@@ -628,7 +628,8 @@ class TrackerConfig(_Section):
     verbose_logging: bool = Field(
         default=False,
         description=(
-            "Go's start-up and statistics lines. nflow logs failed batches and dropped rows always."
+            "Go's start-up and statistics lines. nflow always logs failed batches; dropped rows "
+            "are counted."
         ),
         json_schema_extra=_NO_EFFECT,
     )
@@ -816,7 +817,7 @@ class SecurityConfig(_Section):
     enable_static_analysis: bool = Field(
         default=True,
         description=(
-            "Analyse every script when an app is imported, checked (`nflow check`) or loaded."
+            "Analyse every script when an app is checked (`nflow check`) or loaded to be served."
         ),
     )
     block_on_high_severity: bool = Field(
