@@ -137,8 +137,10 @@ def _type_of(key: str, field: FieldInfo) -> str:
             text = "non-empty string"
         else:
             text = "string"
-    elif origin is tuple:
-        text = "*list* of strings" if _comma_list in validators else "array of strings"
+    elif origin in (tuple, list):
+        items = {"string": "strings", "integer": "integers", "number": "numbers"}
+        item = items.get(_value_type(args[0]), _value_type(args[0])) if args else "values"
+        text = f"*list* of {item}" if _comma_list in validators else f"array of {item}"
     elif origin is dict:
         text = f"table of name → {_value_type(args[1])}"
     else:
