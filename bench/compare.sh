@@ -4,8 +4,8 @@
 # Starts nflow with bench/apps/bench.json (ANY /bench, ANY /hello) from a throwaway working
 # directory, starts Node-RED with ../shared/bench/peer-nodered.sh, loads
 #   nflow /bench, Node-RED /bench, nflow /hello, Node-RED /hello
-# with ../shared/bench/wrk-matrix.sh, prints the CSV rows and the ratios against the targets
-# of issue 3 (/bench >= 3.0x Node-RED req/s with p99 <= Node-RED's; /hello >= 2.5x; zero errors).
+# with ../shared/bench/wrk-matrix.sh, prints the CSV rows and the ratios against nflow's
+# targets (/bench >= 3.0x Node-RED req/s with p99 <= Node-RED's; /hello >= 2.5x; zero errors).
 # Both servers are stopped by PID on exit, on Ctrl-C and on errors.
 #
 # Env: NFLOW_PORT (8090), PEER_PORT (1880), WORKERS (2), CONNS (64), DURATION (15s),
@@ -180,7 +180,7 @@ echo "label,conns,rps,p50_ms,p99_ms,errors,avg_ms"
 cat "$ROWS"
 echo
 
-# --- ratios against the targets of issue 3 ------------------------------------------------------
+# --- ratios against the targets -------------------------------------------------------------------
 status=0
 awk -F, '
   { rps[$1, $2] = $3; p99[$1, $2] = $5; err[$1, $2] = $6; if (!($2 in seen)) { seen[$2] = 1; order[n++] = $2 } }

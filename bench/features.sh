@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Features benchmark (issue 6): what metrics, the access log and rate limiting cost.
+# Features benchmark: what metrics, the access log and rate limiting cost.
 #
 # Serves bench/apps/bench.json (ANY /bench, ANY /hello) from nflow with the same wrk settings
 # as bench/compare.sh (../shared/bench/wrk-matrix.sh, c64, 15 s, 5 s warm-up, 2 workers), in

@@ -21,8 +21,8 @@ from nflow.config import (
 )
 from nflow.errors import ConfigError
 
-# The Go runtime's sample config.toml (spec section 5, "sample" column), with the sections the
-# sample left out filled in from the keys the spec lists, including [security] and its tables.
+# The Go runtime's sample config.toml, with the sections the sample left out filled in with
+# every key its code knew, including [security] and its tables.
 GO_SAMPLE = r"""
 [pg_session]
 url = ""

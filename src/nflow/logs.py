@@ -106,6 +106,9 @@ def configure_logging(
         # -v is for nflow's own detail; these libraries log every statement and connection.
         for name in _CHATTY:
             logging.getLogger(name).setLevel(logging.INFO)
+    # Alembic announces its dialect and plugins at info on every start of every worker;
+    # the migrations nflow runs are logged by the store itself.
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
     if security is not None:
         # Passwords, tokens and card numbers never reach a log handler.
         from nflow.security import install_log_sanitizer

@@ -4,7 +4,8 @@ New passwords are stored as Argon2id (``$argon2id$…``). Rows written by the or
 hold hex SHA-512/256 of the password and keep working, so an existing ``users`` table needs no
 migration; ``nflow user passwd`` upgrades a user to Argon2id. API tokens are stored as
 ``sha256$<hex>`` of the secret: a token is long and random, so a fast hash is enough and keeps
-``validate_token`` cheap. Rows holding a plain token (the original's format) still match.
+``validate_token`` cheap. Rows holding a plain token (the original's format) still match (see
+docs/compat.md, Auth, users and tokens).
 """
 
 from __future__ import annotations

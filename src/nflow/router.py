@@ -1,7 +1,8 @@
-"""Starter matching (spec §1.5): method, ``:name`` captures, resume markers.
+"""Starter matching: method, ``:name`` captures, resume markers.
 
 Unlike the original, which scanned a Go map (random order), starters are tried in a fixed
-order: apps in the order they were loaded, then each app's nodes in document order.
+order: apps in the order they were loaded, then each app's nodes in document order (see
+docs/compat.md, HTTP and routing).
 """
 
 from __future__ import annotations

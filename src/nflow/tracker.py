@@ -1,4 +1,4 @@
-"""Tracker rows (spec §4.8): one per executed node, written in batches off the request path.
+"""Tracker rows: one per executed node, written in batches off the request path.
 
 Steps only append to an in-memory queue. A task on the I/O loop writes batches of
 ``batch_size`` rows, or whatever is queued every ``flush_interval`` ms, with three retries.

@@ -369,7 +369,7 @@ def test_tokens_come_back_unpadded(store: Store, run: Run) -> None:
     assert (first.name, first.header, first.token_type) == ("api1", "Authorization", "Bearer")
     assert (first.expired, first.active) == (1_690_000_000, True)
     assert isinstance(first.start, datetime)
-    # What validate_token compares against the request header (spec §3.5).
+    # What validate_token compares against the request header.
     assert f"{second.token_type} {second.token}" == "Basic dXNlcjpwYXNz"
     assert second.expired is None
 
@@ -494,7 +494,7 @@ def test_translate_placeholders_rejects_ambiguous() -> None:
 
 # --- databases made by the Go tools ----------------------------------------------------------
 
-# Spec §1.1: app.sqlite and init.sql as the designer made them.
+# app.sqlite and init.sql as the Go designer made them.
 ORIGINAL_SQLITE = [
     "CREATE TABLE nflow (id integer PRIMARY KEY, name text NOT NULL, json blob NOT NULL,"
     " default_js text, tag varchar(200))",
@@ -547,7 +547,7 @@ ORIGINAL_POSTGRES = [
 
 def test_open_database_of_the_original_runtime(db_url: str, run: Run) -> None:
     ddl = ORIGINAL_SQLITE if db_url.startswith("sqlite") else ORIGINAL_POSTGRES
-    # A NULL default_js is what made the Go runtime answer 500 (spec §1.1).
+    # A NULL default_js is what made the Go runtime answer 500.
     run(execute_raw(db_url, [*ddl, "INSERT INTO nflow (name, json) VALUES ('app', '{}')"]))
     store = Store(db_url)
     run(store.open())

@@ -2,7 +2,8 @@
 
 Every section of the original file is accepted, so an existing ``config.toml`` keeps working.
 Keys the Go runtime parsed but never used are still validated, because a typo found at start-up
-is cheaper than a feature that silently stays off. ``docs/config.md`` is the reference table.
+is cheaper than a feature that silently stays off. ``docs/config.md`` is the reference; its key
+tables are generated from the fields' descriptions by ``docs`` (``python -m nflow.config.docs``).
 
 The package is split at its seams: ``_schema`` (the models), ``_load`` (file and environment),
 ``_secrets`` (secret references and redaction) and ``_diff`` (what a reload changed).

@@ -23,12 +23,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from nflow.config._app_limits import validate_app_limits
 
 SECRET_REF = "secret:"  # a value "secret:NAME" is read from the nflow_secrets table
 _MIB = 1024 * 1024
+
+# Every field has a description: docs/config.md is generated from them (nflow.config.docs).
+# A key nflow parses, for Go files to load, but does not act on is marked so in its row.
+_NO_EFFECT: JsonDict = {"status": "no effect"}
+_PARTLY: JsonDict = {"status": "partly"}
 
 # --------------------------------------------------------------------------------------------
 # Value helpers shared by the models
@@ -262,9 +268,31 @@ def _sqlalchemy_url(driver: str, dsn: str) -> str:
 
 
 class DatabaseNflowConfig(_Section):
-    driver: Annotated[Literal["sqlite3", "sqlite", "postgres"], BeforeValidator(_lower)] = "sqlite3"
-    dsn: str = "nflow.db"
-    query: str = Field(default="SELECT name,query FROM queries", min_length=1)
+    driver: Annotated[Literal["sqlite3", "sqlite", "postgres"], BeforeValidator(_lower)] = Field(
+        default="sqlite3",
+        description="Store backend: SQLite through aiosqlite, PostgreSQL through asyncpg.",
+    )
+    dsn: str = Field(
+        default="nflow.db",
+        description=(
+            "SQLite: a file path (relative to the working directory), an absolute path, "
+            "`:memory:`, a `file:` URI or a `sqlite://` URL. PostgreSQL: a URL "
+            "(`postgres://user:pw@host:5432/db?sslmode=disable`, `postgresql://…`) or libpq "
+            "pairs (`host=127.0.0.1 port=5432 user=x dbname=test sslmode=disable`). "
+            "`sslmode=disable` is dropped, other modes become asyncpg's `ssl`, a socket "
+            "directory (`host=/var/run/postgresql`) is kept; any other libpq-only parameter "
+            "(`application_name`, `connect_timeout` …) is rejected at load, because asyncpg "
+            "would fail on it at the first connection."
+        ),
+    )
+    query: str = Field(
+        default="SELECT name,query FROM queries",
+        min_length=1,
+        description=(
+            "Query that loads the named queries at start. The Go `Query*` keys are rejected with "
+            "a hint: the queries always came from the `queries` table."
+        ),
+    )
 
     @model_validator(mode="after")
     def _dsn_usable(self) -> DatabaseNflowConfig:
@@ -277,29 +305,64 @@ class DatabaseNflowConfig(_Section):
 
 
 class RedisConfig(_Section):
-    host: str = ""
-    password: str = ""
-    maxconnectionpool: int = Field(default=0, ge=0)
-    db: int = Field(default=0, ge=0)
-    prefix: str = "nflow:"
+    host: str = Field(
+        default="",
+        description=(
+            "`host:port` of Redis for the `redis_*` script functions, Redis sessions and the "
+            "Redis rate-limit backend. Empty: no Redis (Go still created a client)."
+        ),
+    )
+    password: str = Field(default="", description="Redis password.")
+    maxconnectionpool: int = Field(
+        default=0,
+        ge=0,
+        description="Most connections per worker; 0 = the client library's default.",
+    )
+    db: int = Field(default=0, ge=0, description="Redis database number (new; Go always used 0).")
+    prefix: str = Field(
+        default="nflow:",
+        description="Prefix of every key nflow writes (new), so several apps can share one Redis.",
+    )
 
 
 class PgSessionConfig(_Section):
-    url: str = ""
+    url: str = Field(
+        default="",
+        description=(
+            "Unused by the Go runtime too (its cookie store was always used). Sessions are set "
+            "in `[session]`."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
 
 
 class UrlConfig(_Section):
-    url_base: str = ""
+    url_base: str = Field(default="", description="The JS global `url_base`.")
 
 
 class TwilioConfig(_Section):
-    enable: bool = False
-    account_sid: str = ""
-    auth_token: str = ""
-    verify_service_id: str = ""
-    # Tests and proxies point this at another server speaking the Verify API.
-    base_url: str = Field(default="https://verify.twilio.com", pattern=r"^https?://[^/\s]+")
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    enable: bool = Field(
+        default=False,
+        description=(
+            "Twilio Verify for `send_otp`/`check_otp`; when false both return true without a "
+            "network call (as in Go). When true, the three keys below are required."
+        ),
+    )
+    account_sid: str = Field(
+        default="", description="Account SID (basic-auth user of the Verify API)."
+    )
+    auth_token: str = Field(default="", description="Auth token (basic-auth password).")
+    verify_service_id: str = Field(default="", description="Verify service id (`VA…`).")
+    base_url: str = Field(
+        default="https://verify.twilio.com",
+        pattern=r"^https?://[^/\s]+",
+        description="Where the Verify v2 API is (new): a proxy or a test double.",
+    )
+    timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for one Verify call, never past the run's deadline (new).",
+    )
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> TwilioConfig:
@@ -315,16 +378,38 @@ class TwilioConfig(_Section):
 
 
 class MailConfig(_Section):
-    smtp: str = ""
-    port: Annotated[int, BeforeValidator(_mail_port)] = Field(default=25, ge=1, le=65535)
-    from_: str = Field(default="", alias="from")
-    password: str = ""
-    starttls: bool = False
-    tls: bool = False
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    max_message_bytes: int = Field(default=25 * _MIB, ge=1024)
-    max_recipients: int = Field(default=100, ge=1)
-    cafile: str = ""
+    smtp: str = Field(
+        default="",
+        description=(
+            "SMTP host: the mail plugin's default when a run did not call `mail_config()` (Go "
+            "parsed it but never used it)."
+        ),
+    )
+    port: Annotated[int, BeforeValidator(_mail_port)] = Field(
+        default=25, ge=1, le=65535, description="SMTP port."
+    )
+    from_: str = Field(default="", alias="from", description="Sender address.")
+    password: str = Field(default="", description="SMTP password.")
+    starttls: bool = Field(
+        default=False, description="Require STARTTLS (new; otherwise it is used when offered)."
+    )
+    tls: bool = Field(
+        default=False,
+        description="Implicit TLS, usually port 465 (new). Cannot be combined with `starttls`.",
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest SMTP conversation (new)."
+    )
+    max_message_bytes: int = Field(
+        default=25 * _MIB, ge=1024, description="Largest message, attachments included (new)."
+    )
+    max_recipients: int = Field(
+        default=100, ge=1, description="Most recipients of one `send_mail` (new)."
+    )
+    cafile: str = Field(
+        default="",
+        description="Extra CA certificate file to trust, for a private mail relay (new).",
+    )
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> MailConfig:
@@ -334,26 +419,61 @@ class MailConfig(_Section):
 
 
 class DatabaseConfig(_Section):
-    url: str = ""
-    driver: str = ""
-    init: str = ""
+    url: str = Field(
+        default="",
+        description=(
+            "Parsed but unused by the Go runtime; script databases are `[databases.<name>]`."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    driver: str = Field(
+        default="", description="Parsed but unused by the Go runtime.", json_schema_extra=_NO_EFFECT
+    )
+    init: str = Field(
+        default="", description="Parsed but unused by the Go runtime.", json_schema_extra=_NO_EFFECT
+    )
 
 
 class MongoConfig(_Section):
-    url: str = ""
+    url: str = Field(
+        default="", description="Parsed but unused by the Go runtime.", json_schema_extra=_NO_EFFECT
+    )
 
 
 class PluginConfig(_Section):
-    plugins: _StrList = ()
+    plugins: _StrList = Field(
+        default=(),
+        description="Parsed but unused by the Go runtime; Python plugins are installed packages.",
+        json_schema_extra=_NO_EFFECT,
+    )
 
 
 class HttpsConfig(_Section):
-    enable: bool = False
-    cert: str = ""
-    key: str = ""
-    address: str = ""
-    description: str = ""
-    httpbasic: bool = False
+    enable: bool = Field(
+        default=False,
+        description=(
+            "Serve HTTPS with `cert` and `key`, which are then required. nflow serves plain "
+            "HTTP: put a TLS-terminating proxy in front."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    cert: str = Field(
+        default="", description="Certificate file (PEM).", json_schema_extra=_NO_EFFECT
+    )
+    key: str = Field(
+        default="",
+        description="Private key file (PEM); a path, not the key itself.",
+        json_schema_extra=_NO_EFFECT,
+    )
+    address: str = Field(
+        default="", description="Listen address for HTTPS.", json_schema_extra=_NO_EFFECT
+    )
+    description: str = Field(default="", description="Free text.", json_schema_extra=_NO_EFFECT)
+    httpbasic: bool = Field(
+        default=False,
+        description="HTTP basic auth for the Go designer.",
+        json_schema_extra=_NO_EFFECT,
+    )
 
     @model_validator(mode="after")
     def _files_when_enabled(self) -> HttpsConfig:
@@ -370,17 +490,96 @@ class HttpsConfig(_Section):
 
 
 class VmPoolConfig(_Section):
-    max_size: int = Field(default=50, ge=1)
-    preload_size: int | None = Field(default=None, ge=0)
-    idle_timeout: int = Field(default=10, ge=1)
-    cleanup_interval: int = Field(default=5, ge=0)
-    enable_metrics: bool = False
-    max_memory_mb: int = Field(default=128, ge=1)
-    max_execution_seconds: float = Field(default=30.0, gt=0)
-    max_operations: int = Field(default=10_000_000, ge=0)
-    enable_filesystem: bool = False
-    enable_network: bool = False
-    enable_process: bool = False
+    max_size: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Sizes each worker's pool of script threads (one warm JS runtime per thread): "
+            "`max_size` clamped to 4–32. Go's default was 50 (its sample says 200); Go turned 0 "
+            "into 50, nflow rejects 0."
+        ),
+    )
+    preload_size: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Runtimes the Go pool created at start. nflow creates a thread's runtime at its "
+            "first request, so there is nothing to preload."
+        ),
+        json_schema_extra={"status": "no effect", "doc_default": "unset"},
+    )
+    idle_timeout: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Minutes after which the Go pool dropped idle runtimes. nflow keeps one runtime per "
+            "thread for the process's life."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    cleanup_interval: int = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Minutes between the Go pool's cleanups (0 disabled them). Nothing to clean in "
+            "nflow, see `idle_timeout`."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    enable_metrics: bool = Field(
+        default=False,
+        description=(
+            "Periodic pool statistics in the Go log. nflow's numbers are in `/metrics` "
+            "(`[monitor]`)."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    max_memory_mb: int = Field(
+        default=128,
+        ge=1,
+        description=(
+            "Heap limit of each JS runtime; a script exceeding it ends its request with a 500 "
+            "naming the limit and the runtime is replaced (not wired in Go). Apps may lower it "
+            "(`[apps.<name>.limits]`)."
+        ),
+    )
+    max_execution_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Go's per-execution time limit (never wired there). nflow applies the stricter of "
+            "this and `limits.step_timeout_seconds` to each node."
+        ),
+    )
+    max_operations: int = Field(
+        default=10_000_000,
+        ge=0,
+        description=(
+            "Go's operation budget (a 10 ms tick there, never wired). nflow bounds scripts by "
+            "time (`limits.step_timeout_seconds`), memory and host calls instead."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    enable_filesystem: bool = Field(
+        default=False,
+        description=(
+            "Must be `false`: scripts never get direct filesystem access; `true` is rejected "
+            "instead of silently ignored."
+        ),
+        json_schema_extra={"doc_type": "bool, must be `false`"},
+    )
+    enable_network: bool = Field(
+        default=False,
+        description=(
+            "Must be `false`, as above; scripts reach the network through the `http_*` functions."
+        ),
+        json_schema_extra={"doc_type": "bool, must be `false`"},
+    )
+    enable_process: bool = Field(
+        default=False,
+        description="Must be `false`, as above, for process access.",
+        json_schema_extra={"doc_type": "bool, must be `false`"},
+    )
 
     @field_validator("enable_filesystem", "enable_network", "enable_process")
     @classmethod
@@ -410,20 +609,65 @@ class VmPoolConfig(_Section):
 
 
 class TrackerConfig(_Section):
-    enabled: bool = False
-    workers: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=100, ge=1)
-    flush_interval: int = Field(default=250, ge=1)
-    channel_buffer: int = Field(default=100_000, ge=1)
-    verbose_logging: bool = False
-    stats_interval: int = Field(default=300, ge=1)
+    enabled: bool = Field(default=False, description="Write one `tracker` row per executed node.")
+    workers: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Writer tasks in Go (its code used 70 unless set, its comments said 4). One writer "
+            "task per worker process batches all rows in nflow."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    batch_size: int = Field(default=100, ge=1, description="Rows per insert transaction.")
+    flush_interval: int = Field(
+        default=250, ge=1, description="Milliseconds after which a partial batch is written."
+    )
+    channel_buffer: int = Field(
+        default=100_000,
+        ge=1,
+        description=(
+            "Rows queued at most; rows beyond it are dropped and counted, never slowing requests."
+        ),
+    )
+    verbose_logging: bool = Field(
+        default=False,
+        description=(
+            "Go's start-up and statistics lines. nflow always logs failed batches; dropped rows "
+            "are counted."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    stats_interval: int = Field(
+        default=300,
+        ge=1,
+        description="Seconds between Go's statistics lines (verbose only).",
+        json_schema_extra=_NO_EFFECT,
+    )
 
 
 class DebugConfig(_Section):
-    enabled: bool = False
-    auth_token: str = ""
-    allowed_ips: _CommaList = ()
-    enable_pprof: bool = False
+    enabled: bool = Field(default=False, description="Serve the `/debug/*` API.")
+    auth_token: str = Field(
+        default="",
+        description=(
+            "Token required in the `X-Debug-Token` header or `?debug_token=`. **Required when "
+            "`enabled` in production mode.**"
+        ),
+    )
+    allowed_ips: _CommaList = Field(
+        default=(),
+        description=(
+            "Client IP allowlist (addresses or CIDR networks, each checked at load); empty = any "
+            "client."
+        ),
+        json_schema_extra={"doc_type": "*list* of IPs or CIDR networks"},
+    )
+    enable_pprof: bool = Field(
+        default=False,
+        description="Go profiler endpoints; they were 404 in Go too.",
+        json_schema_extra=_NO_EFFECT,
+    )
 
     @field_validator("allowed_ips")
     @classmethod
@@ -433,11 +677,43 @@ class DebugConfig(_Section):
 
 
 class MonitorConfig(_Section):
-    enabled: bool = True
-    health_check_path: str = "/health"
-    metrics_path: str = "/metrics"
-    enable_detailed_metrics: bool = False
-    metrics_port: Annotated[int, BeforeValidator(_port_string)] = Field(default=0, ge=0, le=65535)
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Serve health and Prometheus metrics. **Differs from Go**, where an absent section "
+            "meant off."
+        ),
+    )
+    health_check_path: str = Field(
+        default="/health",
+        description=(
+            "Health path; `<path>/ready` is the readiness check (database, Redis, a JS runtime)."
+        ),
+        json_schema_extra={"doc_type": "path starting with `/`"},
+    )
+    metrics_path: str = Field(
+        default="/metrics",
+        description="Prometheus metrics path.",
+        json_schema_extra={"doc_type": "path starting with `/`"},
+    )
+    enable_detailed_metrics: bool = Field(
+        default=False,
+        description=(
+            "Go's extra health details and metrics. nflow's metrics are always the full set."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    metrics_port: Annotated[int, BeforeValidator(_port_string)] = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "0 = metrics on the main server. Any other port takes the metrics path off the main "
+            "server, but nflow starts no listener on that port yet, so the metrics are then not "
+            "served at all. Must differ from `server.port`."
+        ),
+        json_schema_extra=_PARTLY,
+    )
 
     @field_validator("health_check_path", "metrics_path")
     @classmethod
@@ -447,16 +723,62 @@ class MonitorConfig(_Section):
 
 
 class RateLimitConfig(_Section):
-    enabled: bool = False
-    ip_rate_limit: int = 100
-    ip_window_minutes: int = 1
-    ip_burst_size: int = Field(default=10, ge=0)
-    backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = "memory"
-    cleanup_interval: int = Field(default=10, ge=1)
-    retry_after_header: bool = True
-    error_message: str = "Rate limit exceeded. Please try again later."
-    excluded_ips: _CommaList = ()
-    excluded_paths: _CommaList = ("/health", "/metrics")
+    enabled: bool = Field(
+        default=False, description="Limit requests per client IP (429 when over)."
+    )
+    ip_rate_limit: int = Field(
+        default=100,
+        description=(
+            "Requests per IP per window. Go rejected every request on 0; nflow rejects 0 at load."
+        ),
+        json_schema_extra={"doc_type": "integer ≥ 1"},
+    )
+    ip_window_minutes: int = Field(
+        default=1,
+        description=(
+            "Window length in minutes. **0 is rejected**: Go divided by it and crashed on every "
+            "request."
+        ),
+        json_schema_extra={"doc_type": "integer ≥ 1"},
+    )
+    ip_burst_size: int = Field(
+        default=10, ge=0, description="Extra bucket capacity above `ip_rate_limit`."
+    )
+    backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = Field(
+        default="memory",
+        description=(
+            "Bucket store: per worker process in memory, or in Redis shared by all workers "
+            "(needs `redis.host` when enabled; Go fell back to memory silently)."
+        ),
+    )
+    cleanup_interval: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Minutes between Go's sweeps of idle buckets. nflow's in-memory store sweeps on its "
+            "own schedule; Redis buckets expire."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    retry_after_header: bool = Field(
+        default=True, description="Add `Retry-After` to 429 responses."
+    )
+    error_message: str = Field(
+        default="Rate limit exceeded. Please try again later.",
+        description="`error` of the 429 JSON body.",
+    )
+    excluded_ips: _CommaList = Field(
+        default=(),
+        description="Clients never limited: addresses or CIDR networks, each checked at load.",
+        json_schema_extra={"doc_type": "*list* of IPs or CIDR networks"},
+    )
+    excluded_paths: _CommaList = Field(
+        default=("/health", "/metrics"),
+        description=(
+            "Path prefixes never limited (Go's zero value was empty; this is its sample value)."
+        ),
+        json_schema_extra={"doc_type": "*list* of paths"},
+    )
 
     @field_validator("ip_rate_limit")
     @classmethod
@@ -497,24 +819,116 @@ _BUILTIN_SENSITIVE = ("email", "phone", "ssn", "credit_card", "api_key", "jwt")
 
 
 class SecurityConfig(_Section):
-    enable_static_analysis: bool = True
-    block_on_high_severity: bool = True
-    log_security_warnings: bool = True
-    cache_analysis_results: bool = True
-    cache_ttl_minutes: int = Field(default=5, ge=0)
-    allowed_patterns: _StrList = ()
-    enable_encryption: bool = False
-    encryption_key: str = ""
-    encrypt_sensitive_data: bool = False
-    encrypt_in_place: bool = True
-    always_encrypt_fields: _StrList = ("password", "token", "secret", "api_key")
-    sensitive_patterns: _StrList = _BUILTIN_SENSITIVE
-    custom_patterns: dict[str, str] = Field(default_factory=dict)
-    enable_log_sanitization: bool = True
-    log_masking_char: str = Field(default="*", min_length=1, max_length=1)
-    log_preserve_length: bool = False
-    log_show_type: bool = True
-    log_custom_patterns: dict[str, str] = Field(default_factory=dict)
+    enable_static_analysis: bool = Field(
+        default=True,
+        description=(
+            "Analyse every script when an app is checked (`nflow check`) or loaded to be served."
+        ),
+    )
+    block_on_high_severity: bool = Field(
+        default=True,
+        description="Refuse to serve an app with a high-severity finding; false = log it only.",
+    )
+    log_security_warnings: bool = Field(
+        default=True,
+        description=(
+            "A switch of the Go security library (never wired in). nflow always logs each finding "
+            "as a warning when it loads an app."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    cache_analysis_results: bool = Field(
+        default=True,
+        description=(
+            "The Go security library cached analyses per script text. nflow analyses each app "
+            "version once, when it loads it, so there is nothing to cache."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    cache_ttl_minutes: int = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Minutes the Go security library kept an analysis (it read `cache_ttl`; the documented "
+            "name is kept, and `cache_ttl` is suggested away)."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    allowed_patterns: _StrList = Field(
+        default=(),
+        description=(
+            "Regular expressions: findings whose rule name or code snippet matches one are not "
+            "reported."
+        ),
+        json_schema_extra={"doc_type": "array of regular expressions"},
+    )
+    enable_encryption: bool = Field(
+        default=False,
+        description=(
+            "Encryption at rest (AES-256-GCM); needed by `encrypt_sensitive_data`. Requires "
+            "`encryption_key`."
+        ),
+    )
+    encryption_key: str = Field(
+        default="",
+        description=(
+            "Key: base64 of 32 bytes, or any string (hashed with SHA-256). Best set with "
+            "`NFLOW_SECURITY__ENCRYPTION_KEY`; `nflow keys` adds rotation."
+        ),
+    )
+    encrypt_sensitive_data: bool = Field(
+        default=False,
+        description=(
+            "Seal tracker payloads and Redis session values at rest; requires `enable_encryption`."
+        ),
+    )
+    encrypt_in_place: bool = Field(
+        default=True,
+        description=(
+            "The Go security library's choice between replacing values and adding "
+            "`_encrypted_fields` metadata. nflow seals whole values."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    always_encrypt_fields: _StrList = Field(
+        default=("password", "token", "secret", "api_key"),
+        description=(
+            "Field names whose values the log sanitizer masks whole, whatever they look like. "
+            "Not used for encryption, which seals whole values."
+        ),
+    )
+    sensitive_patterns: _StrList = Field(
+        default=_BUILTIN_SENSITIVE,
+        description=(
+            "The Go security library's detectors of values to encrypt: built-in names or keys of "
+            "`custom_patterns`; anything else is rejected at load. nflow seals whole values "
+            "instead of detected ones."
+        ),
+        json_schema_extra=_NO_EFFECT,
+    )
+    custom_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra detectors for `sensitive_patterns` (name → regular expression, compiled at "
+            "load)."
+        ),
+        json_schema_extra={"status": "no effect", "doc_type": "table of name → regular expression"},
+    )
+    enable_log_sanitization: bool = Field(
+        default=True, description="Mask passwords, tokens, card numbers … in every log line."
+    )
+    log_masking_char: str = Field(
+        default="*", min_length=1, max_length=1, description="Mask character."
+    )
+    log_preserve_length: bool = Field(default=False, description="Keep the masked value's length.")
+    log_show_type: bool = Field(
+        default=True, description="Write `[REDACTED:<type>]` rather than `[REDACTED]`."
+    )
+    log_custom_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra log-sanitizer patterns (name → regular expression, compiled at load).",
+        json_schema_extra={"doc_type": "table of name → regular expression"},
+    )
 
     @field_validator("custom_patterns", "log_custom_patterns")
     @classmethod
@@ -569,11 +983,30 @@ class SecurityConfig(_Section):
 class HttpConfig(_Section):
     """The HTTP plugin's policy (``nflow.plugins.HttpPolicy``)."""
 
-    allow_private: bool = False
-    allowed_hosts: _CommaList = ()
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    max_response_bytes: int = Field(default=10 * _MIB, ge=1)
-    max_redirects: int = Field(default=5, ge=0)
+    allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let scripts reach private, loopback, link-local and other non-public addresses."
+        ),
+    )
+    allowed_hosts: _CommaList = Field(
+        default=(),
+        description=(
+            "Exceptions to the address check: host names, IPs or CIDR networks. A name trusts "
+            "whatever it resolves to; an address or network is matched against the address "
+            "connected to."
+        ),
+        json_schema_extra={"doc_type": "*list* of host names, IPs or CIDR networks"},
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait for one call, never past the run's deadline."
+    )
+    max_response_bytes: int = Field(
+        default=10 * _MIB, ge=1, description="Largest (decoded) response body."
+    )
+    max_redirects: int = Field(
+        default=5, ge=0, description="Redirects followed, each checked again."
+    )
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -587,17 +1020,45 @@ class HttpConfig(_Section):
 class LlmConfig(_Section):
     """The LLM plugin's endpoints, keys and caps (``nflow.plugins.LlmSettings``)."""
 
-    openai_api_key: str = ""
-    openai_base_url: str = "https://api.openai.com/v1"
-    openai_model: str = "gpt-4o-mini"
-    gemini_api_key: str = ""
-    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
-    gemini_model: str = "gemini-2.0-flash"
-    ollama_base_url: str = "http://localhost:11434"
-    ollama_model: str = "llama3.2"
-    timeout_seconds: float = Field(default=60.0, gt=0)
-    max_tokens: int = Field(default=4096, ge=1)
-    max_response_bytes: int = Field(default=4 * _MIB, ge=1024)
+    openai_api_key: str = Field(
+        default="",
+        description=(
+            "OpenAI (or compatible) key; scripts never see it. Empty: `OPENAI_API_KEY` of the "
+            "server's environment."
+        ),
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible endpoint (an `http(s)://` URL).",
+    )
+    openai_model: str = Field(
+        default="gpt-4o-mini", description="Model when the script names none."
+    )
+    gemini_api_key: str = Field(
+        default="",
+        description=(
+            "Gemini key (sent in a header, never in the URL). Empty: `GEMINI_API_KEY` of the "
+            "server's environment."
+        ),
+    )
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com/v1beta",
+        description="Gemini endpoint (an `http(s)://` URL).",
+    )
+    gemini_model: str = Field(default="gemini-2.0-flash", description="Default Gemini model.")
+    ollama_base_url: str = Field(
+        default="http://localhost:11434", description="Ollama server (an `http(s)://` URL)."
+    )
+    ollama_model: str = Field(default="llama3.2", description="Default Ollama model.")
+    timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait for one completion, never past the run's deadline.",
+    )
+    max_tokens: int = Field(default=4096, ge=1, description="Cap on the tokens a call may ask for.")
+    max_response_bytes: int = Field(
+        default=4 * _MIB, ge=1024, description="Largest provider answer."
+    )
 
     @field_validator("openai_base_url", "gemini_base_url", "ollama_base_url")
     @classmethod
@@ -616,11 +1077,37 @@ class ExtraDatabaseConfig(_Section):
     queries are the rows of the ``queries`` table).
     """
 
-    url: str = ""
-    max_rows: int = Field(default=1000, ge=1)
-    timeout_seconds: float = Field(default=5.0, gt=0)
-    read_only: bool = True
-    queries: dict[str, str] = Field(default_factory=dict)
+    url: str = Field(
+        default="",
+        description=(
+            "`postgres://user:pw@host:5432/db` (or libpq pairs), or a SQLite file path / "
+            "`sqlite://` URL; checked at load like `database_nflow.dsn`. Required, except for "
+            "`[databases.nflow]`, which has none."
+        ),
+        json_schema_extra={"doc_default": "required", "doc_type": "string (password redacted)"},
+    )
+    max_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="A query returning more rows is an error (never a silent truncation).",
+    )
+    timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Statement time limit (PostgreSQL `statement_timeout`, SQLite interrupt), never past "
+            "the run's deadline."
+        ),
+    )
+    read_only: bool = Field(
+        default=True,
+        description="Read-only sessions; `db_exec` is refused. Set `false` to allow writes.",
+    )
+    queries: dict[str, str] = Field(
+        default_factory=dict,
+        description="The statements scripts may run, by name, with `$1…$n` parameters.",
+        json_schema_extra={"doc_type": "table of name → SQL"},
+    )
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -661,27 +1148,84 @@ def _database_problems(databases: Mapping[str, ExtraDatabaseConfig]) -> list[tup
 
 
 class LimitsConfig(_Section):
-    max_steps: int = Field(default=1000, ge=1)
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
-    step_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_body_bytes: int = Field(default=10 * _MIB, ge=1)
-    max_response_bytes: int = Field(default=10 * _MIB, ge=1)
-    max_stack_kb: int = Field(default=1024, ge=1)
-    max_host_calls: int = Field(default=100_000, ge=1)
-    sleep_max_ms: int = Field(default=5000, ge=0)
-    # 0 = off. N limit hits of one route within quarantine_seconds → 503 for that long.
-    quarantine_after_hits: int = Field(default=0, ge=0)
-    quarantine_seconds: float = Field(default=30.0, gt=0)
-    # nflow serve: after a time or memory limit hit, a route runs in a child process this long.
-    isolate_seconds: float = Field(default=60.0, ge=0)
+    max_steps: int = Field(
+        default=1000,
+        ge=1,
+        description="Nodes one execution may run; stops cycles between nodes (508).",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Wall clock for a whole request (408)."
+    )
+    step_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Wall clock for one node (408 naming the node); the stricter of this and "
+            "`vm_pool.max_execution_seconds` applies."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=10 * _MIB, ge=1, description="Largest request body accepted (413)."
+    )
+    max_response_bytes: int = Field(
+        default=10 * _MIB, ge=1, description="Largest response a script may produce."
+    )
+    max_stack_kb: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "JS stack size per runtime (fixed when a runtime is created, so apps cannot lower it)."
+        ),
+    )
+    max_host_calls: int = Field(
+        default=100_000, ge=1, description="Host-function calls per execution."
+    )
+    sleep_max_ms: int = Field(
+        default=5000, ge=0, description="Longest single `sleep()` a script may ask for."
+    )
+    quarantine_after_hits: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0 = off. After this many limit hits (time, memory, steps …) of one route within "
+            "`quarantine_seconds`, that route answers 503 with `Retry-After` at once for "
+            "`quarantine_seconds`. Counted per worker process."
+        ),
+    )
+    quarantine_seconds: float = Field(
+        default=30.0, gt=0, description="The counting window and the length of the pause."
+    )
+    isolate_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "0 = off. `nflow serve`: after a route hits a time or memory limit, its requests run "
+            "in a child process of the worker for this long, so the worker's other requests do "
+            "not wait behind it."
+        ),
+    )
 
 
 class AppConfig(_Section):
     """``[apps."<app name>"]``: settings of one app: ``limits`` (lower-only), ``invalid_json``."""
 
-    limits: dict[str, int | float] = Field(default_factory=dict)
-    # None: [request] invalid_json applies.
-    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] | None = None
+    limits: dict[str, int | float] = Field(
+        default_factory=dict,
+        description=(
+            "Lowers, for this app only, any key of `[limits]` except `max_stack_kb`, and "
+            "`max_memory_mb` (lowering `vm_pool.max_memory_mb`: the app then runs on JS runtimes "
+            "of its own). A value above the server's is clamped, with a warning."
+        ),
+        json_schema_extra={"doc_type": "table of limit name → number"},
+    )
+    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] | None = Field(
+        default=None,
+        description=(
+            "How this app treats a body sent as `application/json` that does not parse; unset: "
+            "`[request] invalid_json` applies."
+        ),
+        json_schema_extra={"doc_type": '`"accept"` or `"reject"`'},
+    )
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -696,21 +1240,43 @@ class AppConfig(_Section):
 class CompatConfig(_Section):
     """``[compat]``: bring back a Go runtime behaviour that nflow changed on purpose."""
 
-    # A failing node's 500/408 body carries the node ("actor": its data, script included).
-    error_body_source: bool = False
+    error_body_source: bool = Field(
+        default=False,
+        description=(
+            "A failing node's `500`/`408` body also carries `\"actor\"`: the node's data, script "
+            "source included, as the Go runtime sent it to any client."
+        ),
+    )
 
 
 class RequestConfig(_Section):
     """``[request]``: how request bodies are read."""
 
-    # A body sent as application/json that does not parse: "accept" (logged; post_data keeps
-    # only the path, as in the Go runtime) or "reject" (400 naming the problem).
-    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] = "accept"
+    invalid_json: Annotated[Literal["accept", "reject"], BeforeValidator(_lower)] = Field(
+        default="accept",
+        description=(
+            "A body sent as `application/json` that does not parse is always logged; `accept` "
+            "goes on without its fields (as the Go runtime did), `reject` answers `400` naming "
+            "the problem."
+        ),
+    )
 
 
 class AuthConfig(_Section):
-    trigger: str = ""
-    login_path: str = "/nflow_login"
+    trigger: str = Field(
+        default="",
+        description=(
+            "JS file defining `auth()`, run before starters and resumed nodes with `nflow_auth` "
+            'on. Empty: the built-in trigger (`next = "login"` when there is no profile, like '
+            "the shipped `_auth.js`). A file that is set but missing stops the start. "
+            "`NFLOE_TRIGGERS_FOLD` (sic, the Go variable) is honoured as `<dir>/auth.js`."
+        ),
+    )
+    login_path: str = Field(
+        default="/nflow_login",
+        description='Where `next = "login"` redirects (307). The Go runtime hard-coded it.',
+        json_schema_extra={"doc_type": "path starting with `/`"},
+    )
 
     @field_validator("login_path")
     @classmethod
@@ -720,10 +1286,26 @@ class AuthConfig(_Section):
 
 
 class SessionConfig(_Section):
-    backend: Annotated[Literal["cookie", "redis"], BeforeValidator(_lower)] = "cookie"
-    secret: str = ""
-    cookie_secure: bool = False
-    max_age_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    backend: Annotated[Literal["cookie", "redis"], BeforeValidator(_lower)] = Field(
+        default="cookie",
+        description=(
+            "Encrypted, signed cookies (AES-256-GCM), or server-side sessions in Redis (requires "
+            "`redis.host`)."
+        ),
+    )
+    secret: str = Field(
+        default="",
+        description=(
+            "Signing key, at least 32 characters, shared by all workers and instances. "
+            "**Required for cookie sessions in production mode.**"
+        ),
+    )
+    cookie_secure: bool = Field(
+        default=False, description="Set `Secure` on session cookies; turn it on behind HTTPS."
+    )
+    max_age_seconds: int = Field(
+        default=30 * 24 * 3600, ge=1, description="Session lifetime (the default is 30 days)."
+    )
 
     @field_validator("secret")
     @classmethod
@@ -738,20 +1320,63 @@ class SessionConfig(_Section):
 
 
 class ServerConfig(_Section):
-    host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=8080, ge=0, le=65535)
-    workers: int = Field(default=0, ge=0)
-    mode: Annotated[Literal["development", "production"], BeforeValidator(_lower)] = "development"
-    compress_min_bytes: int = Field(default=1024, ge=0)
-    # How often each worker looks for changed app files and stored apps; 0 turns it off.
-    reload_interval_seconds: float = Field(default=1.0, ge=0)
-    # A request body not fully received this long after its headers is answered 408.
-    body_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Request line plus headers, in bytes (431 above). The HTTP parser's buffer cannot be
-    # smaller than 8 KiB.
-    max_header_bytes: int = Field(default=64 * 1024, ge=8192, le=16 * _MIB)
-    # SIGTERM: how long requests already received may take to finish before workers are killed.
-    shutdown_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Listen address (Go listened on all interfaces; use `0.0.0.0` in containers).",
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port; 0 picks a free one.")
+    workers: int = Field(default=0, ge=0, description="Worker processes; 0 = one per CPU.")
+    mode: Annotated[Literal["development", "production"], BeforeValidator(_lower)] = Field(
+        default="development",
+        description=(
+            "Production mode enforces `session.secret` (cookie sessions) and `debug.auth_token` "
+            "(when debug is on)."
+        ),
+    )
+    compress_min_bytes: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "Responses at least this large are gzip-compressed when the client accepts it; 0 "
+            "turns compression off."
+        ),
+    )
+    reload_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "How often each worker of `nflow serve` looks for changed `--app` files and stored "
+            "apps, modules, templates and queries (hot reload); 0 turns polling off (SIGHUP "
+            "still looks once)."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A request body not fully received this long after its headers is answered `408` "
+            "(a client sending 1 byte a second cannot hold a worker)."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=8192,
+        le=16 * _MIB,
+        description=(
+            "Request line plus headers, in bytes; larger requests get `431`. The HTTP parser's "
+            "buffer cannot be smaller than 8 KiB."
+        ),
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "On SIGTERM, how long requests already received may take to finish before workers "
+            "are killed."
+        ),
+    )
 
     @property
     def effective_workers(self) -> int:
@@ -767,19 +1392,51 @@ def _log_level(value: object) -> object:
 class LoggingConfig(_Section):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_log_level)
-    ] = "info"
-    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
-    access: bool = True
+    ] = Field(
+        default="info",
+        description=(
+            "Lowest level written; `warn` is accepted for `warning`. `-v` lowers it to debug."
+        ),
+    )
+    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = Field(
+        default="auto", description="`auto`: pretty in a terminal, JSON otherwise."
+    )
+    access: bool = Field(
+        default=True,
+        description="One log line per request: method, path, status, duration, wid, app, starter.",
+    )
 
 
 class TracingConfig(_Section):
     """OpenTelemetry traces over OTLP/HTTP; off by default (no span is created then)."""
 
-    enabled: bool = False
-    # Left unset, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT apply.
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    service_name: str = Field(default="nflow", min_length=1)
-    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "OpenTelemetry spans: one per request, one per executed node; log lines get "
+            "`trace_id`/`span_id`. Off: no span is created."
+        ),
+    )
+    endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description=(
+            "OTLP/HTTP (protobuf) traces endpoint (an `http(s)://` URL). When not set (file or "
+            "`NFLOW_TRACING__ENDPOINT`), `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used, else "
+            "`OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` added, else the default."
+        ),
+    )
+    service_name: str = Field(
+        default="nflow", min_length=1, description="`service.name` of the spans."
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of new traces kept; a request with a `traceparent` follows the caller's "
+            "sampled flag."
+        ),
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -798,25 +1455,84 @@ _HistoryMode = Annotated[Literal["off", "errors", "sampled", "all"], BeforeValid
 class HistoryAppConfig(_Section):
     """``[history.apps."<app name>"]``: one app's own recording policy."""
 
-    mode: _HistoryMode | None = None
-    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    mode: _HistoryMode | None = Field(
+        default=None, description="This app's `history.mode`; unset: the server's applies."
+    )
+    sample_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="This app's `history.sample_rate`; unset: the server's applies.",
+    )
 
 
 class HistoryConfig(_Section):
     """``[history]``: which runs are recorded, for how long, and how big a value may be."""
 
-    # off: nothing; errors: failed runs; sampled: failed runs plus sample_rate of the others.
-    mode: _HistoryMode = "sampled"
-    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)
-    retention_days: float = Field(default=7.0, gt=0)
-    max_runs: int = Field(default=100_000, ge=0)  # 0 = no limit but retention_days
-    max_value_bytes: int = Field(default=65_536, ge=256)
-    redact: bool = True
-    redact_keys: _StrList = ()
-    queue_size: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=100, ge=1)
-    flush_interval_ms: int = Field(default=250, ge=1)
-    apps: dict[str, HistoryAppConfig] = Field(default_factory=dict)
+    mode: _HistoryMode = Field(
+        default="sampled",
+        description=(
+            "`off`: nothing is recorded; `errors`: failed runs; `sampled`: failed runs plus "
+            "`sample_rate` of the others; `all`: every run."
+        ),
+        json_schema_extra={"status": "no effect"},
+    )
+    sample_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of successful runs kept in `sampled`; the runs of one journey are kept or "
+            "dropped together."
+        ),
+        json_schema_extra={"status": "no effect"},
+    )
+    retention_days: float = Field(
+        default=7.0, gt=0, description="Runs older than this are deleted."
+    )
+    max_runs: int = Field(
+        default=100_000,
+        ge=0,
+        description="At most this many runs are kept, the oldest deleted first; 0: no count limit.",
+    )
+    max_value_bytes: int = Field(
+        default=65_536,
+        ge=256,
+        description=(
+            "A recorded value (body, payload, host call argument or result) larger than this is "
+            "cut, with a truncation marker."
+        ),
+    )
+    redact: bool = Field(
+        default=True,
+        description=(
+            "Hide `Authorization`, `Cookie`, `Set-Cookie`, the debug token, keys named like "
+            "password/token/secret/api_key and what the log sanitizer detects."
+        ),
+    )
+    redact_keys: _StrList = Field(
+        default=(), description="More key names whose values are hidden in the record."
+    )
+    queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Runs waiting to be written; past it runs are dropped (successful ones first) and "
+            "counted in `nflow_history_dropped_total`."
+        ),
+    )
+    batch_size: int = Field(default=100, ge=1, description="Runs written per insert.")
+    flush_interval_ms: int = Field(
+        default=250, ge=1, description="Longest wait before a partial batch is written."
+    )
+    apps: dict[str, HistoryAppConfig] = Field(
+        default_factory=dict,
+        description=(
+            'One app\'s own policy: `[history.apps."<name>"]` with `mode` and/or `sample_rate`; '
+            "a key left out follows the global one."
+        ),
+        json_schema_extra={"doc_type": "table of app name → table", "status": "no effect"},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -829,7 +1545,14 @@ class Config(_Section):
     database_nflow: DatabaseNflowConfig = DatabaseNflowConfig()
     redis: RedisConfig = RedisConfig()
     pg_session: PgSessionConfig = PgSessionConfig()
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Free-form table: the JS `env` map (`env.scim_base`, `env.openid_base` in the Go "
+            "sample). Values whose name looks secret (`…key`, `…token`, `…secret`, `…password` "
+            "…) are redacted in `/debug/config`."
+        ),
+    )
     url: UrlConfig = UrlConfig()
     twilio: TwilioConfig = TwilioConfig()
     mail: MailConfig = MailConfig()

@@ -1,4 +1,4 @@
-"""The run loop (spec §2.2–2.4): one place where every node starts and ends.
+"""The run loop: one place where every node starts and ends.
 
 :class:`Engine` runs a playbook from a node: it seeds the form session, runs the auth trigger
 when the entry asks for it, then steps from node to node (js, fork, custom Python steps),
@@ -246,7 +246,7 @@ class _Run:
             ctx.sessions.clear(FORM_SESSION)
 
     def auth(self, start: str) -> str:
-        """The auth trigger (spec §4.3); returns the node to start at, or "" to stop."""
+        """The auth trigger; returns the node to start at, or "" to stop."""
         services = self.engine.services
         ctx = self.ctx
         auth_session = ctx.sessions.get("auth-session")

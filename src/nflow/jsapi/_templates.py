@@ -1,4 +1,4 @@
-"""Template functions (spec §3.6): Go html/template pages, mustache, stored templates."""
+"""Template functions: Go html/template pages, mustache, stored templates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Users and API tokens (spec §3.4, §3.5), read from the store through the I/O bridge."""
+"""Users and API tokens, read from the store through the I/O bridge."""
 
 from __future__ import annotations
 

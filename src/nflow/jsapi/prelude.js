@@ -511,7 +511,7 @@
     },
   };
   // Host-backed functions named by the host (sessions, users, tokens, templates, plugins...).
-  // go-redis command objects (spec §3.1): the host returns {val, err}; Go-era scripts call
+  // go-redis command objects: the host returns {val, err}; Go-era scripts call
   // redis_hget(k, f).val().
   function redisCmd(r) {
     const v = r === null || r === undefined ? null : r.val;

@@ -30,7 +30,8 @@ Lifecycle:
 A process that never called :func:`setup_multiprocess_dir` gets a private directory the
 first time it creates a :class:`Metrics`, which is right for a single process only.
 
-The Go runtime's metric names are kept (spec 6.2) without labels, now with real values;
+The Go runtime's metric names are kept without labels, now with real values (see
+docs/compat.md, Health, metrics and debug);
 ``nflow_uptime_seconds`` is a gauge (as a counter the client library would rename it
 ``nflow_uptime_seconds_total``) and the Go memory metrics become ``nflow_memory_*_bytes``.
 Label values (app, starter, node type, limit, rule, state) must come from configuration or

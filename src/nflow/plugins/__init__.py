@@ -1,4 +1,4 @@
-"""Plugin host functions (spec §3.7, §3.1): HTTP client, mail, LLMs, Redis, databases, rules.
+"""Plugin host functions: HTTP client, mail, LLMs, Redis, databases, rules.
 
 Each module exports a :class:`~nflow.jsapi.HostTable`; :data:`PLUGIN_TABLES` lists them for
 ``Runtime(hosts=...)``. Policies come from ``config.toml`` through :func:`apply_plugin_config`

@@ -1,8 +1,8 @@
 """Database access for scripts: ``db_query(name, params[, database])`` and ``db_exec(...)``.
 
-The Go runtime advertised a ``db`` plugin that never existed (spec §3.7). Here scripts name a
+The Go runtime advertised a ``db`` plugin that never existed. Here scripts name a
 query, never send SQL: the statements are the operator's, from the ``queries`` table for the
-nflow database (spec §1.2) and from ``[databases.<name>.queries]`` for the others, with
+nflow database and from ``[databases.<name>.queries]`` for the others, with
 ``$1…$n`` placeholders bound to the script's values on both engines.
 
 Every call is capped:
@@ -50,7 +50,7 @@ from nflow.store import BIND_PREFIX, normalise_url, translate_placeholders
 
 NFLOW_DATABASE = "nflow"
 
-#: The runtime's and the designer's statements in the queries table (spec §1.2).
+#: The runtime's and the designer's statements in the queries table.
 RESERVED_QUERIES = frozenset(
     {
         "QueryCountModulesByName",

@@ -1,4 +1,4 @@
-"""LLM calls (spec §3.7 ``ia``): one ``llm(options)`` API, plus the original three functions.
+"""LLM calls (Go's ``ia`` plugin): one ``llm(options)`` API, plus the original three functions.
 
 ``llm({provider, model, system, prompt, data, json, max_tokens, base_url})`` speaks the OpenAI
 chat-completions protocol (and so every server compatible with it), Gemini's

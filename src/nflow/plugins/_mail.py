@@ -1,6 +1,6 @@
-"""The mail plugin (spec §3.7 ``mail``): ``mail_config``, ``send_mail``, ``send_mail_async``.
+"""The mail plugin: ``mail_config``, ``send_mail``, ``send_mail_async``.
 
-What changed from the Go runtime, and why:
+What changed from the Go runtime, and why (also in docs/compat.md, Plugins):
 
 * ``send_mail(to, subject, msg, format, attach)`` takes its arguments in the documented order.
   Go swapped ``format`` and ``attach`` internally, so ``("html", "")`` tried to attach a file

@@ -1,4 +1,4 @@
-"""``rule_run(input, output, ...rules)`` (spec §3.7 ``rules``): a small, safe rule language.
+"""``rule_run(input, output, ...rules)`` : a small, safe rule language.
 
 The Go runtime used the sazito/mosalat engine. This is nflow's own language, parsed and
 evaluated here (never ``eval``): a rule reads ``input`` and ``output`` and may only assign

@@ -1,4 +1,4 @@
-"""Twilio Verify (spec §3.7): ``send_otp`` and ``check_otp``.
+"""Twilio Verify: ``send_otp`` and ``check_otp``.
 
 With ``[twilio] enable = false`` both return true without any network call, as the Go
 runtime did, so OTP flows can be developed and tested without an account.

@@ -3,9 +3,9 @@
 A bucket holds ``ip_rate_limit + ip_burst_size`` tokens, starts full, and refills
 continuously at ``ip_rate_limit / (ip_window_minutes * 60)`` tokens per second; a request
 takes one token or is rejected without taking any. This replaces the Go runtime's limiters
-(spec 6.4): its memory backend refilled only after whole windows (a fixed window with a burst
-bonus), and its Redis backend was a sliding log that ignored the burst and never sent
-``Retry-After``.
+(see docs/compat.md, Rate limiting): its memory backend refilled only after whole windows (a
+fixed window with a burst bonus), and its Redis backend was a sliding log that ignored the
+burst and never sent ``Retry-After``.
 
 Why not the ``limits`` library: it offers fixed window, moving window (a sliding log) and
 sliding window counter, but no token bucket, so it cannot give the "burst on top of a steady

@@ -1,4 +1,7 @@
-"""Security building blocks (issue #5): script analysis, encryption at rest, log sanitizing.
+"""Security building blocks: script analysis, encryption at rest, log sanitizing.
+
+The Go runtime shipped these as a library nothing called; nflow wires them in (see
+docs/compat.md, Security module).
 
 * :func:`analyze` / :func:`check_app` parse step scripts with a real JavaScript parser and
   report :class:`Finding` s; :class:`AnalyzerRules` holds the ``[security]`` settings.

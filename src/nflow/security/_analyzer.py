@@ -1,4 +1,4 @@
-"""Static analysis of step scripts on a real JavaScript syntax tree (spec §6.5, issue #5).
+"""Static analysis of step scripts on a real JavaScript syntax tree.
 
 The Go runtime matched regular expressions over the whole text, so ``regex.exec(s)`` counted as
 spawning a process and ``"window.x = 1"`` inside a string as a global assignment. Here every
@@ -375,8 +375,8 @@ def check_app(
 def playbook_sources(
     playbook: Playbook, modules: Mapping[str, str | None]
 ) -> Iterator[tuple[str, str, str]]:
-    """The ``(node_id, field, source)`` of every js node, chosen as the runtime does (spec
-    §2.3): non-blank inline ``code`` wins, else the ``script`` module's code (missing modules
+    """The ``(node_id, field, source)`` of every js node, chosen as the runtime does:
+    non-blank inline ``code`` wins, else the ``script`` module's code (missing modules
     are skipped: ``check_playbook`` reports them)."""
     for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
         if node.type != "js":

@@ -1,4 +1,4 @@
-"""AES-256-GCM for sensitive data at rest, with key ids so keys can be rotated (issue #5).
+"""AES-256-GCM for sensitive data at rest, with key ids so keys can be rotated.
 
 A value encrypted by nflow reads ``enc:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>``:
 the key id picks the key on decryption, so old values stay readable while new ones use the
@@ -131,7 +131,7 @@ def _decode_key(key_id: str, text: str, origin: str) -> bytes:
 
 
 def _config_key(value: str) -> bytes:
-    """The Go runtime's derivation (spec §6.5)."""
+    """The Go runtime's derivation."""
     cleaned = value.replace("\r", "").replace("\n", "")
     try:
         raw = base64.b64decode(cleaned, validate=True)

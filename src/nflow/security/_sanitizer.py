@@ -1,4 +1,4 @@
-"""Masking of secrets and personal data in log output (spec §6.5, issue #5).
+"""Masking of secrets and personal data in log output.
 
 The patterns are the Go runtime's log sanitizer's, in its order, with these fixes:
 

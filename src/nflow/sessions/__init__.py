@@ -1,4 +1,7 @@
-"""Client sessions (``nflow_form``, ``auth-session``…): sealed cookies or Redis."""
+"""Client sessions (``nflow_form``, ``auth-session``…): sealed cookies or Redis.
+
+How they differ from the Go runtime's, and why: docs/compat.md, Sessions and cookies.
+"""
 
 from __future__ import annotations
 

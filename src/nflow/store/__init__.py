@@ -1,4 +1,4 @@
-"""Storage of nflow: the Go runtime's tables (spec §1.1) on SQLite or PostgreSQL.
+"""Storage of nflow: the Go runtime's tables on SQLite or PostgreSQL.
 
 Open a :class:`Store` on a SQLAlchemy async URL (``sqlite+aiosqlite:///app.sqlite`` or
 ``postgresql+asyncpg://user@host:5432/db``); it upgrades the schema with the Alembic revisions

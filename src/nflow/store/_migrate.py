@@ -18,6 +18,7 @@ from __future__ import annotations
 
 __all__ = ["BASELINE", "head_revision", "schema_revision", "upgrade_schema"]
 
+import logging
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +32,8 @@ from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.schema import CreateColumn
 
 from nflow.errors import StoreError
+
+log = logging.getLogger("nflow.store")
 
 BASELINE = "0001"
 
@@ -133,4 +136,5 @@ def upgrade_schema(conn: Connection, target: str = "head") -> tuple[str | None, 
             complete_tables(conn, metadata)
             command.stamp(config, BASELINE)
     command.upgrade(config, target)
+    log.info("database schema upgraded from revision %s to %s", before or "(none)", target_revision)
     return before, target_revision

@@ -46,7 +46,7 @@ class TemplateRecord:
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """A row of ``users``; ``password`` is the hex SHA-512/256 digest (spec §3.4)."""
+    """A row of ``users``; ``password`` is the hex SHA-512/256 digest."""
 
     id: int
     username: str
@@ -71,7 +71,7 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class TrackerRow:
-    """One executed node, in the column order of ``QueryInsertLog`` (spec §4.8)."""
+    """One executed node, in the column order of the Go runtime's ``QueryInsertLog``."""
 
     log_id: str
     box_id: str

@@ -1,7 +1,7 @@
 """The :class:`Store`: every database access of nflow, on SQLite or PostgreSQL.
 
 All statements are SQLAlchemy Core constructs on the tables of ``_tables`` except
-:meth:`Store.run_sql`, which runs the stored named queries of spec §1.2.
+:meth:`Store.run_sql`, which runs the stored named queries (the ``queries`` table).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
 
 
 class Store:
-    """Async access to an nFlow database (the Go runtime's tables, spec §1.1).
+    """Async access to an nFlow database (the Go runtime's tables).
 
     Tables without a unique index on ``name`` (all of them, upstream) may hold duplicates;
     reads return the oldest row of a name, writes update every row of that name.
@@ -502,7 +502,7 @@ class Store:
     async def run_sql(
         self, sql: str, params: Sequence[object] = (), *, max_rows: int = 1000
     ) -> list[dict[str, object]]:
-        """Run a stored named query (``$1…$n`` placeholders, spec §1.2) with bound values.
+        """Run a stored named query (``$1…$n`` placeholders) with bound values.
 
         Rows past ``max_rows`` are not returned. A statement without a result set (INSERT,
         UPDATE…) is committed and returns ``[]``. On PostgreSQL, ``char(n)`` result values

@@ -1,4 +1,4 @@
-"""The nFlow tables (spec §1.1), declared so that databases made by the Go runtime still open.
+"""The nFlow tables, declared so that databases made by the Go runtime still open.
 
 Table and column names are fixed by the original ``app.sqlite`` / ``init.sql``; the types are
 chosen to render as the original types on both SQLite and PostgreSQL. A few column types are
@@ -123,7 +123,7 @@ def parse_timestamp(value: Any) -> datetime | None:
 
     Go's sqlite driver writes ``2006-01-02 15:04:05.999999999-07:00`` (nanoseconds, offset),
     which ``datetime.fromisoformat`` cannot read until the fraction is cut to microseconds.
-    An unreadable value becomes ``None``: the runtime ignores ``start`` anyway (spec §3.5).
+    An unreadable value becomes ``None``: the runtime ignores ``start`` anyway.
     """
     if value is None or isinstance(value, datetime):
         return value
@@ -167,7 +167,7 @@ class PaddedChar(TypeDecorator[str]):
     """``char(n)``, read back without the blanks PostgreSQL pads it with.
 
     The Go runtime compared the padded ``header``/``token_type`` values verbatim, so
-    ``validate_token`` could never match on PostgreSQL (spec §1.1, §8.2 #12).
+    ``validate_token`` could never match on PostgreSQL.
     """
 
     impl = CHAR
@@ -187,7 +187,7 @@ nflow = Table(
     Column("id", Integer, primary_key=True),
     Column("name", Text, nullable=False),
     Column("json", LenientText, nullable=False),
-    # NULL here made the Go runtime's QueryGetApp scan fail with a 500 (spec §1.1).
+    # NULL here made the Go runtime's QueryGetApp scan fail with a 500.
     Column("default_js", Text, server_default=text("''"), default=""),
     Column("tag", String(200)),
 )
