@@ -25,25 +25,32 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nflow._http import Request, Response, json_response
 from nflow._io import IoLoop
-from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
+from nflow.applimits import (
+    RunLimits,
+    effective_limits,
+    override_sources,
+    raised_limits,
+    server_limits,
+)
 from nflow.catalog import Catalog, CatalogSources, build_catalog
 from nflow.config import Config, secret_references
 from nflow.engine import (
     Engine,
     Execution,
+    ForkFunction,
     NodeInterceptor,
     VMProvider,
     is_auth_entry,
 )
 from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.golang.json import dumps as go_json
-from nflow.jsapi import HostTable, Sessions
+from nflow.jsapi import HostTable, Policies, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._templates import templates
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, flag
-from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
+from nflow.plugins import PLUGIN_TABLES, close_plugins, plugin_policies
 from nflow.plugins._twilio import twilio
 from nflow.processes import ProcessRegistry
 from nflow.quarantine import Quarantine
@@ -63,34 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nflow")
 
 DEFAULT_AUTH_TRIGGER = 'function auth(){ if (!exist_profile()) { next = "login" } }'
-
-
-@dataclass(frozen=True, slots=True)
-class RunLimits:
-    """The limits the engine enforces, resolved from config."""
-
-    max_steps: int = 1000
-    request_timeout_seconds: float = 30.0
-    step_timeout_seconds: float = 30.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_response_bytes: int = 10 * 1024 * 1024
-    max_host_calls: int = 100_000
-    sleep_max_ms: int = 5000
-    max_memory_mb: int = 128
-
-    @classmethod
-    def from_config(cls, config: Config) -> RunLimits:
-        lim = config.limits
-        return cls(
-            max_steps=lim.max_steps,
-            request_timeout_seconds=lim.request_timeout_seconds,
-            step_timeout_seconds=config.effective_step_timeout_seconds,
-            max_body_bytes=lim.max_body_bytes,
-            max_response_bytes=lim.max_response_bytes,
-            max_host_calls=lim.max_host_calls,
-            sleep_max_ms=lim.sleep_max_ms,
-            max_memory_mb=config.vm_pool.max_memory_mb,
-        )
 
 
 class Isolation(Protocol):
@@ -113,7 +92,11 @@ class Isolation(Protocol):
 
 @dataclass(slots=True)
 class Services:
-    """What the engine and host functions share for the life of a worker."""
+    """What the engine and host functions share for the life of a worker.
+
+    It is the engine's ``EngineServices`` and host functions' ``HostServices``: each sees only
+    what its protocol names.
+    """
 
     config: Config
     limits: RunLimits
@@ -121,6 +104,10 @@ class Services:
     io: IoLoop
     processes: ProcessRegistry
     env: dict[str, str]
+    database_url: str
+    fork: ForkFunction
+    # The plugins' [http], [mail], [llm] policies: this runtime's, not the process's.
+    policies: Policies = field(default_factory=Policies)
     modules: dict[str, str | None] = field(default_factory=dict)
     templates: dict[str, str] = field(default_factory=dict)
     queries: dict[str, str] = field(default_factory=dict)
@@ -129,7 +116,6 @@ class Services:
     tracker: Tracker | None = None
     metrics: Metrics | None = None
     keyring: KeyRing | None = None
-    runtime: Runtime | None = None
     # Effective limits of apps with overrides, by (digest, name); the rest use ``limits``.
     app_limits: dict[tuple[str, str], RunLimits] = field(default_factory=dict)
 
@@ -138,10 +124,6 @@ class Services:
         if not self.app_limits:
             return self.limits
         return self.app_limits.get((playbook.digest, playbook.name), self.limits)
-
-    def spawn_fork(self, **kwargs: Any) -> None:
-        assert self.runtime is not None
-        self.runtime.spawn_fork(**kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +221,10 @@ class Runtime:
             io=self._io,
             processes=ProcessRegistry(),
             env=dict(config.env),
+            database_url=self.database_url,
+            fork=self.spawn_fork,
+            policies=plugin_policies(config),
         )
-        self.services.runtime = self
-        apply_plugin_config(config)  # [http], [mail], [llm] policies of the plugin functions
         limits = EngineLimits(
             memory_bytes=config.vm_pool.max_memory_mb * 1024 * 1024,
             stack_bytes=config.limits.max_stack_kb * 1024,
@@ -465,7 +448,7 @@ class Runtime:
         services.auth_trigger = trigger
         services.login_path = config.auth.login_path
         self.limiter = limiter
-        apply_plugin_config(config)
+        services.policies = plugin_policies(config)
         services.app_limits = self._app_limits(self.catalog.playbooks)
 
     @property

@@ -1,13 +1,15 @@
-"""The one table of host functions scripts can call.
+"""The one table of host functions scripts can call, and the one path every call takes.
 
-Every call from JS to Python passes through :meth:`HostTable.call`, which counts it, checks
-that the run was not killed, and turns :class:`HostError` into a JS exception. That single
-choke point is also where a future recorder can tape results for exact replay.
+Every call from JS to Python passes through :meth:`HostTable.call`: it counts the call
+against the run's limit, stops a killed run, hands the call to the run's
+:class:`~nflow.jsapi.HostCallInterceptor` when it has one, and turns wrong arguments into a
+:class:`HostError` the script can catch. A recorder or a replay of a run sees every host
+call there, in order.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +19,10 @@ HostImpl = Callable[..., object]
 
 
 class HostTable:
-    """Named host functions; ``c.*`` names belong to the ``c`` object, others become globals."""
+    """Named host functions; ``c.*`` names belong to the ``c`` object, others become globals.
+
+    Names with a dot other than ``c.`` are reached only by the prelude, never as globals.
+    """
 
     def __init__(self) -> None:
         self._functions: dict[str, HostImpl] = {}
@@ -48,25 +53,40 @@ class HostTable:
                 table.register(name, fn, replace=True)
         return table
 
-    def call(self, ctx: RunContext, name: str, args: list[Any]) -> list[Any]:
+    def call(self, ctx: RunContext, name: str, args: tuple[Any, ...]) -> object:
+        """Run host function ``name`` for the run ``ctx`` with the script's ``args``.
+
+        Raises :class:`HostError` for what the script may catch (its message becomes the JS
+        error's), :class:`HostLimitExceeded` and :class:`RunKilled` to end the run.
+        """
         fn = self._functions.get(name)
         if fn is None:
-            return [f"{name} is not available", None]
+            raise HostError(f"{name} is not available")
         ctx.host_calls += 1
         if ctx.host_calls > ctx.max_host_calls:
             raise HostLimitExceeded(ctx.max_host_calls)
         process = ctx.process
         if process is not None and process.killed:
             raise RunKilled(ctx.wid)
+        interceptor = ctx.host_interceptor
+        if interceptor is not None:
+            return interceptor.around(name, args, functools.partial(_invoke, fn, ctx, args))
         try:
-            return [None, fn(ctx, *args)]
-        except HostError as exc:
-            return [str(exc), None]
+            return fn(ctx, *args)
         except TypeError as exc:
             # Wrong number or kind of arguments from JS: the script's fault, so it may catch it.
             if is_signature_error(exc):
-                return [f"{name}: wrong arguments ({exc})", None]
+                raise HostError(f"wrong arguments ({exc})") from None
             raise
+
+
+def _invoke(fn: HostImpl, ctx: RunContext, args: tuple[Any, ...]) -> object:
+    try:
+        return fn(ctx, *args)
+    except TypeError as exc:
+        if is_signature_error(exc):
+            raise HostError(f"wrong arguments ({exc})") from None
+        raise
 
 
 class HostLimitExceeded(Exception):
@@ -82,7 +102,3 @@ class RunKilled(Exception):
 def is_signature_error(exc: TypeError) -> bool:
     text = str(exc)
     return "positional argument" in text or "required" in text or "takes" in text
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -25,9 +25,7 @@ __all__ = [
     "MailFailure",
     "MailPolicy",
     "MailSettings",
-    "configure_mail",
     "mail",
-    "mail_policy",
     "wait_background_mail",
 ]
 
@@ -47,7 +45,6 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, getaddresses, make_msgid
 from functools import cache
-from typing import Any
 
 import aiosmtplib
 
@@ -79,20 +76,6 @@ class MailPolicy:
             raise ValueError("MailPolicy.max_recipients must be at least 1")
 
 
-_policy = MailPolicy()
-
-
-def configure_mail(policy: MailPolicy | None = None) -> MailPolicy:
-    """Install the process-wide mail policy (``None``: the defaults); returns the previous one."""
-    global _policy
-    previous, _policy = _policy, policy if policy is not None else MailPolicy()
-    return previous
-
-
-def mail_policy() -> MailPolicy:
-    return _policy
-
-
 @dataclass(frozen=True, slots=True)
 class MailSettings:
     """Where and as whom to send. ``starttls``: True required, False never, None if offered."""
@@ -122,25 +105,17 @@ class MailFailure(Exception):
 # Settings of the current run
 
 
-# wid → (the runtime's process registry, settings). An entry lives while its run is listed in
-# that registry: stale ones are dropped whenever a run calls mail_config.
-_per_run: dict[str, tuple[Any, MailSettings]] = {}
-_per_run_lock = threading.Lock()
+_STATE = "mail"  # mail_config's settings in the run's plugin state
 
 
 def _remember(ctx: RunContext, settings: MailSettings) -> None:
-    registry = ctx.services.processes
-    with _per_run_lock:
-        for wid, (owner, _) in list(_per_run.items()):
-            if owner.get(wid) is None:
-                del _per_run[wid]
-        _per_run[ctx.wid] = (registry, settings)
+    ctx.plugin_state[_STATE] = settings
 
 
 def _settings(ctx: RunContext) -> MailSettings:
-    entry = _per_run.get(ctx.wid)
-    if entry is not None and entry[0] is ctx.services.processes:
-        return entry[1]
+    chosen = ctx.plugin_state.get(_STATE)
+    if isinstance(chosen, MailSettings):
+        return chosen
     cfg = ctx.services.config.mail
     return MailSettings(
         smtp=str(cfg.smtp),
@@ -396,7 +371,7 @@ def _prepare(
     problem = settings.problem()
     if problem is not None:
         raise HostError(problem)
-    policy = mail_policy()
+    policy = ctx.services.policies.get(MailPolicy)
     message, recipients = build_message(settings, to, subject, msg, format, attach, policy)
     return settings, message, recipients, policy
 
