@@ -164,8 +164,8 @@ class RunContext:
     queries: Mapping[str, str] = field(default_factory=dict)
     # Sees every host call of this run (execution history); None costs one test per call.
     host_interceptor: HostCallInterceptor | None = None
-    # Plugins' per-run values (e.g. mail_config's settings), by plugin.
-    plugin_state: dict[str, object] = field(default_factory=dict)
+    # Plugins' per-run values (e.g. mail_config's settings), by plugin; made on first use.
+    plugin_state: dict[str, object] | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

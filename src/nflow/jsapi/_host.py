@@ -1,17 +1,17 @@
 """The one table of host functions scripts can call, and the one path every call takes.
 
-Every call from JS to Python passes through :meth:`HostTable.call`: it counts the call
-against the run's limit, stops a killed run, hands the call to the run's
-:class:`~nflow.jsapi.HostCallInterceptor` when it has one, and turns wrong arguments into a
-:class:`HostError` the script can catch. A recorder or a replay of a run sees every host
-call there, in order.
+A JS runtime binds each host function through :meth:`HostTable.entry` and nothing else, so
+every call from JS to Python passes there: it counts the call against the run's limit, stops
+a killed run, hands the call to the run's :class:`~nflow.jsapi.HostCallInterceptor` when it
+has one, and turns wrong arguments into a :class:`HostError` the script can catch. A
+recorder or a replay of a run sees every host call there, in order.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from nflow.jsapi._context import HostError, RunContext
 
@@ -53,34 +53,56 @@ class HostTable:
                 table.register(name, fn, replace=True)
         return table
 
-    def call(self, ctx: RunContext, name: str, args: tuple[Any, ...]) -> object:
-        """Run host function ``name`` for the run ``ctx`` with the script's ``args``.
+    def entry(self, name: str, caller: HostCaller) -> Callable[..., object]:
+        """The one way into host function ``name``: what the JS side calls, for ``caller``.
 
-        Raises :class:`HostError` for what the script may catch (its message becomes the JS
-        error's), :class:`HostLimitExceeded` and :class:`RunKilled` to end the run.
+        Each call counts against the run's limit and stops a killed run (both raise to end
+        the run), goes to the run's interceptor when it has one, and reports a
+        :class:`HostError` (wrong arguments included) to ``caller`` so the script sees its
+        message as a JS error it may catch.
         """
-        fn = self._functions.get(name)
-        if fn is None:
-            raise HostError(f"{name} is not available")
-        ctx.host_calls += 1
-        if ctx.host_calls > ctx.max_host_calls:
-            raise HostLimitExceeded(ctx.max_host_calls)
-        process = ctx.process
-        if process is not None and process.killed:
-            raise RunKilled(ctx.wid)
-        interceptor = ctx.host_interceptor
-        if interceptor is not None:
-            return interceptor.around(name, args, functools.partial(_invoke, fn, ctx, args))
-        try:
-            return fn(ctx, *args)
-        except TypeError as exc:
-            # Wrong number or kind of arguments from JS: the script's fault, so it may catch it.
-            if is_signature_error(exc):
-                raise HostError(f"wrong arguments ({exc})") from None
-            raise
+        fn = self._functions[name]
+
+        def host(*args: Any) -> object:
+            ctx = caller.ctx
+            if ctx is None:
+                caller.host_error = "no run is active"
+                raise HostError(caller.host_error)
+            ctx.host_calls += 1
+            if ctx.host_calls > ctx.max_host_calls:
+                raise HostLimitExceeded(ctx.max_host_calls)
+            process = ctx.process
+            if process is not None and process.killed:
+                raise RunKilled(ctx.wid)
+            interceptor = ctx.host_interceptor
+            try:
+                if interceptor is None:
+                    return fn(ctx, *args)
+                return interceptor.around(name, args, functools.partial(_invoke, fn, ctx, args))
+            except HostError as exc:
+                caller.host_error = str(exc)
+                raise
+            except TypeError as exc:
+                # Wrong number or kind of arguments from JS: the script's fault, so it may
+                # catch it.
+                if not is_signature_error(exc):
+                    raise
+                caller.host_error = f"wrong arguments ({exc})"
+                raise HostError(caller.host_error) from None
+
+        return host
+
+
+class HostCaller(Protocol):
+    """The side that calls host functions (a JS runtime): the run it serves now, and where
+    the message of a :class:`HostError` goes for the script to see."""
+
+    ctx: RunContext | None
+    host_error: str | None
 
 
 def _invoke(fn: HostImpl, ctx: RunContext, args: tuple[Any, ...]) -> object:
+    # An interceptor's ``call``: wrong arguments become the HostError the script would see.
     try:
         return fn(ctx, *args)
     except TypeError as exc:

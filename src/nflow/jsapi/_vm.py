@@ -8,13 +8,11 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
 from importlib import resources
-from typing import Any
 
 import orjson
 
-from nflow.jsapi._context import HostError, RunContext
+from nflow.jsapi._context import RunContext
 from nflow.jsapi._host import HostTable
 from nflow.sandbox import EngineLimits, JsError, JsRuntime, new_runtime
 
@@ -89,10 +87,13 @@ class NflowVM:
         self._qtoken = quote(self._token)
         self.ctx: RunContext | None = None
         self._rt: JsRuntime = new_runtime(limits=limits, on_console=self._console)
-        self._error: str | None = None
+        # The message of the HostError a host function raised last, for the script (ERR()).
+        self.host_error: str | None = None
         for name in host.names():
-            self._rt.bind("__h:" + name, self._bind(name))
-        self._rt.bind("__h_req", self._req)
+            self._rt.bind("__h:" + name, host.entry(name, self))
+        # The request's lazy values (the prelude's REQ): a host call like the others, so a
+        # recorder sees what the script read (env, url_base ...).
+        self._rt.bind("__h_req", host.entry(REQUEST_VALUE, self))
         self._rt.bind("__h_err", self._take_error)
         prelude = _PRELUDE.replace("__NF_TOKEN__", self._qtoken).replace(
             "__NF_NAMES__", orjson.dumps(host.names()).decode()
@@ -109,33 +110,9 @@ class NflowVM:
         self.broken = False
 
     # host entry points ------------------------------------------------------------------
-    def _bind(self, name: str) -> Callable[..., object]:
-        """The JS entry point of host function ``name``: every call goes through the table."""
-        call = self._host.call
-
-        def host(*args: Any) -> object:
-            ctx = self.ctx
-            if ctx is None:
-                self._error = "no run is active"
-                raise HostError(self._error)
-            try:
-                return call(ctx, name, args)
-            except HostError as exc:
-                self._error = str(exc)
-                raise
-
-        return host
-
     def _take_error(self) -> str | None:
-        error, self._error = self._error, None
+        error, self.host_error = self.host_error, None
         return error
-
-    def _req(self, name: str) -> object:
-        ctx = self.ctx
-        if ctx is None:
-            return None
-        # A host call like the others: a recorder sees what the script read (env, url_base).
-        return self._host.call(ctx, REQUEST_VALUE, (name,))
 
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx

@@ -109,11 +109,13 @@ _STATE = "mail"  # mail_config's settings in the run's plugin state
 
 
 def _remember(ctx: RunContext, settings: MailSettings) -> None:
+    if ctx.plugin_state is None:
+        ctx.plugin_state = {}
     ctx.plugin_state[_STATE] = settings
 
 
 def _settings(ctx: RunContext) -> MailSettings:
-    chosen = ctx.plugin_state.get(_STATE)
+    chosen = ctx.plugin_state.get(_STATE) if ctx.plugin_state is not None else None
     if isinstance(chosen, MailSettings):
         return chosen
     cfg = ctx.services.config.mail
