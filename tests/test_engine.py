@@ -411,3 +411,12 @@ def test_runtime_left_dirty_is_replaced(make: MakeHarness, attack: str) -> None:
     h = make(doc, toml="[security]\nblock_on_high_severity = false\n")
     assert h.request("GET", "/attack").json() == {"done": True}
     assert h.request("GET", "/check").json() == {"perm": "undefined", "sym": "undefined", "x": 1}
+
+
+def test_every_built_in_node_type_has_a_step_function() -> None:
+    from nflow.engine._run import BUILTIN_STEPS
+    from nflow.steps import KNOWN_NODE_TYPES
+
+    # One list: the names the playbook accepts and custom steps may not take are the ones the
+    # engine runs itself.
+    assert set(BUILTIN_STEPS) == KNOWN_NODE_TYPES

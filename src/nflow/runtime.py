@@ -16,10 +16,9 @@ import os
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -455,18 +454,6 @@ class Runtime:
     def router(self) -> Router:
         return self.catalog.router
 
-    @router.setter
-    def router(self, router: Router) -> None:
-        self.catalog = replace(self.catalog, router=router)
-
-    @property
-    def _routes(self) -> Mapping[tuple[str, str], bool]:
-        return self.catalog.blocking
-
-    @_routes.setter
-    def _routes(self, blocking: Mapping[tuple[str, str], bool]) -> None:
-        self.catalog = replace(self.catalog, blocking=blocking)
-
     def _app_limits(self, playbooks: Sequence[Playbook]) -> dict[tuple[str, str], RunLimits]:
         """Per-app overrides resolved once per load; a raise is clamped with a warning."""
         server = self.services.limits
@@ -491,7 +478,10 @@ class Runtime:
         names = {p.name for p in playbooks}
         for name in self.config.apps:
             if name not in names:
-                log.warning("config [apps.%s]: no app of that name is served", json_name(name))
+                log.warning(
+                    "config [apps.%s]: no app of that name is served",
+                    go_json(name).decode().strip(),
+                )
         return found
 
     def digests(self) -> set[str]:
@@ -794,14 +784,6 @@ async def _redis_client(config: Config) -> Any:
         db=config.redis.db,
         max_connections=config.redis.maxconnectionpool or None,
     )
-
-
-def json_name(name: str) -> str:
-    return go_json(name).decode().strip()
-
-
-def new_wid() -> str:
-    return str(uuid.uuid4())
 
 
 def app_summary(runtime: Runtime) -> list[dict[str, str]]:

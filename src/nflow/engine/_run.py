@@ -65,13 +65,7 @@ class Engine:
     def __init__(self, *, services: EngineServices, vms: VMProvider) -> None:
         self.services = services
         self.vms = vms
-        self.steps: dict[str, StepFunction] = {
-            "js": step_js,
-            "gorutine": _step_fork,
-            "starter": _step_starter,
-            "dromedary": _step_legacy_plugin,
-            "dromedary_callback": _step_legacy_plugin,
-        }
+        self.steps: dict[str, StepFunction] = dict(BUILTIN_STEPS)
         self.steps.update(dict.fromkeys(_custom_step_types(), _step_custom))
         self.plans: dict[tuple[str, str], tuple[str, str]] = {}
         # Outermost first. Empty by default, and then the loop pays one truth test per node.
@@ -453,6 +447,16 @@ def _step_custom(engine: Engine, run: _Run, node: Node, payload: dict[str, Any])
 
 def _custom_step_types() -> Mapping[str, object]:
     return registered_steps()
+
+
+# The step function of each of steps.KNOWN_NODE_TYPES (the names custom steps may not take).
+BUILTIN_STEPS: Mapping[str, StepFunction] = {
+    "js": step_js,
+    "gorutine": _step_fork,
+    "starter": _step_starter,
+    "dromedary": _step_legacy_plugin,
+    "dromedary_callback": _step_legacy_plugin,
+}
 
 
 def _truthy_break(value: object) -> bool:
