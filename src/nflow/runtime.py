@@ -199,6 +199,8 @@ class Runtime:
         if self.is_open:
             return
         config = self.config
+        if config.tracing.enabled:
+            _tracing_class()  # a missing optional package stops the start, not the first span
         # Installed packages' custom steps must be known before apps are parsed.
         discover_steps()
         self._io = IoLoop()
@@ -271,9 +273,7 @@ class Runtime:
         chain: list[NodeInterceptor] = []
         if self.config.tracing.enabled and self._observe:
             # Imported only when on: tracing off costs neither the import nor a span.
-            from nflow.observability.tracing import Tracing
-
-            self.tracing = Tracing.from_config(self.config.tracing)
+            self.tracing = _tracing_class().from_config(self.config.tracing)
             chain.append(self.tracing.node)
         if self._log_nodes:
             from nflow.observability.nodelog import log_node
@@ -748,6 +748,22 @@ def _wait(future: Future[Any], timeout: float | None) -> None:
         future.result(timeout=timeout)
     except Exception:  # the fork logs its own failure
         return
+
+
+def _tracing_class() -> type[Tracing]:
+    """The tracing module's Tracing; a ConfigError naming the extra when OpenTelemetry is
+    not installed (it is the optional ``nflow[otel]``)."""
+    try:
+        from nflow.observability.tracing import Tracing
+    except ImportError as exc:
+        if not (exc.name or "").startswith("opentelemetry"):
+            raise
+        raise ConfigError(
+            f"tracing is enabled but OpenTelemetry is not installed ({exc.name} is missing): "
+            "install the extra with `pip install 'nflow[otel]'`, or set tracing.enabled = false",
+            key="tracing.enabled",
+        ) from None
+    return Tracing
 
 
 def _auth_trigger(config: Config) -> str:
