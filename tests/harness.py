@@ -88,6 +88,7 @@ class Harness:
         access_log: bool = False,
     ) -> None:
         self.loop = asyncio.new_event_loop()
+        self.tmp_path = tmp_path
         files: list[Path] = []
         for i, app in enumerate(apps):
             if isinstance(app, dict):
@@ -119,6 +120,13 @@ class Harness:
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
+
+    def serve(self, doc: dict[str, Any], name: str) -> None:
+        """Serve ``doc`` as the only app file (app ``name``), as a hot reload does."""
+        path = self.tmp_path / f"{name}.json"
+        path.write_bytes(orjson.dumps(doc))
+        self.runtime.app_files = [path]
+        self.run(self.runtime.reload())
 
     def store(self, method: str, *args: Any, **kwargs: Any) -> Any:
         store = self.runtime.store

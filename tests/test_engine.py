@@ -484,3 +484,12 @@ def test_invalid_json_setting_per_app(make: MakeHarness) -> None:
     )
     assert h.request("POST", "/strict", headers=BAD_JSON, body=b"[1,").status == 400
     assert h.request("POST", "/lenient", headers=BAD_JSON, body=b"[1,").status == 200
+
+
+def test_every_built_in_node_type_has_a_step_function() -> None:
+    from nflow.engine._run import BUILTIN_STEPS
+    from nflow.steps import KNOWN_NODE_TYPES
+
+    # One list: the names the playbook accepts and custom steps may not take are the ones the
+    # engine runs itself.
+    assert set(BUILTIN_STEPS) == KNOWN_NODE_TYPES

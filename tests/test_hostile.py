@@ -18,10 +18,12 @@ import pytest
 from harness import Harness, app_doc, js, starter
 from nflow import Execution, Request
 from nflow.engine import limit_of
-from nflow.playbook import parse_playbook
-from nflow.router import Router
 
+# The analyzer would refuse most of these scripts at load: warn only, so that what is tested
+# is the sandbox itself, the defence that remains when a script gets past the analyzer.
 CONFIG = """
+[security]
+block_on_high_severity = false
 [limits]
 step_timeout_seconds = 0.5
 request_timeout_seconds = 2
@@ -42,9 +44,7 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 
 def run(h: Harness, code: str) -> tuple[int, Any, float]:
-    playbook = parse_playbook(app_doc(s=starter("s", "/x", "a"), a=js("a", code)), name="hostile")
-    h.runtime.router = Router([playbook])
-    h.runtime._routes = {(playbook.digest, "s"): False}
+    h.serve(app_doc(s=starter("s", "/x", "a"), a=js("a", code)), "hostile")
     started = time.perf_counter()
     r = h.request("GET", "/x")
     elapsed = time.perf_counter() - started
@@ -347,9 +347,7 @@ def test_limit_messages_name_the_limit(h: Harness) -> None:
 def test_the_limit_a_run_hit_is_a_typed_attribute_of_its_error(
     h: Harness, code: str, kind: str | None
 ) -> None:
-    playbook = parse_playbook(app_doc(s=starter("s", "/x", "a"), a=js("a", code)), name="hostile")
-    h.runtime.router = Router([playbook])
-    h.runtime._routes = {(playbook.digest, "s"): False}
+    h.serve(app_doc(s=starter("s", "/x", "a"), a=js("a", code)), "hostile")
     execution = h.runtime.handle_sync(Request("GET", "/x"))
     assert isinstance(execution, Execution)
     assert execution.error is not None
@@ -363,9 +361,7 @@ def test_the_step_limit_is_typed_too(h: Harness) -> None:
         s=starter("s", "/loop", "a"),
         a=js("a", "function main(){ next = 'output_1' }", output_1="a"),
     )
-    playbook = parse_playbook(doc, name="loop")
-    h.runtime.router = Router([playbook])
-    h.runtime._routes = {(playbook.digest, "s"): False}
+    h.serve(doc, "loop")
     execution = h.runtime.handle_sync(Request("GET", "/loop"))
     assert isinstance(execution, Execution)
     assert execution.error is not None
@@ -409,11 +405,10 @@ def test_watchdog_contains_a_step_stuck_in_native_code(tmp_path: Path) -> None:
     harness.runtime = runtime
     harness.run(runtime.open())
     try:
-        playbook = parse_playbook(
-            app_doc(s=starter("s", "/x", "a"), a=js("a", "function main(){ stuck_native_call() }"))
+        harness.serve(
+            app_doc(s=starter("s", "/x", "a"), a=js("a", "function main(){ stuck_native_call() }")),
+            "stuck",
         )
-        runtime.router = Router([playbook])
-        runtime._routes = {(playbook.digest, "s"): True}
         done = threading.Event()
         result: dict[str, Any] = {}
 

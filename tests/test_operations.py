@@ -87,6 +87,14 @@ def test_metrics_count_exactly_across_two_workers(tmp_path: Path) -> None:
         assert total(values, "nflow_request_duration_seconds_count") == 23
         assert total(values, "nflow_node_duration_seconds_count") == 20
         assert values["nflow_up"] >= 1 and total(values, "nflow_workers") >= 1
+        # A worker counts its warm JS runtimes when it answers a scrape; the one that served
+        # runs has some, none busy now (bounded: scrapes land on either worker).
+        idle = 'nflow_js_runtimes{"state": "idle"}'
+        while values.get(idle, 0) < 1 and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
+            values = samples(httpx.get(srv.url + "/metrics").text)
+        assert values[idle] >= 1
+        assert values['nflow_js_runtimes{"state": "busy"}'] == 0
     finally:
         assert srv.stop() == 0
 

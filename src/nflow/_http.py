@@ -172,6 +172,14 @@ class Request:
         return client_host(self.client)
 
     @property
+    def real_ip(self) -> str:
+        """Echo's RealIP: the first X-Forwarded-For entry, X-Real-Ip, then the peer address."""
+        xff = self.header("x-forwarded-for")
+        if xff:
+            return xff.split(",")[0].strip()
+        return self.header("x-real-ip").strip() or self.client_ip
+
+    @property
     def uri(self) -> str:
         return self.path + ("?" + self.query_string if self.query_string else "")
 

@@ -21,6 +21,7 @@ __all__ = [
     "APP_LIMIT_KEYS",
     "AppLimitIssue",
     "Raised",
+    "RunLimits",
     "app_limit_problems",
     "effective_limits",
     "override_sources",
@@ -35,6 +36,34 @@ from dataclasses import dataclass
 from nflow.config import APP_LIMIT_KEYS, AppLimitIssue, Config, validate_app_limits
 from nflow.errors import Problem
 from nflow.playbook import Playbook
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """The limits the engine enforces, resolved from config."""
+
+    max_steps: int = 1000
+    request_timeout_seconds: float = 30.0
+    step_timeout_seconds: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_response_bytes: int = 10 * 1024 * 1024
+    max_host_calls: int = 100_000
+    sleep_max_ms: int = 5000
+    max_memory_mb: int = 128
+
+    @classmethod
+    def from_config(cls, config: Config) -> RunLimits:
+        lim = config.limits
+        return cls(
+            max_steps=lim.max_steps,
+            request_timeout_seconds=lim.request_timeout_seconds,
+            step_timeout_seconds=config.effective_step_timeout_seconds,
+            max_body_bytes=lim.max_body_bytes,
+            max_response_bytes=lim.max_response_bytes,
+            max_host_calls=lim.max_host_calls,
+            sleep_max_ms=lim.sleep_max_ms,
+            max_memory_mb=config.vm_pool.max_memory_mb,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,34 +16,40 @@ import os
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nflow._http import BodyLimit, Request, Response, json_response
 from nflow._io import IoLoop
-from nflow.applimits import effective_limits, override_sources, raised_limits, server_limits
+from nflow.applimits import (
+    RunLimits,
+    effective_limits,
+    override_sources,
+    raised_limits,
+    server_limits,
+)
 from nflow.catalog import Catalog, CatalogSources, build_catalog
 from nflow.config import Config, secret_references
 from nflow.engine import (
     Engine,
     Execution,
+    ForkFunction,
     NodeInterceptor,
     VMProvider,
     is_auth_entry,
 )
 from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.golang.json import dumps as go_json
-from nflow.jsapi import HostTable, Sessions
+from nflow.jsapi import HostTable, Policies, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._templates import templates
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
 from nflow.playbook import Playbook, flag
-from nflow.plugins import PLUGIN_TABLES, apply_plugin_config, close_plugins
+from nflow.plugins import PLUGIN_TABLES, close_plugins, plugin_policies
 from nflow.plugins._twilio import twilio
 from nflow.processes import ProcessRegistry
 from nflow.quarantine import Quarantine
@@ -71,34 +77,6 @@ _warned_random_secret = False
 DEFAULT_AUTH_TRIGGER = 'function auth(){ if (!exist_profile()) { next = "login" } }'
 
 
-@dataclass(frozen=True, slots=True)
-class RunLimits:
-    """The limits the engine enforces, resolved from config."""
-
-    max_steps: int = 1000
-    request_timeout_seconds: float = 30.0
-    step_timeout_seconds: float = 30.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_response_bytes: int = 10 * 1024 * 1024
-    max_host_calls: int = 100_000
-    sleep_max_ms: int = 5000
-    max_memory_mb: int = 128
-
-    @classmethod
-    def from_config(cls, config: Config) -> RunLimits:
-        lim = config.limits
-        return cls(
-            max_steps=lim.max_steps,
-            request_timeout_seconds=lim.request_timeout_seconds,
-            step_timeout_seconds=config.effective_step_timeout_seconds,
-            max_body_bytes=lim.max_body_bytes,
-            max_response_bytes=lim.max_response_bytes,
-            max_host_calls=lim.max_host_calls,
-            sleep_max_ms=lim.sleep_max_ms,
-            max_memory_mb=config.vm_pool.max_memory_mb,
-        )
-
-
 class Isolation(Protocol):
     """Where the requests of routes that hit a time or memory limit run for a while.
 
@@ -119,7 +97,11 @@ class Isolation(Protocol):
 
 @dataclass(slots=True)
 class Services:
-    """What the engine and host functions share for the life of a worker."""
+    """What the engine and host functions share for the life of a worker.
+
+    It is the engine's ``EngineServices`` and host functions' ``HostServices``: each sees only
+    what its protocol names.
+    """
 
     config: Config
     limits: RunLimits
@@ -127,6 +109,10 @@ class Services:
     io: IoLoop
     processes: ProcessRegistry
     env: dict[str, str]
+    database_url: str
+    fork: ForkFunction
+    # The plugins' [http], [mail], [llm] policies: this runtime's, not the process's.
+    policies: Policies = field(default_factory=Policies)
     modules: dict[str, str | None] = field(default_factory=dict)
     templates: dict[str, str] = field(default_factory=dict)
     queries: dict[str, str] = field(default_factory=dict)
@@ -135,7 +121,6 @@ class Services:
     tracker: Tracker | None = None
     metrics: Metrics | None = None
     keyring: KeyRing | None = None
-    runtime: Runtime | None = None
     # Effective limits of apps with overrides, by (digest, name); the rest use ``limits``.
     app_limits: dict[tuple[str, str], RunLimits] = field(default_factory=dict)
 
@@ -144,10 +129,6 @@ class Services:
         if not self.app_limits:
             return self.limits
         return self.app_limits.get((playbook.digest, playbook.name), self.limits)
-
-    def spawn_fork(self, **kwargs: Any) -> None:
-        assert self.runtime is not None
-        self.runtime.spawn_fork(**kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +205,8 @@ class Runtime:
         if self.is_open:
             return
         config = self.config
+        if config.tracing.enabled:
+            _tracing_class()  # a missing optional package stops the start, not the first span
         # Installed packages' custom steps must be known before apps are parsed.
         discover_steps()
         self._io = IoLoop()
@@ -245,9 +228,10 @@ class Runtime:
             io=self._io,
             processes=ProcessRegistry(),
             env=dict(config.env),
+            database_url=self.database_url,
+            fork=self.spawn_fork,
+            policies=plugin_policies(config),
         )
-        self.services.runtime = self
-        apply_plugin_config(config)  # [http], [mail], [llm] policies of the plugin functions
         limits = EngineLimits(
             memory_bytes=config.vm_pool.max_memory_mb * 1024 * 1024,
             stack_bytes=config.limits.max_stack_kb * 1024,
@@ -295,9 +279,7 @@ class Runtime:
         chain: list[NodeInterceptor] = []
         if self.config.tracing.enabled and self._observe:
             # Imported only when on: tracing off costs neither the import nor a span.
-            from nflow.observability.tracing import Tracing
-
-            self.tracing = Tracing.from_config(self.config.tracing)
+            self.tracing = _tracing_class().from_config(self.config.tracing)
             chain.append(self.tracing.node)
         if self._log_nodes:
             from nflow.observability.nodelog import log_node
@@ -471,24 +453,12 @@ class Runtime:
         services.auth_trigger = trigger
         services.login_path = config.auth.login_path
         self.limiter = limiter
-        apply_plugin_config(config)
+        services.policies = plugin_policies(config)
         services.app_limits = self._app_limits(self.catalog.playbooks)
 
     @property
     def router(self) -> Router:
         return self.catalog.router
-
-    @router.setter
-    def router(self, router: Router) -> None:
-        self.catalog = replace(self.catalog, router=router)
-
-    @property
-    def _routes(self) -> Mapping[tuple[str, str], bool]:
-        return self.catalog.blocking
-
-    @_routes.setter
-    def _routes(self, blocking: Mapping[tuple[str, str], bool]) -> None:
-        self.catalog = replace(self.catalog, blocking=blocking)
 
     def _app_limits(self, playbooks: Sequence[Playbook]) -> dict[tuple[str, str], RunLimits]:
         """Per-app overrides resolved once per load; a raise is clamped with a warning."""
@@ -514,7 +484,10 @@ class Runtime:
         names = {p.name for p in playbooks}
         for name in self.config.apps:
             if name not in names:
-                log.warning("config [apps.%s]: no app of that name is served", json_name(name))
+                log.warning(
+                    "config [apps.%s]: no app of that name is served",
+                    go_json(name).decode().strip(),
+                )
         return found
 
     def digests(self) -> set[str]:
@@ -815,6 +788,22 @@ def _wait(future: Future[Any], timeout: float | None) -> None:
         return
 
 
+def _tracing_class() -> type[Tracing]:
+    """The tracing module's Tracing; a ConfigError naming the extra when OpenTelemetry is
+    not installed (it is the optional ``nflow[otel]``)."""
+    try:
+        from nflow.observability.tracing import Tracing
+    except ImportError as exc:
+        if not (exc.name or "").startswith("opentelemetry"):
+            raise
+        raise ConfigError(
+            f"tracing is enabled but OpenTelemetry is not installed ({exc.name} is missing): "
+            "install the extra with `pip install 'nflow[otel]'`, or set tracing.enabled = false",
+            key="tracing.enabled",
+        ) from None
+    return Tracing
+
+
 def _auth_trigger(config: Config) -> str:
     """The auth trigger's source: configured file, the Go runtime's folder variable, or built-in."""
     path = config.auth.trigger
@@ -849,14 +838,6 @@ async def _redis_client(config: Config) -> Any:
         db=config.redis.db,
         max_connections=config.redis.maxconnectionpool or None,
     )
-
-
-def json_name(name: str) -> str:
-    return go_json(name).decode().strip()
-
-
-def new_wid() -> str:
-    return str(uuid.uuid4())
 
 
 def app_summary(runtime: Runtime) -> list[dict[str, str]]:

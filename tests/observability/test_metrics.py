@@ -54,9 +54,6 @@ def record_traffic(
     metrics.limit_hit("time")
     metrics.rate_limited()
     metrics.security_event("eval")
-    metrics.cache(True)
-    metrics.cache(True)
-    metrics.cache(False)
     metrics.process_started()
     metrics.set_processes(7)  # only the last value counts
     metrics.set_processes(2)
@@ -235,8 +232,6 @@ def test_two_workers_add_up(metrics_dir: str) -> None:
     assert value(samples, "nflow_db_connections_open") == 6
     assert value(samples, "nflow_db_connections_in_use") == 2
     assert value(samples, "nflow_db_connections_idle") == 4
-    assert value(samples, "nflow_cache_hits_total") == 4
-    assert value(samples, "nflow_cache_misses_total") == 2
     assert value(samples, "nflow_limit_hits_total", limit="time") == 2
     assert value(samples, "nflow_ratelimit_rejections_total") == 2
     assert value(samples, "nflow_security_events_total", rule="eval") == 2
@@ -314,7 +309,7 @@ def test_a_worker_that_exits_without_flushing_keeps_its_counts(metrics_dir: str)
     samples, _, _ = scrape(metrics_dir)
     assert value(samples, "nflow_requests_total") == 6
     assert value(samples, "nflow_requests_errors_total") == 2
-    assert value(samples, "nflow_cache_hits_total") == 2
+    assert value(samples, "nflow_security_events_total", rule="eval") == 1
 
 
 def test_forked_worker_counts_once(metrics_dir: str) -> None:

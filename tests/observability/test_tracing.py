@@ -390,3 +390,37 @@ def test_run_logs_one_line_per_node_only_with_v(
     line = nodes[0]
     assert (line["node"], line["node_type"], line["app"]) == ("x", "js", "app")
     assert "boom" in line["error"] and line["duration_ms"] >= 0 and line["wid"]
+
+
+def test_tracing_without_opentelemetry_installed_stops_the_start_naming_the_extra(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    (tmp_path / "app.json").write_text(json.dumps(APP))
+    (tmp_path / "config.toml").write_text("[tracing]\nenabled = true\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # A None entry in sys.modules makes the import fail as if the package were not installed.
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+        "from nflow.cli import main\n"
+        f"sys.exit(main(['serve', '--app', 'app.json', '--host', '127.0.0.1', '--port', '{port}']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "tracing.enabled: tracing is enabled but OpenTelemetry is not installed" in done.stderr
+    assert "opentelemetry.exporter.otlp.proto.http.trace_exporter is missing" in done.stderr
+    assert "pip install 'nflow[otel]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "nflow serving on" not in done.stdout

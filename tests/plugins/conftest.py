@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from plugin_support import Cert, LocalServer, PluginRuntime, Reply, Seen
 
-from nflow.plugins import configure_http, configure_llm, configure_mail
+from nflow.jsapi import HostTable
 
 
 @pytest.fixture
@@ -19,24 +19,16 @@ def plugin_rt(tmp_path: Path) -> Iterator[Callable[..., PluginRuntime]]:
     """Builds PluginRuntime(toml) instances, all closed after the test."""
     made: list[PluginRuntime] = []
 
-    def factory(toml: str = "", *, database_url: str = "") -> PluginRuntime:
-        rt = PluginRuntime(tmp_path, toml, database_url=database_url)
+    def factory(
+        toml: str = "", *, database_url: str = "", hosts: Sequence[HostTable] = ()
+    ) -> PluginRuntime:
+        rt = PluginRuntime(tmp_path, toml, database_url=database_url, hosts=hosts)
         made.append(rt)
         return rt
 
     yield factory
     for rt in made:
         rt.close()
-
-
-@pytest.fixture(autouse=True)
-def _restore_plugin_policies() -> Iterator[None]:
-    """Each test starts from the default policies and leaves them as it found them."""
-    http, mail, llm = configure_http(None), configure_mail(None), configure_llm(None)
-    yield
-    configure_http(http)
-    configure_mail(mail)
-    configure_llm(llm)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +20,8 @@ import orjson
 
 from harness import app_doc, js, starter
 from nflow import Request, Response, Runtime
-from nflow.config import load_config
+from nflow.config import Config, load_config
+from nflow.jsapi import HostTable
 from nflow.plugins import PLUGIN_TABLES, close_plugins
 from nflow.server import dispatch
 
@@ -31,20 +32,34 @@ REQUEST_TIMEOUT = 10
 class PluginRuntime:
     """Runtime(hosts=PLUGIN_TABLES) on SQLite (or ``database_url``); ``serve`` installs apps."""
 
-    def __init__(self, tmp_path: Path, toml: str = "", *, database_url: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        toml: str = "",
+        *,
+        database_url: str = "",
+        hosts: Sequence[HostTable] = (),
+    ) -> None:
         self.tmp_path = tmp_path
         self.loop = asyncio.new_event_loop()
-        cfg = tmp_path / "plugin-config.toml"
-        cfg.write_text(f"[limits]\nrequest_timeout_seconds = {REQUEST_TIMEOUT}\n{toml}")
         self.runtime = Runtime(
-            load_config(cfg, environ={}),
+            self._config(toml),
             app_files=[],
             database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
-            hosts=PLUGIN_TABLES,
+            hosts=[*PLUGIN_TABLES, *hosts],
             session_secret="s" * 40,
         )
         self.loop.run_until_complete(self.runtime.open())
         self._apps = 0
+
+    def _config(self, toml: str) -> Config:
+        cfg = self.tmp_path / "plugin-config.toml"
+        cfg.write_text(f"[limits]\nrequest_timeout_seconds = {REQUEST_TIMEOUT}\n{toml}")
+        return load_config(cfg, environ={})
+
+    def reconfigure(self, toml: str) -> None:
+        """Serve with the config ``toml`` from now on, as a SIGHUP reload does."""
+        self.runtime.apply_config(self._config(toml))
 
     def serve_doc(self, doc: dict[str, Any]) -> None:
         self._apps += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from plugin_support import PluginRuntime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from nflow.jsapi import HostTable, RunContext
 from nflow.plugins import _db
 
 
@@ -66,6 +68,44 @@ def with_queries(rt: PluginRuntime, **queries: str) -> None:
     store = rt.runtime.store
     for name, sql in queries.items():
         rt.loop.run_until_complete(rt.runtime.store_call(store.put_query(name, sql)))
+
+
+def test_a_run_keeps_its_queries_through_a_reload(
+    plugin_rt: Callable[..., PluginRuntime], people: str
+) -> None:
+    # Between its two reads the run changes the query and reloads on another thread, as a
+    # hot reload would: the run keeps the version it started on, the next run gets the new.
+    reloads: list[BaseException | None] = []
+    table = HostTable()
+
+    @table.function("change_query_and_reload")
+    def change(ctx: RunContext) -> None:
+        runtime = rt.runtime
+        runtime.io.call(runtime.store.put_query("who", "SELECT name FROM people WHERE id = 2"))
+
+        def reload() -> None:
+            try:
+                asyncio.run(runtime.reload())
+                reloads.append(None)
+            except BaseException as exc:
+                reloads.append(exc)
+
+        thread = threading.Thread(target=reload)
+        thread.start()
+        thread.join(30)
+
+    rt = plugin_rt(database_url=people, hosts=[table])
+    with_queries(rt, who="SELECT name FROM people WHERE id = 1")
+    code = """function main(){
+  var before = db_query("who", []);
+  change_query_and_reload();
+  var after = db_query("who", []);
+  c.JSON(200, {before: before[0].name, after: after[0].name});
+}"""
+    assert rt.run(code) == {"before": "Ana", "after": "Ana"}
+    assert reloads == [None]
+    assert rt.runtime.catalog.queries["who"].endswith("id = 2")
+    assert rt.run(code) == {"before": "Eva", "after": "Eva"}
 
 
 def test_query_and_exec_on_the_nflow_database(

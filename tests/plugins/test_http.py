@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from plugin_support import Cert, LocalServer, PluginRuntime, Reply, Seen, json_reply
 
-from nflow.plugins import HttpPolicy, configure_http
+from nflow.plugins import HttpPolicy
 from nflow.plugins._http import address_problem
 
-LOOPBACK_OK = HttpPolicy(allowed_hosts=("127.0.0.1",))
+LOOPBACK_OK = '[http]\nallowed_hosts = ["127.0.0.1"]\n'
 
 
 def peer_app(seen: Seen) -> Reply:
@@ -65,7 +65,7 @@ def catch(call: str) -> str:
 
 
 def test_get_returns_the_go_shape(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch(f'http_get("{peer.url}/echo")'))
     assert out["ok"], out
     r = out["r"]
@@ -79,7 +79,7 @@ def test_get_returns_the_go_shape(rt: PluginRuntime, peer: LocalServer) -> None:
 def test_post_with_header_sends_body_and_array_headers(
     rt: PluginRuntime, peer: LocalServer
 ) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     code = f"""function main(){{
   var header = {{"Content-Type": ["application/json"], "X-Many": ["1", "2"], "X-Plain": "p"}};
   var r = http_post_with_header("{peer.url}/echo", '{{"a":1}}', header);
@@ -95,7 +95,7 @@ def test_post_with_header_sends_body_and_array_headers(
 
 
 def test_every_method_and_variant(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     u = f"{peer.url}/echo"
     code = f"""function main(){{
   var h = {{"X-T": ["v"]}};
@@ -126,7 +126,7 @@ def test_every_method_and_variant(rt: PluginRuntime, peer: LocalServer) -> None:
 
 
 def test_error_statuses_are_results_not_exceptions(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch(f'http_get("{peer.url}/missing")'))
     assert out["ok"]
     assert (out["r"]["status_code"], out["r"]["status"]) == (404, "404 Not Found")
@@ -156,7 +156,7 @@ def test_default_policy_refuses_internal_addresses(rt: PluginRuntime, url: str, 
 
 def test_redirect_to_a_private_address_is_refused(rt: PluginRuntime, peer: LocalServer) -> None:
     # The peer is trusted by name only, so its redirect into 127.0.0.1 is checked on its own.
-    configure_http(HttpPolicy(allowed_hosts=("localhost",)))
+    rt.reconfigure('[http]\nallowed_hosts = ["localhost"]\n')
     public = f"http://localhost:{peer.port}"
     out = rt.run(catch(f'http_get("{public}/redirect?to={peer.url}/echo")'))
     assert not out["ok"]
@@ -169,7 +169,7 @@ def test_redirect_to_a_private_address_is_refused(rt: PluginRuntime, peer: Local
 
 
 def test_redirects_are_bounded(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch(f'http_get("{peer.url}/chain/5")'))
     assert out["ok"] and out["r"]["body"] == "end of chain"
     out = rt.run(catch(f'http_get("{peer.url}/chain/6")'))
@@ -178,7 +178,7 @@ def test_redirects_are_bounded(rt: PluginRuntime, peer: LocalServer) -> None:
 
 
 def test_other_schemes_are_refused(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch('http_get("file:///etc/passwd")'))
     assert not out["ok"] and "refused: scheme 'file'" in out["error"]
     out = rt.run(catch('http_get("ftp://127.0.0.1/x")'))
@@ -188,24 +188,24 @@ def test_other_schemes_are_refused(rt: PluginRuntime, peer: LocalServer) -> None
 
 
 def test_response_size_is_capped(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(HttpPolicy(allowed_hosts=("127.0.0.1",), max_response_bytes=4000))
+    rt.reconfigure(LOOPBACK_OK + "max_response_bytes = 4000\n")
     out = rt.run(catch(f'http_get("{peer.url}/big")'))
     assert not out["ok"]
     assert out["error"] == (
         f"http_get {peer.url}/big: response larger than 4000 bytes (Content-Length 5000)"
     )
     # The cap applies to the decoded body: 3000 bytes of gzip that inflate past it fail too.
-    configure_http(HttpPolicy(allowed_hosts=("127.0.0.1",), max_response_bytes=2000))
+    rt.reconfigure(LOOPBACK_OK + "max_response_bytes = 2000\n")
     out = rt.run(catch(f'http_get("{peer.url}/gzip")'))
     assert not out["ok"] and "response larger than 2000 bytes" in out["error"]
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch(f'http_get("{peer.url}/gzip")'))
     assert out["ok"] and out["r"]["body"] == "y" * 3000
     assert "Content-Encoding" not in out["r"]["header"]
 
 
 def test_timeout_is_an_error(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(HttpPolicy(allowed_hosts=("127.0.0.1",), timeout_seconds=0.3))
+    rt.reconfigure(LOOPBACK_OK + "timeout_seconds = 0.3\n")
     started = time.monotonic()
     out = rt.run(catch(f'http_get("{peer.url}/slow")'))
     assert time.monotonic() - started < 1.4
@@ -214,7 +214,7 @@ def test_timeout_is_an_error(rt: PluginRuntime, peer: LocalServer) -> None:
 
 
 def test_dns_failure_is_an_error(rt: PluginRuntime) -> None:
-    configure_http(HttpPolicy(allow_private=True, timeout_seconds=3))
+    rt.reconfigure("[http]\nallow_private = true\ntimeout_seconds = 3\n")
     out = rt.run(catch('http_get("http://no-such-host.invalid/x")'))
     assert not out["ok"]
     assert out["error"].startswith("http_get http://no-such-host.invalid/x: ")
@@ -222,7 +222,7 @@ def test_dns_failure_is_an_error(rt: PluginRuntime) -> None:
 
 
 def test_connection_refused_is_an_error(rt: PluginRuntime, peer: LocalServer) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     port = peer.port
     peer.close()
     out = rt.run(catch(f'http_get("http://127.0.0.1:{port}/")'))
@@ -233,7 +233,7 @@ def test_connection_refused_is_an_error(rt: PluginRuntime, peer: LocalServer) ->
 def test_tls_certificates_are_verified(
     rt: PluginRuntime, local_server: Callable[..., LocalServer], self_signed: Cert
 ) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     server = local_server(peer_app, tls=self_signed.server_context())
     out = rt.run(catch(f'http_get("{server.url}/echo")'))
     assert not out["ok"]
@@ -251,7 +251,7 @@ def test_uncaught_error_fails_the_run_with_the_url(rt: PluginRuntime) -> None:
 
 
 def test_bad_arguments_are_errors(rt: PluginRuntime) -> None:
-    configure_http(LOOPBACK_OK)
+    rt.reconfigure(LOOPBACK_OK)
     out = rt.run(catch('http_get_with_header("http://127.0.0.1:9/", "nope")'))
     assert not out["ok"] and "headers must be an object" in out["error"]
     out = rt.run(catch('http_get_with_header("http://127.0.0.1:9/", {"X-A": "a\\r\\nX-B: b"})'))

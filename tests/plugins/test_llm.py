@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 from plugin_support import LocalServer, PluginRuntime, Reply, Seen, json_reply
 
-from nflow.plugins import HttpPolicy, LlmSettings, configure_http, configure_llm
-
 OPENAI_KEY = "sk-config-0123456789"
 GEMINI_KEY = "gm-config-0123456789"
 
@@ -71,24 +69,25 @@ def model() -> Model:
 
 @pytest.fixture
 def peer(local_server: Callable[..., LocalServer], model: Model) -> LocalServer:
-    server = local_server(model.app)
-    configure_llm(
-        LlmSettings(
-            openai_base_url=f"{server.url}/v1",
-            gemini_base_url=f"{server.url}/v1beta/",
-            ollama_base_url=server.url,
-            openai_api_key=OPENAI_KEY,
-            gemini_api_key=GEMINI_KEY,
-            max_tokens=512,
-            timeout_seconds=5,
-        )
-    )
-    return server
+    return local_server(model.app)
+
+
+def llm_config(server: LocalServer) -> str:
+    """The [llm] section pointing every provider at ``server``."""
+    return f"""[llm]
+openai_base_url = "{server.url}/v1"
+gemini_base_url = "{server.url}/v1beta/"
+ollama_base_url = "{server.url}"
+openai_api_key = "{OPENAI_KEY}"
+gemini_api_key = "{GEMINI_KEY}"
+max_tokens = 512
+timeout_seconds = 5
+"""
 
 
 @pytest.fixture
-def rt(plugin_rt: Callable[..., PluginRuntime]) -> PluginRuntime:
-    return plugin_rt()
+def rt(plugin_rt: Callable[..., PluginRuntime], peer: LocalServer) -> PluginRuntime:
+    return plugin_rt(llm_config(peer))
 
 
 def catch(call: str) -> str:
@@ -206,7 +205,7 @@ def test_script_base_url_is_checked_and_gets_no_key(
     assert "refused: 127.0.0.1 is a loopback address" in out["error"]
     assert peer.seen == []
     # Once the address is allowed the call goes through, without the configured key.
-    configure_http(HttpPolicy(allowed_hosts=("localhost",)))
+    rt.reconfigure(llm_config(peer) + '[http]\nallowed_hosts = ["localhost"]\n')
     call = f'llm({{provider: "openai", base_url: "{other}/v1", prompt: "p"}})'
     with caplog.at_level(logging.DEBUG):
         assert rt.run(catch(call)) == {"ok": True, "r": "canned answer"}
@@ -217,7 +216,7 @@ def test_script_base_url_is_checked_and_gets_no_key(
 def test_api_key_from_environment(
     rt: PluginRuntime, peer: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configure_llm(LlmSettings(openai_base_url=f"{peer.url}/v1"))
+    rt.reconfigure(f'[llm]\nopenai_base_url = "{peer.url}/v1"\n')
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env-key")
     assert rt.run(catch('llm({provider: "openai", prompt: "p"})'))["ok"]
     assert peer.seen[0].headers["authorization"] == "Bearer sk-env-key"
@@ -227,7 +226,7 @@ def test_missing_key_for_the_official_api(
     rt: PluginRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fails before any network access: the official endpoints need a key.
-    configure_llm(LlmSettings())
+    rt.reconfigure("")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     out = rt.run(catch('llm({provider: "openai", prompt: "p"})'))
@@ -262,8 +261,8 @@ def test_http_errors_are_host_errors(
 
 
 def test_timeout(rt: PluginRuntime, peer: LocalServer, model: Model) -> None:
-    configure_llm(
-        LlmSettings(openai_base_url=f"{peer.url}/v1", openai_api_key="k", timeout_seconds=0.3)
+    rt.reconfigure(
+        f'[llm]\nopenai_base_url = "{peer.url}/v1"\nopenai_api_key = "k"\ntimeout_seconds = 0.3\n'
     )
     model.delay = 1.5
     started = time.monotonic()
@@ -277,7 +276,7 @@ def test_timeout(rt: PluginRuntime, peer: LocalServer, model: Model) -> None:
 
 def test_unexpected_answer(rt: PluginRuntime, local_server: Callable[..., LocalServer]) -> None:
     odd = local_server(lambda seen: json_reply({"choices": []}))
-    configure_llm(LlmSettings(openai_base_url=f"{odd.url}/v1", openai_api_key="k"))
+    rt.reconfigure(f'[llm]\nopenai_base_url = "{odd.url}/v1"\nopenai_api_key = "k"\n')
     out = rt.run(catch('llm({provider: "openai", prompt: "p"})'))
     assert not out["ok"]
     assert "unexpected answer (the answer has no completion text)" in out["error"]

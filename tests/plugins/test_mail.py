@@ -19,7 +19,6 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from plugin_support import Cert, PluginRuntime
 
-from nflow.plugins import MailPolicy, configure_mail
 from nflow.plugins._mail import wait_background_mail
 
 FROM = "robot@example.com"
@@ -210,7 +209,7 @@ def test_starttls_then_login(
     out = rt.run(send(configured(peer.port, PASSWORD), call))
     assert "CERTIFICATE_VERIFY_FAILED" in out["error"] or "certificate verify" in out["error"]
     assert peer.messages == []
-    configure_mail(MailPolicy(cafile=str(self_signed.cert)))
+    rt.reconfigure(LOOPBACK_ALLOWED + f'[mail]\ncafile = "{self_signed.cert}"\n')
     assert rt.run(send(configured(peer.port, PASSWORD), call)) == {"ok": True}
     [got] = peer.messages
     assert got.tls and got.login == FROM.encode()

@@ -10,8 +10,7 @@ from plugin_support import LocalServer, PluginRuntime, Seen, json_reply
 
 from nflow.config import load_config
 from nflow.errors import ConfigError
-from nflow.plugins import apply_plugin_config
-from nflow.plugins._llm import llm_settings
+from nflow.plugins import LlmSettings, plugin_policies
 
 
 def answer(seen: Seen) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -48,6 +47,34 @@ def test_http_policy_follows_the_config(
     assert private["error"].endswith("response larger than 100 bytes (Content-Length 500)")
 
 
+def test_two_runtimes_keep_their_own_policies(
+    plugin_rt: Callable[..., PluginRuntime], local_server: Callable[..., LocalServer]
+) -> None:
+    peer = local_server(answer)
+    relay = '[mail]\nsmtp = "127.0.0.1"\nport = 1\nfrom = "a@example.com"\n'
+    trusting = plugin_rt(relay + 'max_recipients = 1\n[http]\nallowed_hosts = ["127.0.0.1"]\n')
+    # Opened second, with the default policies: it must not change the first one's.
+    strict = plugin_rt(relay)
+    two = """function main(){
+  try { send_mail(["a@example.com", "b@example.com"], "s", "m", "text"); c.JSON(200, {}) }
+  catch (e) { c.JSON(200, {error: e.message}) }
+}"""
+    assert trusting.run(get(peer.url)) == {"ok": True, "body": "z" * 500}
+    refused = strict.run(get(peer.url))
+    assert refused["ok"] is False and "127.0.0.1 is a loopback address" in refused["error"]
+    assert trusting.run(get(peer.url)) == {"ok": True, "body": "z" * 500}
+    assert trusting.run(two) == {"error": "send_mail: more than 1 recipients"}
+    sent = strict.run(two)["error"]  # two recipients are allowed here: port 1 refuses
+    assert sent.startswith("send_mail: ") and "recipients" not in sent
+    # A live config change of one runtime leaves the other as it was.
+    strict.reconfigure(relay + "[http]\nallow_private = true\n")
+    assert strict.run(get(peer.url)) == {"ok": True, "body": "z" * 500}
+    trusting.reconfigure(relay)
+    assert trusting.run(get(peer.url))["ok"] is False
+    assert strict.run(get(peer.url))["ok"] is True
+    assert len(peer.seen) == 4
+
+
 def test_mail_policy_follows_the_config(plugin_rt: Callable[..., PluginRuntime]) -> None:
     rt = plugin_rt(
         '[mail]\nsmtp = "127.0.0.1"\nport = 1\nfrom = "a@example.com"\nmax_recipients = 1\n'
@@ -78,8 +105,7 @@ def test_llm_keys_from_the_environment_and_bad_values(tmp_path: Path) -> None:
     config = load_config(
         None, environ={"NFLOW_LLM__GEMINI_API_KEY": "gm-env", "NFLOW_HTTP__ALLOW_PRIVATE": "yes"}
     )
-    apply_plugin_config(config)
-    assert llm_settings().api_key("gemini") == "gm-env"
+    assert plugin_policies(config).get(LlmSettings).api_key("gemini") == "gm-env"
     path = tmp_path / "bad.toml"
     path.write_text('[llm]\nollama_base_url = "localhost:11434"\n[http]\ntimeout_seconds = 0\n')
     with pytest.raises(ConfigError) as caught:

@@ -22,11 +22,15 @@ from nflow.engine._results import (
     step_timeout,
 )
 from nflow.engine._run import Engine, StepFunction, is_auth_entry
+from nflow.engine._services import EngineServices, ForkFunction, RunMetrics
 
 __all__ = [
     "Engine",
+    "EngineServices",
     "Execution",
+    "ForkFunction",
     "NodeInterceptor",
+    "RunMetrics",
     "StepFunction",
     "StepResult",
     "TraceEntry",

@@ -59,6 +59,10 @@ class VMProvider:
         self._watchdog = watchdog
         self._local = threading.local()
         self.created = 0
+        # Every live runtime of every thread, for counts(); changed only when one is made
+        # or closed.
+        self._live: set[NflowVM] = set()
+        self._live_lock = threading.Lock()
 
     def get(self, memory_mb: int | None = None) -> NflowVM:
         """This thread's runtime for ``memory_mb`` (the server's heap limit when None).
@@ -74,7 +78,7 @@ class VMProvider:
         vm = vms.get(memory)
         if vm is None or vm.broken:
             if vm is not None:
-                vm.close()
+                self._close(vm)
             limits = self._limits
             if memory != limits.memory_bytes:
                 limits = dataclasses.replace(limits, memory_bytes=memory)
@@ -83,14 +87,29 @@ class VMProvider:
                 self._watchdog.watch(vm)
             vms[memory] = vm
             self.created += 1
+            with self._live_lock:
+                self._live.add(vm)
         return vm
 
     def discard(self) -> None:
+        """Close this thread's runtimes."""
         vms: dict[int, NflowVM] | None = getattr(self._local, "vms", None)
         if vms:
             for vm in vms.values():
-                vm.close()
+                self._close(vm)
             vms.clear()
+
+    def counts(self) -> dict[str, int]:
+        """Live runtimes by state: ``busy`` (serving a run now) and ``idle``."""
+        with self._live_lock:
+            live = list(self._live)
+        busy = sum(1 for vm in live if vm.ctx is not None)
+        return {"idle": len(live) - busy, "busy": busy}
+
+    def _close(self, vm: NflowVM) -> None:
+        with self._live_lock:
+            self._live.discard(vm)
+        vm.close()
 
 
 class JsRun(Protocol):

@@ -30,6 +30,7 @@ from nflow.engine._results import (
     TraceEntry,
     UnknownNodeType,
 )
+from nflow.engine._services import EngineServices
 from nflow.errors import (
     ExecutionError,
     ModuleNotFound,
@@ -39,7 +40,7 @@ from nflow.errors import (
     StepLimitExceeded,
 )
 from nflow.golang.json import dumps as go_json
-from nflow.jsapi import NflowVM, RunContext, Sessions, security_event
+from nflow.jsapi import HostCallInterceptor, NflowVM, RunContext, Sessions, security_event
 from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook, flag
 from nflow.processes import Process
@@ -60,22 +61,19 @@ StepFunction = Callable[["Engine", "_Run", Node, dict[str, Any]], StepResult]
 
 
 class Engine:
-    """Runs playbooks. ``services`` carries config, store, caches and the process registry."""
+    """Runs playbooks with what ``services`` (the runtime) provides; see EngineServices."""
 
-    def __init__(self, *, services: Any, vms: VMProvider) -> None:
+    def __init__(self, *, services: EngineServices, vms: VMProvider) -> None:
         self.services = services
         self.vms = vms
-        self.steps: dict[str, StepFunction] = {
-            "js": step_js,
-            "gorutine": _step_fork,
-            "starter": _step_starter,
-            "dromedary": _step_legacy_plugin,
-            "dromedary_callback": _step_legacy_plugin,
-        }
+        self.steps: dict[str, StepFunction] = dict(BUILTIN_STEPS)
         self.steps.update(dict.fromkeys(_custom_step_types(), _step_custom))
         self.plans: dict[tuple[str, str], tuple[str, str]] = {}
         # Outermost first. Empty by default, and then the loop pays one truth test per node.
         self.interceptors: list[NodeInterceptor] = []
+        # Makes each run's host-call interceptor (None: that run has none), for runs not
+        # given one by ``run(host_interceptor=...)``.
+        self.host_interceptors: Callable[[RunContext], HostCallInterceptor | None] | None = None
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -93,10 +91,14 @@ class Engine:
         payload: dict[str, Any] | None = None,
         isolated: bool = False,
         catalog: Catalog | None = None,
+        host_interceptor: HostCallInterceptor | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
-        routed with: module sources and templates come from it for the whole run, even if a
-        hot reload swaps in a new version meanwhile."""
+        routed with: module sources, templates and named queries come from it for the whole
+        run, even if a hot reload swaps in a new version meanwhile.
+
+        ``host_interceptor`` sees every host call of this run (else the one
+        ``host_interceptors`` makes for it, if set)."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -118,9 +120,13 @@ class Engine:
             deadline=time.monotonic() + limits.request_timeout_seconds,
             isolated=isolated,
             max_host_calls=limits.max_host_calls,
-            templates=catalog.templates if catalog is not None else None,
+            templates=catalog.templates if catalog is not None else services.templates,
+            queries=catalog.queries if catalog is not None else services.queries,
             limits=limits,
+            host_interceptor=host_interceptor,
         )
+        if host_interceptor is None and self.host_interceptors is not None:
+            ctx.host_interceptor = self.host_interceptors(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
         vm = self.vms.get(limits.max_memory_mb)
@@ -313,7 +319,7 @@ class _Run:
             order_box=order,
             payload=self._sealed_payload(payload),
             ip=request.client,
-            real_ip=_real_ip(request),
+            real_ip=request.real_ip,
             user_agent=request.header("user-agent"),
             query_param=request.query_string,
             hostname="",
@@ -410,7 +416,7 @@ def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -
             ctx.extra_headers["Dromedary-Wid-2"] = fork_wid
         run.execution.forks.append(fork_wid)
         clone = orjson.loads(orjson.dumps(payload))
-        engine.services.spawn_fork(
+        engine.services.fork(
             playbook=run.playbook,
             start=target,
             request=ctx.request,
@@ -453,11 +459,14 @@ def _custom_step_types() -> Mapping[str, object]:
     return registered_steps()
 
 
-def _real_ip(request: Request) -> str:
-    xff = request.header("x-forwarded-for")
-    if xff:
-        return xff.split(",")[0].strip()
-    return request.header("x-real-ip").strip() or request.client_ip
+# The step function of each of steps.KNOWN_NODE_TYPES (the names custom steps may not take).
+BUILTIN_STEPS: Mapping[str, StepFunction] = {
+    "js": step_js,
+    "gorutine": _step_fork,
+    "starter": _step_starter,
+    "dromedary": _step_legacy_plugin,
+    "dromedary_callback": _step_legacy_plugin,
+}
 
 
 def _truthy_break(value: object) -> bool:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from nflow.jsapi._context import HostError, RunContext, Sessions, security_event
+from nflow.jsapi._context import (
+    HostCallInterceptor,
+    HostError,
+    HostServices,
+    Policies,
+    RunContext,
+    SecurityMetrics,
+    Sessions,
+    security_event,
+)
 from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
 from nflow.jsapi._vm import NflowVM, quote, user_line
 
 __all__ = [
+    "HostCallInterceptor",
     "HostError",
     "HostLimitExceeded",
+    "HostServices",
     "HostTable",
     "NflowVM",
+    "Policies",
     "RunContext",
     "RunKilled",
+    "SecurityMetrics",
     "Sessions",
     "quote",
     "security_event",

@@ -1,17 +1,25 @@
-"""What host functions see of the run that called them; the audit trail of security events."""
+"""What host functions see of the run that called them; the audit trail of security events.
+
+:class:`HostServices` is all that host functions and plugins may use of the runtime that runs
+them; the runtime implements it. Plugins find their own policies in :class:`Policies`, by type.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nflow._http import Request, ResponseWriter
+from nflow.applimits import RunLimits
 
 if TYPE_CHECKING:
-    from nflow.processes import Process
+    from nflow._io import IoLoop
+    from nflow.config import Config
+    from nflow.processes import Process, ProcessRegistry
+    from nflow.store import Store
 
 security_log = logging.getLogger("nflow.security")
 
@@ -55,6 +63,79 @@ def _alias(name: str) -> str:
     return "auth-session" if name == "auth_session" else name
 
 
+P = TypeVar("P")
+
+
+class Policies:
+    """The plugins' policies of one runtime, one value per policy type.
+
+    A plugin reads its own with ``get(HttpPolicy)``; a type not given gets its defaults, so a
+    runtime opened without a config section still has a policy.
+    """
+
+    __slots__ = ("_by_type",)
+
+    def __init__(self, values: Iterable[object] = ()) -> None:
+        self._by_type: dict[type, object] = {type(value): value for value in values}
+
+    def get(self, kind: type[P]) -> P:
+        found = self._by_type.get(kind)
+        if found is None:
+            found = self._by_type[kind] = kind()
+        assert isinstance(found, kind)  # keyed by its own type
+        return found
+
+
+class SecurityMetrics(Protocol):
+    """The counters :func:`security_event` feeds."""
+
+    def security_event(self, rule: str) -> None: ...
+
+    def limit_hit(self, name: str) -> None: ...
+
+
+class HostServices(Protocol):
+    """What host functions and plugins may use of the runtime that runs them."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def io(self) -> IoLoop: ...
+
+    @property
+    def processes(self) -> ProcessRegistry: ...
+
+    @property
+    def env(self) -> MutableMapping[str, str]:
+        """The config's ``[env]`` table; ``set_env`` changes it for the runtime's later runs."""
+        ...
+
+    @property
+    def policies(self) -> Policies: ...
+
+    @property
+    def metrics(self) -> SecurityMetrics | None: ...
+
+
+class HostCallInterceptor(Protocol):
+    """Sees every host call of one run, in order, around the function that answers it.
+
+    ``around`` gets the host function's name, the arguments the script passed, and ``call``,
+    which runs the function and returns its result or raises what it raised (a
+    :class:`HostError` is what the script sees as an exception). It returns the script's
+    result: ``call()``'s, or another (a replay answers from a record without calling).
+    """
+
+    def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object: ...
+
+
 @dataclass(slots=True)
 class RunContext:
     """One execution (a request, or a background fork of one)."""
@@ -66,19 +147,25 @@ class RunContext:
     endpoint: str
     vars: Mapping[str, str]
     sessions: Sessions
-    services: Any  # nflow.runtime.Services; typed loosely to keep jsapi below the runtime
+    services: HostServices
     process: Process | None = None
     deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)
     isolated: bool = False  # a background fork: writes are discarded, sessions not saved
     node_id: str = ""
     host_calls: int = 0
     max_host_calls: int = 100_000
-    limits: Any = None  # the run's RunLimits (the app's, when it lowers the server's)
+    # The run's limits: the app's, when it lowers the server's.
+    limits: RunLimits = field(default_factory=RunLimits)
     extra_headers: dict[str, str] = field(default_factory=dict)
     cookies_out: list[str] = field(default_factory=list)
-    on_fork: Callable[..., None] | None = None
-    # The stored templates of the loaded version the run started with (hot reload).
-    templates: dict[str, str] | None = None
+    # The stored templates and named queries of the app version the run started with: a hot
+    # reload during the run does not change them.
+    templates: dict[str, str] = field(default_factory=dict)
+    queries: Mapping[str, str] = field(default_factory=dict)
+    # Sees every host call of this run (execution history); None costs one test per call.
+    host_interceptor: HostCallInterceptor | None = None
+    # Plugins' per-run values (e.g. mail_config's settings), by plugin; made on first use.
+    plugin_state: dict[str, object] | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -10,6 +10,7 @@ from nflow._http import ResponseTooLarge
 from nflow.golang.json import dumps as go_json
 from nflow.jsapi._context import HostError, RunContext, security_event
 from nflow.jsapi._host import HostTable
+from nflow.jsapi._vm import REQUEST_VALUE
 
 core = HostTable()
 
@@ -143,6 +144,65 @@ def set_cookie(ctx: RunContext, cookie: object) -> None:
         ctx.cookies_out.append(header)
 
 
+# request values ---------------------------------------------------------------------------
+@core.function(REQUEST_VALUE)
+def request_value(ctx: RunContext, name: str) -> object:
+    request = ctx.request
+    if name == "header":
+        return request.headers
+    if name == "form":
+        return request.form
+    if name == "post_data":
+        return post_data(ctx)
+    if name in ("vars", "path_vars"):
+        return dict(ctx.vars)
+    if name == "nflow_endpoint":
+        return ctx.endpoint
+    if name == "wid":
+        return ctx.wid
+    if name == "env":
+        return dict(ctx.services.env)
+    if name == "url_base":
+        return ctx.services.config.url.url_base
+    if name == "__query":
+        return request.query
+    if name == "__cookies":
+        return request.cookies
+    if name == "__request":
+        return {
+            "method": request.method,
+            "user_agent": request.header("user-agent"),
+            "host": request.host,
+            "remote_addr": request.client,
+            "uri": request.uri,
+            "referer": request.header("referer"),
+            "content_length": len(request.body),
+            "query_string": request.query_string,
+            "path": request.path,
+            "real_ip": request.real_ip,
+            "scheme": request.scheme,
+        }
+    return None
+
+
+def post_data(ctx: RunContext) -> dict[str, object]:
+    """Echo's DefaultBinder into a map: path param, query (GET/DELETE/HEAD), then the body."""
+    request = ctx.request
+    out: dict[str, object] = {"*": request.path.lstrip("/")}
+    if request.method in ("GET", "DELETE", "HEAD"):
+        for key, values in request.query.items():
+            if values:
+                out[key] = values[0]
+    body = request.json()
+    if isinstance(body, dict):
+        out.update(body)
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        for key, values in request.form.items():
+            if values:
+                out[key] = values[0]
+    return out
+
+
 @core.function("time_now_unix_nano")
 def time_now_unix_nano(ctx: RunContext) -> int:
     return time.time_ns()
@@ -158,7 +218,7 @@ def new_uuid(ctx: RunContext) -> str:
 def sleep(ctx: RunContext, ms: object) -> None:
     if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
         raise HostError("sleep(ms) expects a non-negative number of milliseconds")
-    limit_ms = (ctx.limits or ctx.services.limits).sleep_max_ms
+    limit_ms = ctx.limits.sleep_max_ms
     if ms > limit_ms:
         raise HostError(f"sleep({ms}) is longer than limits.sleep_max_ms ({limit_ms} ms)")
     seconds = ms / 1000.0

@@ -1,15 +1,17 @@
-"""The one table of host functions scripts can call.
+"""The one table of host functions scripts can call, and the one path every call takes.
 
-Every call from JS to Python passes through :meth:`HostTable.call`, which counts it, checks
-that the run was not killed, and turns :class:`HostError` into a JS exception. That single
-choke point is also where a future recorder can tape results for exact replay.
+A JS runtime binds each host function through :meth:`HostTable.entry` and nothing else, so
+every call from JS to Python passes there: it counts the call against the run's limit, stops
+a killed run, hands the call to the run's :class:`~nflow.jsapi.HostCallInterceptor` when it
+has one, and turns wrong arguments into a :class:`HostError` the script can catch. A
+recorder or a replay of a run sees every host call there, in order.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from nflow.jsapi._context import HostError, RunContext
 
@@ -17,7 +19,10 @@ HostImpl = Callable[..., object]
 
 
 class HostTable:
-    """Named host functions; ``c.*`` names belong to the ``c`` object, others become globals."""
+    """Named host functions; ``c.*`` names belong to the ``c`` object, others become globals.
+
+    Names with a dot other than ``c.`` are reached only by the prelude, never as globals.
+    """
 
     def __init__(self) -> None:
         self._functions: dict[str, HostImpl] = {}
@@ -48,25 +53,62 @@ class HostTable:
                 table.register(name, fn, replace=True)
         return table
 
-    def call(self, ctx: RunContext, name: str, args: list[Any]) -> list[Any]:
-        fn = self._functions.get(name)
-        if fn is None:
-            return [f"{name} is not available", None]
-        ctx.host_calls += 1
-        if ctx.host_calls > ctx.max_host_calls:
-            raise HostLimitExceeded(ctx.max_host_calls)
-        process = ctx.process
-        if process is not None and process.killed:
-            raise RunKilled(ctx.wid)
-        try:
-            return [None, fn(ctx, *args)]
-        except HostError as exc:
-            return [str(exc), None]
-        except TypeError as exc:
-            # Wrong number or kind of arguments from JS: the script's fault, so it may catch it.
-            if is_signature_error(exc):
-                return [f"{name}: wrong arguments ({exc})", None]
-            raise
+    def entry(self, name: str, caller: HostCaller) -> Callable[..., object]:
+        """The one way into host function ``name``: what the JS side calls, for ``caller``.
+
+        Each call counts against the run's limit and stops a killed run (both raise to end
+        the run), goes to the run's interceptor when it has one, and reports a
+        :class:`HostError` (wrong arguments included) to ``caller`` so the script sees its
+        message as a JS error it may catch.
+        """
+        fn = self._functions[name]
+
+        def host(*args: Any) -> object:
+            ctx = caller.ctx
+            if ctx is None:
+                caller.host_error = "no run is active"
+                raise HostError(caller.host_error)
+            ctx.host_calls += 1
+            if ctx.host_calls > ctx.max_host_calls:
+                raise HostLimitExceeded(ctx.max_host_calls)
+            process = ctx.process
+            if process is not None and process.killed:
+                raise RunKilled(ctx.wid)
+            interceptor = ctx.host_interceptor
+            try:
+                if interceptor is None:
+                    return fn(ctx, *args)
+                return interceptor.around(name, args, functools.partial(_invoke, fn, ctx, args))
+            except HostError as exc:
+                caller.host_error = str(exc)
+                raise
+            except TypeError as exc:
+                # Wrong number or kind of arguments from JS: the script's fault, so it may
+                # catch it.
+                if not is_signature_error(exc):
+                    raise
+                caller.host_error = f"wrong arguments ({exc})"
+                raise HostError(caller.host_error) from None
+
+        return host
+
+
+class HostCaller(Protocol):
+    """The side that calls host functions (a JS runtime): the run it serves now, and where
+    the message of a :class:`HostError` goes for the script to see."""
+
+    ctx: RunContext | None
+    host_error: str | None
+
+
+def _invoke(fn: HostImpl, ctx: RunContext, args: tuple[Any, ...]) -> object:
+    # An interceptor's ``call``: wrong arguments become the HostError the script would see.
+    try:
+        return fn(ctx, *args)
+    except TypeError as exc:
+        if is_signature_error(exc):
+            raise HostError(f"wrong arguments ({exc})") from None
+        raise
 
 
 class HostLimitExceeded(Exception):
@@ -82,7 +124,3 @@ class RunKilled(Exception):
 def is_signature_error(exc: TypeError) -> bool:
     text = str(exc)
     return "positional argument" in text or "required" in text or "takes" in text
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -21,16 +21,11 @@ def _template_dir() -> Path:
     return Path(os.environ.get("NFLOW_TEMPLATE_PATH", "templates"))
 
 
-def _stored(ctx: RunContext) -> dict[str, str]:
-    found: dict[str, str] = ctx.templates if ctx.templates is not None else ctx.services.templates
-    return found
-
-
 @templates.function("get_template")
 def get_template(ctx: RunContext, name: object) -> str:
     if not isinstance(name, str) or not name:
         raise HostError("get_template(name) expects a template name")
-    stored: dict[str, str] = _stored(ctx)
+    stored = ctx.templates
     if name in stored:
         return stored[name]
     # As the Go runtime: files in $NFLOW_TEMPLATE_PATH (default ./templates) come next. Only
@@ -47,7 +42,7 @@ def get_template(ctx: RunContext, name: object) -> str:
 
 
 def _name_of(ctx: RunContext, text: str) -> str:
-    for name, content in _stored(ctx).items():
+    for name, content in ctx.templates.items():
         if content is text or content == text:
             return str(name)
     return "template"

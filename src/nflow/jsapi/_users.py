@@ -5,22 +5,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
 
 users = HostTable()
+T = TypeVar("T")
 
 
-def _store_call(ctx: RunContext, method: str, *args: Any) -> Any:
-    services = ctx.services
+def _store_call(ctx: RunContext, what: str, coro: Coroutine[Any, Any, T]) -> T:
     timeout = max(0.05, min(ctx.remaining(), 10.0))
-    coro = getattr(services.store, method)(*args)
     try:
-        return services.io.call(coro, timeout=timeout)
+        return ctx.services.io.call(coro, timeout=timeout)
     except TimeoutError:
-        raise HostError(f"database call {method} timed out") from None
+        raise HostError(f"database call {what} timed out") from None
 
 
 def legacy_password_hash(password: str) -> str:
@@ -38,7 +38,7 @@ def verify_password(stored: str, password: str) -> bool:
 def validate_user(ctx: RunContext, username: object, password: object) -> bool:
     if not isinstance(username, str) or not isinstance(password, str):
         return False
-    user = _store_call(ctx, "get_user", username)
+    user = _store_call(ctx, "get_user", ctx.services.store.get_user(username))
     if user is None or not user.active:
         return False
     return verify_password(user.password, password)
@@ -48,7 +48,7 @@ def validate_user(ctx: RunContext, username: object, password: object) -> bool:
 def get_user(ctx: RunContext, username: object) -> dict[str, Any] | None:
     if not isinstance(username, str):
         return None
-    user = _store_call(ctx, "get_user", username)
+    user = _store_call(ctx, "get_user", ctx.services.store.get_user(username))
     if user is None:
         return None
     return {
@@ -77,7 +77,7 @@ def validate_token(ctx: RunContext, name: object) -> bool:
     if not isinstance(name, str):
         return False
     now = time.time()
-    for row in _store_call(ctx, "get_tokens", name):
+    for row in _store_call(ctx, "get_tokens", ctx.services.store.get_tokens(name)):
         if not row.active:
             continue
         presented = ctx.request.header(row.header or "Authorization")
@@ -94,7 +94,7 @@ def validate_token(ctx: RunContext, name: object) -> bool:
 def get_token(ctx: RunContext, name: object) -> list[dict[str, Any]] | None:
     if not isinstance(name, str):
         return None
-    rows = _store_call(ctx, "get_tokens", name)
+    rows = _store_call(ctx, "get_tokens", ctx.services.store.get_tokens(name))
     if not rows:
         return None
     return [

@@ -8,14 +8,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
 from importlib import resources
-from typing import Any
 
 import orjson
 
-from nflow.jsapi._context import HostError, RunContext
-from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled, is_signature_error
+from nflow.jsapi._context import RunContext
+from nflow.jsapi._host import HostTable
 from nflow.sandbox import EngineLimits, JsError, JsRuntime, new_runtime
 
 log = logging.getLogger("nflow.js")
@@ -59,6 +57,9 @@ _PRELUDE_FRAMES = frozenset(
     }
 )
 STEP_FUNCTION = "__nf_step"
+# The host function behind the request's lazy values (header, form, env ...): the prelude's
+# REQ(name). A dotted name, so it never becomes a global.
+REQUEST_VALUE = "request.value"
 
 
 # A step without these words cannot queue a promise job by syntax alone; see run() in
@@ -86,10 +87,13 @@ class NflowVM:
         self._qtoken = quote(self._token)
         self.ctx: RunContext | None = None
         self._rt: JsRuntime = new_runtime(limits=limits, on_console=self._console)
-        self._error: str | None = None
-        for name, fn in host.items():
-            self._rt.bind("__h:" + name, self._bind(fn))
-        self._rt.bind("__h_req", self._req)
+        # The message of the HostError a host function raised last, for the script (ERR()).
+        self.host_error: str | None = None
+        for name in host.names():
+            self._rt.bind("__h:" + name, host.entry(name, self))
+        # The request's lazy values (the prelude's REQ): a host call like the others, so a
+        # recorder sees what the script read (env, url_base ...).
+        self._rt.bind("__h_req", host.entry(REQUEST_VALUE, self))
         self._rt.bind("__h_err", self._take_error)
         prelude = _PRELUDE.replace("__NF_TOKEN__", self._qtoken).replace(
             "__NF_NAMES__", orjson.dumps(host.names()).decode()
@@ -106,42 +110,9 @@ class NflowVM:
         self.broken = False
 
     # host entry points ------------------------------------------------------------------
-    def _bind(self, fn: Callable[..., object]) -> Callable[..., object]:
-        """The Python side of one host function: limits, kill check, errors for JS."""
-
-        def host(*args: Any) -> object:
-            ctx = self.ctx
-            if ctx is None:
-                self._error = "no run is active"
-                raise HostError(self._error)
-            ctx.host_calls += 1
-            if ctx.host_calls > ctx.max_host_calls:
-                raise HostLimitExceeded(ctx.max_host_calls)
-            process = ctx.process
-            if process is not None and process.killed:
-                raise RunKilled(ctx.wid)
-            try:
-                return fn(ctx, *args)
-            except HostError as exc:
-                self._error = str(exc)
-                raise
-            except TypeError as exc:
-                if not is_signature_error(exc):
-                    raise
-                self._error = f"wrong arguments ({exc})"
-                raise HostError(self._error) from None
-
-        return host
-
     def _take_error(self) -> str | None:
-        error, self._error = self._error, None
+        error, self.host_error = self.host_error, None
         return error
-
-    def _req(self, name: str) -> object:
-        ctx = self.ctx
-        if ctx is None:
-            return None
-        return request_value(ctx, name)
 
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx
@@ -288,72 +259,3 @@ def user_line(exc: JsError) -> int | None:
         if name not in _PRELUDE_FRAMES:
             return int(line)
     return exc.line
-
-
-def request_value(ctx: RunContext, name: str) -> object:
-    request = ctx.request
-    if name == "header":
-        return request.headers
-    if name == "form":
-        return request.form
-    if name == "post_data":
-        return post_data(ctx)
-    if name in ("vars", "path_vars"):
-        return dict(ctx.vars)
-    if name == "nflow_endpoint":
-        return ctx.endpoint
-    if name == "wid":
-        return ctx.wid
-    if name == "env":
-        return dict(ctx.services.env)
-    if name == "url_base":
-        return ctx.services.config.url.url_base
-    if name == "__query":
-        return request.query
-    if name == "__cookies":
-        return request.cookies
-    if name == "__request":
-        return {
-            "method": request.method,
-            "user_agent": request.header("user-agent"),
-            "host": request.host,
-            "remote_addr": request.client,
-            "uri": request.uri,
-            "referer": request.header("referer"),
-            "content_length": len(request.body),
-            "query_string": request.query_string,
-            "path": request.path,
-            "real_ip": real_ip(ctx),
-            "scheme": request.scheme,
-        }
-    return None
-
-
-def real_ip(ctx: RunContext) -> str:
-    """Echo's RealIP: X-Forwarded-For (first), X-Real-Ip, then the peer address."""
-    request = ctx.request
-    xff = request.header("x-forwarded-for")
-    if xff:
-        return xff.split(",")[0].strip()
-    xri = request.header("x-real-ip")
-    if xri:
-        return xri.strip()
-    return request.client_ip
-
-
-def post_data(ctx: RunContext) -> dict[str, object]:
-    """Echo's DefaultBinder into a map: path param, query (GET/DELETE/HEAD), then the body."""
-    request = ctx.request
-    out: dict[str, object] = {"*": request.path.lstrip("/")}
-    if request.method in ("GET", "DELETE", "HEAD"):
-        for key, values in request.query.items():
-            if values:
-                out[key] = values[0]
-    body = request.json()
-    if isinstance(body, dict):
-        out.update(body)
-    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        for key, values in request.form.items():
-            if values:
-                out[key] = values[0]
-    return out

@@ -16,7 +16,8 @@
   const G = globalThis;
   // Builtins the functions below use when called, bound now: the global bindings end up on
   // the global object's prototype, which a script may swap for the rest of its own run.
-  const { Array, ArrayBuffer, Date, Math, RangeError, TypeError, Uint8Array, isNaN, parseInt } = G;
+  const { Array, ArrayBuffer, Date, Math, Number, RangeError, TypeError, Uint8Array, isNaN, parseInt } =
+    G;
   const REQ = G.__h_req;
   const ERR = G.__h_err;
   delete G.__h_req;
@@ -62,6 +63,10 @@
       if (m !== null && m !== undefined) throw new ErrorCtor(m);
       throw e;
     }
+  }
+
+  function hostNow() {
+    return new Date(Math.floor(Number(call("time_now_unix_nano", [])) / 1e6));
   }
 
   // ---- 1. lockdown --------------------------------------------------------------------
@@ -485,19 +490,21 @@
     btoa: function (s) {
       return nativeBtoa(StringCtor(s));
     },
+    // The clock is read through the host, like any other outside value, so a recorded run
+    // replays with the times it saw.
     time_now_unix: function () {
-      return Math.floor(Date.now() / 1000);
+      return Math.floor(Number(call("time_now_unix_nano", [])) / 1e9);
     },
     time_now_unix_nano: function () {
       return call("time_now_unix_nano", []);
     },
-    time_now_day: () => pad(new Date().getDate()),
-    time_now_month: () => pad(new Date().getMonth() + 1),
-    time_now_year: () => new Date().getFullYear(),
-    time_now_hour: () => new Date().getHours(),
-    time_now_minute: () => new Date().getMinutes(),
-    time_now_second: () => new Date().getSeconds(),
-    time_now_weekday: () => new Date().getDay(),
+    time_now_day: () => pad(hostNow().getDate()),
+    time_now_month: () => pad(hostNow().getMonth() + 1),
+    time_now_year: () => hostNow().getFullYear(),
+    time_now_hour: () => hostNow().getHours(),
+    time_now_minute: () => hostNow().getMinutes(),
+    time_now_second: () => hostNow().getSeconds(),
+    time_now_weekday: () => hostNow().getDay(),
     config: {},
     ctx: {},
     require: function (name) {

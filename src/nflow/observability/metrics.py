@@ -327,12 +327,6 @@ class _Instruments:
             registry=reg,
             multiprocess_mode="livesum",
         )
-        self.cache_hits_total = Counter(
-            "nflow_cache_hits_total", "Cache lookups that found an entry.", registry=reg
-        )
-        self.cache_misses_total = Counter(
-            "nflow_cache_misses_total", "Cache lookups that found nothing.", registry=reg
-        )
         self.memory_rss = Gauge(
             "nflow_memory_rss_bytes",
             "Resident memory of all worker processes.",
@@ -424,8 +418,6 @@ class _Pending:
 
     __slots__ = (
         "active",
-        "cache_hits",
-        "cache_misses",
         "counters",
         "db",
         "errors",
@@ -447,8 +439,6 @@ class _Pending:
         self.workflows = 0
         self.workflow_errors = 0
         self.processes_started = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
         self.rejections = 0
         # (metric attribute, label values) -> increment
         self.counters: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -663,8 +653,6 @@ class _Recorder:
                 (p.workflows, i.workflows_total),
                 (p.workflow_errors, i.workflows_errors_total),
                 (p.processes_started, i.processes_total),
-                (p.cache_hits, i.cache_hits_total),
-                (p.cache_misses, i.cache_misses_total),
                 (p.rejections, i.ratelimit_rejections),
             ):
                 if count:
@@ -906,14 +894,6 @@ class Metrics:
         r = self._r
         with r.lock:
             r.pending.db = (open, in_use, idle)
-
-    def cache(self, hit: bool) -> None:
-        r = self._r
-        with r.lock:
-            if hit:
-                r.pending.cache_hits += 1
-            else:
-                r.pending.cache_misses += 1
 
     def set_js_runtimes(self, counts: Mapping[str, int]) -> None:
         """This worker's JS runtimes by state, e.g. ``{"idle": 3, "busy": 1}``."""

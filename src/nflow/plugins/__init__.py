@@ -1,10 +1,9 @@
 """Plugin host functions: HTTP client, mail, LLMs, Redis, databases, rules.
 
 Each module exports a :class:`~nflow.jsapi.HostTable`; :data:`PLUGIN_TABLES` lists them for
-``Runtime(hosts=...)``. Policies come from ``config.toml`` through :func:`apply_plugin_config`
-(the runtime calls it when it opens), which fills the ``configure_*`` hooks; embedders and
-tests may call those hooks directly. :func:`close_plugins` releases per-worker resources and
-belongs in the runtime's shutdown.
+``Runtime(hosts=...)``. Policies come from ``config.toml`` through :func:`plugin_policies`:
+each runtime keeps its own, and plugins read them from the run's services.
+:func:`close_plugins` releases per-worker resources and belongs in the runtime's shutdown.
 """
 
 from __future__ import annotations
@@ -14,15 +13,12 @@ __all__ = [
     "HttpPolicy",
     "LlmSettings",
     "MailPolicy",
-    "apply_plugin_config",
     "close_plugins",
-    "configure_http",
-    "configure_llm",
-    "configure_mail",
     "db",
     "http",
     "llm",
     "mail",
+    "plugin_policies",
     "redis",
     "rules",
     "run_rules",
@@ -33,10 +29,10 @@ import asyncio
 from nflow._io import IoLoop
 from nflow.jsapi._host import HostTable
 from nflow.plugins._db import close_databases, db
-from nflow.plugins._http import HttpPolicy, configure_http, http
-from nflow.plugins._llm import LlmSettings, configure_llm, llm
-from nflow.plugins._mail import MailPolicy, configure_mail, mail, wait_background_mail
-from nflow.plugins._policies import apply_plugin_config
+from nflow.plugins._http import HttpPolicy, http
+from nflow.plugins._llm import LlmSettings, llm
+from nflow.plugins._mail import MailPolicy, mail, wait_background_mail
+from nflow.plugins._policies import plugin_policies
 from nflow.plugins._redis import close_redis, redis
 from nflow.plugins._rules import rules, run_rules
 

@@ -175,15 +175,14 @@ def _target(ctx: RunContext, fn: str, database: object) -> _Target:
     entry = config.databases.get(name)
     if name == NFLOW_DATABASE:
         entry = entry or ExtraDatabaseConfig()
-        runtime = services.runtime
-        url = runtime.database_url if runtime is not None else config.database_url
         return _Target(
             name=name,
-            url=url,
+            url=services.database_url,
             max_rows=entry.max_rows,
             timeout=entry.timeout_seconds,
             read_only=entry.read_only,
-            queries=services.queries,
+            # The run's own version: a reload during the run does not change its queries.
+            queries=ctx.queries,
             where="the queries table",
         )
     if entry is None:

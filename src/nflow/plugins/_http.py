@@ -26,17 +26,14 @@ __all__ = [
     "HttpPolicy",
     "address_problem",
     "allowed_addresses",
-    "configure_http",
     "fetch",
     "http",
-    "http_policy",
 ]
 
 import asyncio
 import ipaddress
 import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -87,26 +84,6 @@ class HttpPolicy:
         _allow_list(tuple(self.allowed_hosts))  # reject malformed entries at configuration time
 
 
-_policy_lock = threading.Lock()
-
-
-def configure_http(policy: HttpPolicy | None = None) -> HttpPolicy:
-    """Install the process-wide HTTP policy (``None``: the defaults); returns the previous one.
-
-    A module-level hook rather than a config section so the config schema can be mapped onto
-    it later without the plugin depending on it; tests use it to allow their loopback peers.
-    """
-    global _policy
-    with _policy_lock:
-        previous = _policy
-        _policy = policy if policy is not None else HttpPolicy()
-    return previous
-
-
-def http_policy() -> HttpPolicy:
-    return _policy
-
-
 # --------------------------------------------------------------------------------------------
 # Address policy
 
@@ -125,8 +102,6 @@ def _allow_list(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[IPNetwo
             names.add(text.lower().rstrip("."))
     return frozenset(names), tuple(networks)
 
-
-_policy = HttpPolicy()
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -538,7 +513,7 @@ def _call(
 ) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         raise HostError(f"{name}: the URL must be a non-empty string")
-    policy = http_policy()
+    policy = ctx.services.policies.get(HttpPolicy)
     timeout = _timeout(ctx, policy, name, url)
     content = None if method in ("GET", "DELETE") and body is None else _body(name, body)
     pairs = _headers(name, headers)

@@ -17,7 +17,7 @@ policy and never receives the configured key, which would otherwise leak to whoe
 
 from __future__ import annotations
 
-__all__ = ["LlmSettings", "configure_llm", "llm", "llm_settings"]
+__all__ = ["LlmSettings", "llm", "llm_settings"]
 
 import math
 import os
@@ -29,7 +29,7 @@ import orjson
 
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
-from nflow.plugins._http import HttpFailure, fetch, http_policy, shown_url
+from nflow.plugins._http import HttpFailure, HttpPolicy, fetch, shown_url
 
 MIB = 1024 * 1024
 PROVIDERS = ("openai", "gemini", "ollama")
@@ -80,18 +80,9 @@ class LlmSettings:
         return name
 
 
-_settings = LlmSettings()
-
-
-def configure_llm(settings: LlmSettings | None = None) -> LlmSettings:
-    """Install the process-wide LLM settings (``None``: the defaults); returns the previous."""
-    global _settings
-    previous, _settings = _settings, settings if settings is not None else LlmSettings()
-    return previous
-
-
-def llm_settings() -> LlmSettings:
-    return _settings
+def llm_settings(ctx: RunContext) -> LlmSettings:
+    """The LLM settings of the runtime running ``ctx``."""
+    return ctx.services.policies.get(LlmSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +222,7 @@ def _strip_fences(text: str) -> str:
 
 def complete(ctx: RunContext, call: _Call) -> Any:
     """Send ``call`` and return the text (or parsed JSON); every failure is a HostError."""
-    settings = llm_settings()
+    settings = llm_settings(ctx)
     base, trusted, key = _endpoint(call, settings)
     cap = settings.max_tokens
     max_tokens = cap if call.max_tokens is None else min(call.max_tokens, cap)
@@ -240,7 +231,9 @@ def complete(ctx: RunContext, call: _Call) -> Any:
     if remaining <= 0.05:
         raise HostError(f"{call.name}: no time left in this run")
     timeout = min(settings.timeout_seconds, remaining)
-    policy = replace(http_policy(), max_response_bytes=settings.max_response_bytes)
+    policy = replace(
+        ctx.services.policies.get(HttpPolicy), max_response_bytes=settings.max_response_bytes
+    )
     shown = shown_url(url)
     coro = fetch(
         "POST",
@@ -321,7 +314,7 @@ def llm_call(ctx: RunContext, options: object = None) -> Any:
     call = _Call(
         name=name,
         provider=str(provider),
-        model=_opt_str(name, options, "model") or llm_settings().model(str(provider)),
+        model=_opt_str(name, options, "model") or llm_settings(ctx).model(str(provider)),
         system=_render(name, "system", options.get("system"), data),
         prompt=prompt,
         json=json_mode,
@@ -354,7 +347,7 @@ def openai(
     call = _Call(
         name=name,
         provider="openai",
-        model=_legacy_str(name, "model", model) or llm_settings().openai_model,
+        model=_legacy_str(name, "model", model) or llm_settings(ctx).openai_model,
         system=_render(name, "system", system, data),
         prompt=_render(name, "prompt", prompt, data),
         api_key=_legacy_str(name, "apiKey", api_key),
@@ -376,7 +369,7 @@ def ollama(
     call = _Call(
         name=name,
         provider="ollama",
-        model=_legacy_str(name, "model", model) or llm_settings().ollama_model,
+        model=_legacy_str(name, "model", model) or llm_settings(ctx).ollama_model,
         system=_render(name, "system", system, data),
         prompt=_render(name, "prompt", prompt, data),
         base_url=_legacy_str(name, "baseURL", base_url),
@@ -393,7 +386,7 @@ def gemini(
     call = _Call(
         name=name,
         provider="gemini",
-        model=_legacy_str(name, "model", model) or llm_settings().gemini_model,
+        model=_legacy_str(name, "model", model) or llm_settings(ctx).gemini_model,
         system="",
         prompt=_render(name, "prompt", prompt, data),
         api_key=_legacy_str(name, "apiKey", api_key),

@@ -29,9 +29,7 @@ __all__ = [
     "MailFailure",
     "MailPolicy",
     "MailSettings",
-    "configure_mail",
     "mail",
-    "mail_policy",
     "wait_background_mail",
 ]
 
@@ -52,14 +50,13 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, getaddresses, make_msgid
 from functools import cache
-from typing import Any
 
 import aiosmtplib
 
 from nflow._io import IoLoop
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
-from nflow.plugins._http import HttpFailure, allowed_addresses, http_policy
+from nflow.plugins._http import HttpFailure, HttpPolicy, allowed_addresses
 
 MIB = 1024 * 1024
 log = logging.getLogger("nflow.plugins.mail")
@@ -83,20 +80,6 @@ class MailPolicy:
             raise ValueError("MailPolicy.max_message_bytes must be at least 1024")
         if self.max_recipients < 1:
             raise ValueError("MailPolicy.max_recipients must be at least 1")
-
-
-_policy = MailPolicy()
-
-
-def configure_mail(policy: MailPolicy | None = None) -> MailPolicy:
-    """Install the process-wide mail policy (``None``: the defaults); returns the previous one."""
-    global _policy
-    previous, _policy = _policy, policy if policy is not None else MailPolicy()
-    return previous
-
-
-def mail_policy() -> MailPolicy:
-    return _policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,25 +113,19 @@ class MailFailure(Exception):
 # Settings of the current run
 
 
-# wid → (the runtime's process registry, settings). An entry lives while its run is listed in
-# that registry: stale ones are dropped whenever a run calls mail_config.
-_per_run: dict[str, tuple[Any, MailSettings]] = {}
-_per_run_lock = threading.Lock()
+_STATE = "mail"  # mail_config's settings in the run's plugin state
 
 
 def _remember(ctx: RunContext, settings: MailSettings) -> None:
-    registry = ctx.services.processes
-    with _per_run_lock:
-        for wid, (owner, _) in list(_per_run.items()):
-            if owner.get(wid) is None:
-                del _per_run[wid]
-        _per_run[ctx.wid] = (registry, settings)
+    if ctx.plugin_state is None:
+        ctx.plugin_state = {}
+    ctx.plugin_state[_STATE] = settings
 
 
 def _settings(ctx: RunContext) -> MailSettings:
-    entry = _per_run.get(ctx.wid)
-    if entry is not None and entry[0] is ctx.services.processes:
-        return entry[1]
+    chosen = ctx.plugin_state.get(_STATE) if ctx.plugin_state is not None else None
+    if isinstance(chosen, MailSettings):
+        return chosen
     cfg = ctx.services.config.mail
     return MailSettings(
         smtp=str(cfg.smtp),
@@ -347,9 +324,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _checked_socket(host: str, port: int) -> socket.socket:
+async def _checked_socket(host: str, port: int, policy: HttpPolicy) -> socket.socket:
     """A socket connected to an address of ``host`` that the HTTP address policy allows."""
-    addresses = await allowed_addresses(host, port, http_policy())
+    addresses = await allowed_addresses(host, port, policy)
     loop = asyncio.get_running_loop()
     last: OSError | None = None
     for address in addresses:
@@ -376,14 +353,20 @@ async def deliver(
     *,
     timeout: float,
     cafile: str | None = None,
+    addresses: HttpPolicy | None = None,
 ) -> None:
-    """Connect, secure, authenticate and send; raises :class:`MailFailure`."""
+    """Connect, secure, authenticate and send; raises :class:`MailFailure`.
+
+    A server a script chose is held to ``addresses``, the run's HTTP address policy.
+    """
     where = f"{settings.smtp}:{settings.port}"
     sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout):
             if settings.script_chosen:
-                sock = await _checked_socket(settings.smtp, settings.port)
+                sock = await _checked_socket(
+                    settings.smtp, settings.port, addresses or HttpPolicy()
+                )
             client = aiosmtplib.SMTP(
                 hostname=settings.smtp,  # still the name: TLS verifies the certificate by it
                 port=None if sock is not None else settings.port,
@@ -436,7 +419,7 @@ def _prepare(
     problem = settings.problem()
     if problem is not None:
         raise HostError(problem)
-    policy = mail_policy()
+    policy = ctx.services.policies.get(MailPolicy)
     message, recipients = build_message(settings, to, subject, msg, format, attach, policy)
     return settings, message, recipients, policy
 
@@ -456,7 +439,14 @@ def send_mail(
     if remaining <= 0.05:
         raise HostError("send_mail: no time left in this run")
     timeout = min(policy.timeout_seconds, remaining)
-    coro = deliver(settings, message, recipients, timeout=timeout, cafile=policy.cafile)
+    coro = deliver(
+        settings,
+        message,
+        recipients,
+        timeout=timeout,
+        cafile=policy.cafile,
+        addresses=ctx.services.policies.get(HttpPolicy),
+    )
     try:
         ctx.services.io.call(coro, timeout=timeout + 1.0)
     except MailFailure as exc:
@@ -487,7 +477,14 @@ def send_mail_async(
     wid = ctx.wid
     finished = threading.Event()
     future = io.submit(
-        deliver(settings, message, recipients, timeout=policy.timeout_seconds, cafile=policy.cafile)
+        deliver(
+            settings,
+            message,
+            recipients,
+            timeout=policy.timeout_seconds,
+            cafile=policy.cafile,
+            addresses=ctx.services.policies.get(HttpPolicy),
+        )
     )
     with _background_lock:
         _background[future] = (io, finished)

@@ -21,7 +21,6 @@ from nflow.sandbox._base import (
 )
 
 _DRAINED = object()
-DRAINED = _DRAINED
 _LINE = re.compile(r"(?:eval_script|check):(\d+):\d+")
 
 

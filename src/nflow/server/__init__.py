@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import signal
 import socket
@@ -115,7 +116,9 @@ def serve(
         port=port,
         interface=Interfaces.RSGI,
         workers=workers,
-        loop=Loops.auto,
+        # uvloop, a dependency wherever it builds, runs each worker's event loop; Loops.auto
+        # would prefer any other loop package that happens to be installed.
+        loop=Loops.uvloop if importlib.util.find_spec("uvloop") is not None else Loops.asyncio,
         websockets=False,
         log_enabled=verbose,
         backlog=2048,

@@ -65,10 +65,6 @@ class Isolator:
         self._last_used = 0.0
         self._idle_check: asyncio.TimerHandle | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.seconds > 0
-
     def isolated(self, key: tuple[str, str]) -> bool:
         if not self._until:  # the common case: one falsy check per request
             return False

@@ -54,6 +54,8 @@ async def _metrics(runtime: Runtime) -> Response:
     metrics = runtime.metrics
     if metrics is not None:
         metrics.set_processes(len(runtime.services.processes))
+        if runtime.is_open:
+            metrics.set_js_runtimes(runtime.engine.vms.counts())
         try:
             stats = await runtime.store_call(runtime.store.pool_stats())
             metrics.set_db_pool(stats.get("open", 0), stats.get("in_use", 0), stats.get("idle", 0))
