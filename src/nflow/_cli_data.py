@@ -50,11 +50,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 # runs ---------------------------------------------------------------------------------------
 def _when(seconds: float | None) -> str | None:
-    from datetime import UTC, datetime
+    from nflow.history import iso_time
 
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return iso_time(seconds)
 
 
 def _keyring(config: Any) -> Any:
@@ -86,93 +84,12 @@ def _with_history(args: argparse.Namespace, work: Any) -> Any:
     return asyncio.run(run())
 
 
-def _summary_json(run: Any) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "app": run.app,
-        "version": run.version,
-        "status": run.status,
-        "started_at": _when(run.started_at),
-        "duration_ms": round(run.duration_ms, 3),
-        "steps": run.steps,
-        "method": run.method,
-        "path": run.path,
-        "response_status": run.response_status,
-        "journey": run.journey,
-        "parent": run.parent_id,
-        "limit": run.limit_hit,
-        "error": run.error,
-    }
-
-
-def _step_json(step: Any) -> dict[str, Any]:
-    error = step.error
-    return {
-        "index": step.index,
-        "node": step.node_id,
-        "type": step.node_type,
-        "name": step.node_name,
-        "next": step.next,
-        "started_at": _when(step.started_at),
-        "duration_ms": round(step.duration_ms, 3),
-        "payload_before": step.payload_before,
-        "payload_after": step.payload_after,
-        "host_calls": [
-            {
-                "function": c.function,
-                "args": c.args,
-                "result": c.result,
-                "error": c.error,
-                "duration_ms": round(c.duration_ms, 3),
-            }
-            for c in step.host_calls
-        ],
-        "console": list(step.console),
-        "writes": list(step.writes),
-        "error": (
-            {"message": error.message, "stack": error.stack, "line": error.line}
-            if error is not None
-            else None
-        ),
-    }
-
-
-def _run_json(run: Any) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "app": run.app,
-        "version": run.version,
-        "status": run.status,
-        "started_at": _when(run.started_at),
-        "ended_at": _when(run.ended_at),
-        "duration_ms": round(run.duration_ms, 3),
-        "starter": run.starter,
-        "wid": run.wid,
-        "parent": run.parent_id,
-        "journey": run.journey,
-        "seed": run.seed,
-        "request": {
-            "method": run.method,
-            "path": run.path,
-            "query": run.query,
-            "headers": [list(p) for p in run.request_headers],
-            "body": run.request_body,
-        },
-        "response": {
-            "status": run.response_status,
-            "headers": [list(p) for p in run.response_headers],
-            "body": run.response_body,
-        },
-        "limit": run.limit_hit,
-        "error": run.error,
-        "steps": [_step_json(s) for s in run.steps],
-    }
-
-
 def _dump(value: Any) -> str:
     import orjson
 
-    return orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2).decode()
+    from nflow.history import to_builtins
+
+    return orjson.dumps(to_builtins(value), default=str, option=orjson.OPT_INDENT_2).decode()
 
 
 def _short_json(value: Any, width: int = 100) -> str:
@@ -187,6 +104,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _runs_list(args)
     if args.action == "show":
         return _runs_show(args)
+    if args.action == "stats":
+        return _runs_stats(args)
     return _runs_prune(args)
 
 
@@ -196,9 +115,11 @@ def _runs_list(args: argparse.Namespace) -> int:
             app=args.app, status=args.status, journey=args.journey, limit=args.limit
         )
 
+    from nflow.history import summary_json
+
     found = _with_history(args, work)
     if args.json:
-        print(_dump([_summary_json(r) for r in found]), flush=True)
+        print(_dump([summary_json(r) for r in found]), flush=True)
         return 0
     if not found:
         print("no recorded runs", file=sys.stderr, flush=True)
@@ -247,7 +168,7 @@ def _print_step(view: Any) -> None:
 
 
 def _runs_show(args: argparse.Namespace) -> int:
-    from nflow.history import changes
+    from nflow.history import changes, run_json, step_view_json
 
     async def work(reader: Any, config: Any) -> Any:
         if args.step is not None:
@@ -261,16 +182,12 @@ def _runs_show(args: argparse.Namespace) -> int:
         return 2
     if args.step is not None:
         if args.json:
-            data = {"run": found.run_id, **_step_json(found.step)}
-            data["diff"] = [
-                {"key": c.key, "op": c.op, "before": c.before, "after": c.after} for c in found.diff
-            ]
-            print(_dump(data), flush=True)
+            print(_dump(step_view_json(found)), flush=True)
         else:
             _print_step(found)
         return 0
     if args.json:
-        print(_dump(_run_json(found)), flush=True)
+        print(_dump(run_json(found)), flush=True)
         return 0
     run = found
     print(f"run {run.id}  app {run.app}  version {run.version or '-'}  status {run.status}")
@@ -294,6 +211,56 @@ def _runs_show(args: argparse.Namespace) -> int:
             f"{step.duration_ms:8.3f} ms  calls {len(step.host_calls)}  "
             f"{changed}{mark}".rstrip()
         )
+    sys.stdout.flush()
+    return 0
+
+
+def _runs_stats(args: argparse.Namespace) -> int:
+    from nflow.history import HistoryError, parse_since
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"nflow: --{exc}", file=sys.stderr, flush=True)
+        return 2
+
+    async def work(reader: Any, config: Any) -> Any:
+        compare = tuple(args.compare) if args.compare else None
+        return await reader.stats(args.app, since=since, compare=compare, max_runs=args.max_runs)
+
+    try:
+        stats = _with_history(args, work)
+    except HistoryError as exc:
+        print(f"nflow: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.json:
+        print(_dump(stats), flush=True)
+        return 0
+    if not stats.runs:
+        print(f"no recorded runs of app {args.app!r}", file=sys.stderr, flush=True)
+        return 0
+    print(f"app {stats.app}: {stats.runs} run(s), {stats.total_ms:.1f} ms in nodes", flush=True)
+    header = (
+        f"{'node':<12} {'type':<10} {'runs':>6} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} "
+        f"{'errors':>7} {'host':>6} {'time':>6}"
+    )
+    if stats.compare:
+        header = f"{'version':<12} " + header
+    print(header)
+    for n in stats.nodes:
+        row = (
+            f"{n.node[:12]:<12} {n.type[:10]:<10} {n.runs:>6} {n.p50_ms:>9.3f} {n.p95_ms:>9.3f} "
+            f"{n.p99_ms:>9.3f} {n.error_rate:>7.1%} {n.host_share:>6.0%} {n.time_share:>6.0%}"
+        )
+        print(f"{(n.version or '')[:12]:<12} {row}" if stats.compare else row)
+    for v in stats.compare:
+        print(
+            f"version {v.version}: {v.runs} run(s), {v.total_ms:.1f} ms, "
+            f"bottleneck {v.bottleneck or '-'}"
+        )
+    if stats.bottleneck is not None:
+        top = next(n for n in stats.nodes if n.node == stats.bottleneck)
+        print(f"bottleneck: node {top.node} ({top.type}) {top.name}".rstrip())
     sys.stdout.flush()
     return 0
 
@@ -335,6 +302,22 @@ def add_data_commands(sub: Any) -> None:
     r = rsub.add_parser("show", help="one run's timeline, or one step in full")
     r.add_argument("run", help="the run id (or a unique prefix of 6+ characters)")
     r.add_argument("--step", type=int, help="show this step: payloads, diff, host calls, logs")
+    r.add_argument("--json", action="store_true", help="a JSON object")
+    r.add_argument("--config")
+    r = rsub.add_parser(
+        "stats", help="per node: runs, p50/p95/p99 duration, error rate, host-call share"
+    )
+    r.add_argument("app")
+    r.add_argument("--since", help="only runs started since: 30m, 2h, 7d, an ISO date or time")
+    r.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("V1", "V2"),
+        help="two versions (digests or unique prefixes) side by side",
+    )
+    r.add_argument(
+        "--max-runs", type=int, default=10_000, help="the newest this many runs (default 10000)"
+    )
     r.add_argument("--json", action="store_true", help="a JSON object")
     r.add_argument("--config")
     r = rsub.add_parser("prune", help="delete runs beyond history.retention_days / max_runs")

@@ -15,6 +15,7 @@ from nflow.config._app_limits import APP_LIMIT_KEYS, AppLimitIssue, validate_app
 from nflow.config._diff import RESTART_REQUIRED_KEYS, changed_keys, restart_required_keys
 from nflow.config._load import find_config, load_config, with_overrides
 from nflow.config._schema import (
+    ApiConfig,
     AppConfig,
     AuthConfig,
     Config,
@@ -50,6 +51,7 @@ from nflow.config._secrets import redacted, secret_references, with_secrets
 __all__ = [
     "APP_LIMIT_KEYS",
     "RESTART_REQUIRED_KEYS",
+    "ApiConfig",
     "AppConfig",
     "AppLimitIssue",
     "AuthConfig",

@@ -304,6 +304,7 @@ _SECRET_KEYS = frozenset(
         "twilio.auth_token",
         "mail.password",
         "debug.auth_token",
+        "api.token",
         "security.encryption_key",
         "session.secret",
         "llm.openai_api_key",

@@ -668,11 +668,61 @@ class DebugConfig(_Section):
         description="Go profiler endpoints; they were 404 in Go too.",
         json_schema_extra=_NO_EFFECT,
     )
+    session_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A breakpoint debug session (`/_nflow/api/debug/sessions`, which also needs "
+            "`[api] enabled`) ends by itself this long after it starts: a run still paused is "
+            "aborted."
+        ),
+    )
+    max_sessions: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Debug sessions open at once; each paused run holds a thread and a JS runtime, so "
+            "more are refused with 429."
+        ),
+    )
 
     @field_validator("allowed_ips")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         _check_networks("debug.allowed_ips", value)
+        return value
+
+
+class ApiConfig(_Section):
+    """``[api]``: the management API under ``/_nflow/api`` (runs, profiling, debug sessions)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Serve the management API under `/_nflow/api`. Off by default: it shows recorded "
+            "requests and payloads."
+        ),
+    )
+    token: str = Field(
+        default="",
+        description=(
+            "Bearer token required in `Authorization: Bearer …`; with a token, clients must also "
+            "come from `allowed_ips`. Empty: loopback clients only, no token."
+        ),
+    )
+    allowed_ips: _CommaList = Field(
+        default=("127.0.0.0/8", "::1"),
+        description=(
+            "Client networks allowed when `token` is set, matched against the connection's peer "
+            "address (`X-Forwarded-For` is never read)."
+        ),
+        json_schema_extra={"doc_type": "*list* of IPs or CIDR networks"},
+    )
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_networks("api.allowed_ips", value)
         return value
 
 
@@ -1580,6 +1630,7 @@ class Config(_Section):
     compat: CompatConfig = CompatConfig()
     request: RequestConfig = RequestConfig()
     history: HistoryConfig = HistoryConfig()
+    api: ApiConfig = ApiConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

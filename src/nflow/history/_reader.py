@@ -14,7 +14,9 @@ from nflow.security import KeyRing
 from nflow.store import Store
 
 from ._codec import Codec, changes
+from ._json import Stats
 from ._records import RunRecord, RunSummary, StepView
+from ._stats import StepSample, profile
 from ._tables import runs, steps
 
 _SUMMARY = (
@@ -147,6 +149,107 @@ class HistoryReader:
         return StepView(
             run_id=full, step=step, diff=changes(step.payload_before, step.payload_after)
         )
+
+    async def resolve_version(self, app: str, version: str) -> str | None:
+        """The full version digest of ``app`` given it or a unique prefix; ``None`` when no
+        recorded run of the app has it."""
+        pattern = version.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = (
+            select(runs.c.version)
+            .where(runs.c.app == app, runs.c.version.like(pattern, escape="\\"))
+            .distinct()
+            .limit(2)
+        )
+        async with self.store.transaction("find version") as conn:
+            found = [str(r[0]) for r in (await conn.execute(query)).all()]
+        if version in found:
+            return version
+        if len(found) > 1:
+            raise HistoryError(
+                f"version prefix {version!r} matches several versions of app {app!r}; give more"
+            )
+        return found[0] if found else None
+
+    async def samples(
+        self,
+        app: str,
+        *,
+        since: float | None = None,
+        versions: tuple[str, ...] = (),
+        max_runs: int = 10_000,
+    ) -> list[StepSample]:
+        """Every step of the newest ``max_runs`` runs of ``app`` (started at or after
+        ``since``, of one of ``versions`` when given), for :func:`profile`."""
+        if max_runs < 1:
+            raise HistoryError(f"max_runs must be at least 1, got {max_runs}")
+        chosen = select(runs.c.id).where(runs.c.app == app)
+        if since is not None:
+            chosen = chosen.where(runs.c.started_at >= round(since * 1_000_000))
+        if versions:
+            chosen = chosen.where(runs.c.version.in_(versions))
+        chosen = chosen.order_by(runs.c.started_at.desc()).limit(max_runs)
+        query = (
+            select(
+                steps.c.run_id,
+                runs.c.version,
+                steps.c.node_id,
+                steps.c.node_type,
+                steps.c.node_name,
+                steps.c.duration_ms,
+                steps.c.error.is_not(None).label("failed"),
+                steps.c.host_calls,
+            )
+            .join(runs, runs.c.id == steps.c.run_id)
+            .where(steps.c.run_id.in_(chosen.scalar_subquery()))
+            .order_by(runs.c.started_at, steps.c.run_id, steps.c.idx)
+        )
+        async with self.store.transaction("profile runs") as conn:
+            rows = (await conn.execute(query)).all()
+        out: list[StepSample] = []
+        for run_id, version, node, kind, name, duration, failed, calls in rows:
+            host = 0.0
+            if calls is not None:
+                opened = self.codec.open_value(calls, "nflow_run_steps", "host_calls", run_id)
+                if isinstance(opened, list):  # not "[encrypted: …]": no key, no host time
+                    host = sum(
+                        float(c.get("duration_ms") or 0.0) for c in opened if isinstance(c, dict)
+                    )
+            out.append(
+                StepSample(
+                    run_id=run_id,
+                    version=version,
+                    node=node,
+                    type=kind,
+                    name=name,
+                    duration_ms=float(duration),
+                    failed=bool(failed),
+                    host_ms=host,
+                )
+            )
+        return out
+
+    async def stats(
+        self,
+        app: str,
+        *,
+        since: float | None = None,
+        compare: tuple[str, str] | None = None,
+        max_runs: int = 10_000,
+    ) -> Stats:
+        """Per-node statistics of ``app``'s newest ``max_runs`` runs since ``since``; with
+        ``compare``, two versions (digests or unique prefixes) side by side."""
+        versions: tuple[str, ...] = ()
+        if compare is not None:
+            found = []
+            for given in compare:
+                full = await self.resolve_version(app, given)
+                if full is None:
+                    raise HistoryError(f"no recorded run of app {app!r} has version {given!r}")
+                found.append(full)
+            compare = (found[0], found[1])
+            versions = compare
+        samples = await self.samples(app, since=since, versions=versions, max_runs=max_runs)
+        return profile(samples, app=app, since=since, compare=compare)
 
 
 async def prune(
