@@ -34,10 +34,14 @@ from nflow.applimits import (
 from nflow.catalog import Catalog, CatalogSources, build_catalog
 from nflow.config import Config, secret_references
 from nflow.engine import (
+    Breakpoint,
+    DebugSession,
+    DebugSessions,
     Engine,
     Execution,
     ForkFunction,
     NodeInterceptor,
+    StepObserver,
     VMProvider,
     is_auth_entry,
 )
@@ -199,6 +203,8 @@ class Runtime:
         )
         # Set by ``nflow serve`` workers: routes that hit a time or memory limit run in a child.
         self.isolator: Isolation | None = None
+        # Runs paused at breakpoints (the management API's debug sessions).
+        self.debug_sessions = DebugSessions()
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -329,6 +335,8 @@ class Runtime:
     async def close(self) -> None:
         if self.isolator is not None:
             self.isolator.close()
+        # Paused runs hold threads and JS runtimes: abort them before the pool goes.
+        await asyncio.to_thread(self.debug_sessions.close)
         if self.is_open:
             await self.sessions.close()
         if self._pool is not None:
@@ -600,6 +608,35 @@ class Runtime:
             return route
         return self._execute(request, route)
 
+    async def debug_session(
+        self, request: Request, breakpoints: Sequence[Breakpoint]
+    ) -> DebugSession | Response:
+        """Run ``request`` on a thread of its own, paused before each breakpoint; the session
+        to inspect and drive it, or the response refusing the request (no route, 413 …).
+
+        The run reads the sessions its cookies name but does not save what it changes in
+        them: a debug run leaves a user's session as it was.
+        """
+        route = self._route(request)
+        if isinstance(route, Response):
+            return route
+        loaded = (
+            await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
+        )
+        debug = self.config.debug
+
+        def run(session: DebugSession) -> Execution:
+            return self._execute(request, route, loaded.sessions, observer=session, wid=session.wid)
+
+        return self.debug_sessions.start(
+            run=run,
+            breakpoints=breakpoints,
+            timeout=debug.session_timeout_seconds,
+            max_live=debug.max_sessions,
+            request={"method": request.method, "path": request.path, "query": request.query_string},
+            kill=self.services.processes.kill,
+        )
+
     def body_limit(self, method: str, path: str) -> BodyLimit:
         """The largest body a request to ``method path`` may send (the server adapters read
         no more than this): the server's limit, or its app's when the app lowers it."""
@@ -683,7 +720,13 @@ class Runtime:
         return response
 
     def _execute(
-        self, request: Request, route: _Route, sessions: Sessions | None = None
+        self,
+        request: Request,
+        route: _Route,
+        sessions: Sessions | None = None,
+        *,
+        observer: StepObserver | None = None,
+        wid: str | None = None,
     ) -> Execution:
         match = route.match
         resume = route.resume
@@ -709,6 +752,8 @@ class Runtime:
             resume=bool(resume),
             auth=is_auth_entry(entry),
             catalog=route.catalog,
+            observer=observer,
+            wid=wid,
         )
 
     # background forks -------------------------------------------------------------------

@@ -5,16 +5,25 @@ Execution holding the Response. Host I/O inside steps goes through the I/O loop,
 code runs on the server's event loop, in a worker thread, under ``nflow run`` and in tests.
 
 ``_results`` holds what runs produce, ``_run`` the loop, ``_js`` the js step and the runtimes
-it runs in, ``_custom`` the custom Python steps.
+it runs in, ``_custom`` the custom Python steps, ``_debug`` breakpoints (debug sessions).
 """
 
 from __future__ import annotations
 
 from nflow.engine._custom import run_custom_step
+from nflow.engine._debug import (
+    Breakpoint,
+    BreakpointError,
+    Condition,
+    DebugSession,
+    DebugSessions,
+    SessionLimitReached,
+)
 from nflow.engine._js import VMProvider, js_limit
 from nflow.engine._results import (
     Execution,
     NodeInterceptor,
+    StepObserver,
     StepResult,
     TraceEntry,
     UnknownNodeType,
@@ -25,13 +34,20 @@ from nflow.engine._run import Engine, StepFunction, is_auth_entry
 from nflow.engine._services import EngineServices, ForkFunction, RunMetrics
 
 __all__ = [
+    "Breakpoint",
+    "BreakpointError",
+    "Condition",
+    "DebugSession",
+    "DebugSessions",
     "Engine",
     "EngineServices",
     "Execution",
     "ForkFunction",
     "NodeInterceptor",
     "RunMetrics",
+    "SessionLimitReached",
     "StepFunction",
+    "StepObserver",
     "StepResult",
     "TraceEntry",
     "UnknownNodeType",

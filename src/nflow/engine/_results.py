@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "Execution",
     "NodeInterceptor",
+    "StepObserver",
     "StepResult",
     "TraceEntry",
     "UnknownNodeType",
@@ -16,9 +17,9 @@ __all__ = [
     "step_timeout",
 ]
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nflow._http import Response
 from nflow.errors import ExecutionError, LimitKind, ScriptTimeout
@@ -60,6 +61,24 @@ class Execution:
 # run's context, the node and ``proceed``, which runs the rest of the chain and the step; it
 # returns (or raises) what ``proceed`` did.
 NodeInterceptor = Callable[[RunContext, Node, Callable[[], StepResult]], StepResult]
+
+
+class StepObserver(Protocol):
+    """Sees each step of one run just before it runs: a debugger pauses the run here.
+
+    Given to ``Engine.run(observer=...)`` for that run only; runs without one pay a single
+    ``is None`` test per step. ``payload`` is what the step is about to get (do not change
+    it); ``trace`` the steps done so far. It may block, and may raise an ExecutionError to
+    end the run at this node.
+    """
+
+    def before_step(
+        self,
+        ctx: RunContext,
+        node: Node,
+        payload: Mapping[str, Any],
+        trace: Sequence[TraceEntry],
+    ) -> None: ...
 
 
 class UnknownNodeType(ExecutionError):

@@ -26,6 +26,7 @@ from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._results import (
     Execution,
     NodeInterceptor,
+    StepObserver,
     StepResult,
     TraceEntry,
     UnknownNodeType,
@@ -92,13 +93,15 @@ class Engine:
         isolated: bool = False,
         catalog: Catalog | None = None,
         host_interceptor: HostCallInterceptor | None = None,
+        observer: StepObserver | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
         run, even if a hot reload swaps in a new version meanwhile.
 
         ``host_interceptor`` sees every host call of this run (else the one
-        ``host_interceptors`` makes for it, if set)."""
+        ``host_interceptors`` makes for it, if set); ``observer`` sees each of its steps
+        before it runs (a debug session)."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -129,6 +132,7 @@ class Engine:
             ctx.host_interceptor = self.host_interceptors(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
+        run.observer = observer
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
@@ -183,6 +187,7 @@ class _Run:
             catalog.modules if catalog is not None else engine.services.modules
         )
         self.plans = catalog.plans if catalog is not None else engine.plans
+        self.observer: StepObserver | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -214,6 +219,8 @@ class _Run:
             for key, value in form.items():
                 if key != "break":
                     merged[key] = value
+            if self.observer is not None:
+                self.observer.before_step(ctx, node, merged, self.execution.trace)
             process.state = "run"
             process.current = node.id
             process.current_type = node.type
