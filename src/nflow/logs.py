@@ -35,6 +35,8 @@ from nflow._http import client_host
 _EXTRA = (
     *("wid", "app", "starter", "node", "node_type", "next", "error", "rule", "status", "ip"),
     *("duration_ms", "trace_id", "span_id"),
+    # the management API's audit lines
+    *("method", "path", "outcome"),
 )
 
 

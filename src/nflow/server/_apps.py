@@ -20,7 +20,7 @@ from nflow.ratelimit import (
 )
 from nflow.runtime import Runtime
 from nflow.server._body import read_asgi_body, read_rsgi_body
-from nflow.server._routes import builtin
+from nflow.server._routes import API_PREFIX, builtin
 
 if TYPE_CHECKING:
     from nflow.server._lifecycle import WorkerLifecycle
@@ -43,6 +43,7 @@ class _Plan:
 
     __slots__ = (
         "access",
+        "api",
         "compress_min",
         "config",
         "debug",
@@ -67,6 +68,7 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
+        self.api = config.api.enabled
         self.rate_config = config.rate_limit
         self.peer_keys = runtime.peer_keys.known(config.rate_limit)
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)
@@ -95,7 +97,11 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
     plan = _plan(runtime)
     path = request.path
     # Could this be one of nflow's own routes (_routes.builtin)? Those are not counted.
-    own = path in plan.own_paths or (plan.debug and path.startswith("/debug"))
+    own = (
+        path in plan.own_paths
+        or (plan.debug and path.startswith("/debug"))
+        or (plan.api and path.startswith(API_PREFIX))
+    )
     metrics = runtime.metrics
     if metrics is not None and not own:
         metrics.mark_started(1)  # request_started(), without the call

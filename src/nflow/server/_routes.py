@@ -1,4 +1,5 @@
-"""Routes nflow answers itself, before any playbook: health and the debug API."""
+"""Routes nflow answers itself, before any playbook: health, the debug API and the management
+API (``nflow.server.api``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from nflow.runtime import Runtime
 
 log = logging.getLogger("nflow.server")
+
+# Kept in step with nflow.server.api.PREFIX, which is imported only when the API is on.
+API_PREFIX = "/_nflow/api"
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -45,6 +49,10 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
         )
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
+    if config.api.enabled and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+        from nflow.server import api
+
+        return await api.handle(runtime, request)
     return None
 
 

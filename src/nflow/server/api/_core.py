@@ -1,0 +1,247 @@
+"""What every management API endpoint shares: the call, the route, errors, access and audit.
+
+Access: without ``api.token`` only loopback peers are served; with a token, the peer must be
+in ``api.allowed_ips`` and send ``Authorization: Bearer <token>``. The peer is the
+connection's own address: ``X-Forwarded-For`` and ``X-Real-Ip`` are never read, since any
+client can send them. Calls that change something (POST, PUT, PATCH, DELETE) also need
+``Content-Type: application/json`` and an ``X-Nflow-Client`` header: a web page cannot send
+either to another origin without a CORS preflight, which nflow never grants, so a browser
+cannot be used to call the API behind its user's back (CSRF).
+
+Every call is written to the ``nflow.audit`` log: method, path, peer and outcome.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLIENT_HEADER",
+    "PREFIX",
+    "ApiCall",
+    "ApiError",
+    "Handler",
+    "Param",
+    "Route",
+    "audit",
+    "check_access",
+    "check_mutation",
+    "error_response",
+    "ok",
+]
+
+import hmac
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nflow._http import Request, Response
+from nflow.history import to_builtins
+
+if TYPE_CHECKING:
+    from nflow.runtime import Runtime
+
+PREFIX = "/_nflow/api"
+CLIENT_HEADER = "X-Nflow-Client"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+audit_log = logging.getLogger("nflow.audit")
+
+
+class ApiError(Exception):
+    """Answered as ``{"code": status, "message": ...}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(error: ApiError) -> Response:
+    response = Response(
+        error.status,
+        orjson.dumps({"code": error.status, "message": error.message}),
+        [("content-type", "application/json"), ("cache-control", "no-store")],
+    )
+    response.headers.extend(error.headers.items())
+    return response
+
+
+def ok(value: Any, status: int = 200) -> Response:
+    """A JSON response of a shape (Struct), or of plain values."""
+    body = orjson.dumps(to_builtins(value), default=str)
+    return Response(
+        status, body, [("content-type", "application/json"), ("cache-control", "no-store")]
+    )
+
+
+@dataclass(slots=True)
+class ApiCall:
+    """One call to an endpoint: the runtime, the request and the path's variables."""
+
+    runtime: Runtime
+    request: Request
+    params: dict[str, str] = field(default_factory=dict)
+
+    def query(self, name: str) -> str | None:
+        values = self.request.query.get(name)
+        return values[-1] if values else None
+
+    def query_int(self, name: str, default: int, *, low: int, high: int) -> int:
+        text = self.query(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ApiError(
+                400, f"query parameter {name}: expected an integer, got {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise ApiError(400, f"query parameter {name}: expected {low} to {high}, got {value}")
+        return value
+
+    def json_body(self) -> Any:
+        if not self.request.body:
+            return None
+        try:
+            return orjson.loads(self.request.body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"request body: invalid JSON ({exc})") from None
+
+
+Handler = Callable[[ApiCall], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A query parameter, for validation messages and the OpenAPI document."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: method and path (``{name}`` variables) under :data:`PREFIX`, its handler
+    and what the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation: str
+    summary: str
+    response: type | None = None  # a Struct shape, or None for a schema given in ``schema``
+    schema: dict[str, Any] | None = None
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    body: type | None = None
+    errors: tuple[int, ...] = ()
+    debug: bool = False  # needs [debug] enabled
+    description: str = ""
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return _compiled(self.path)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = self.pattern.fullmatch(path)
+        return found.groupdict() if found is not None else None
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(path: str) -> re.Pattern[str]:
+    pattern = _PATTERNS.get(path)
+    if pattern is None:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))
+        pattern = _PATTERNS[path] = re.compile(regex)
+    return pattern
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
+    return addr
+
+
+def check_access(runtime: Runtime, request: Request) -> None:
+    """Raise 403 for a peer not allowed, 401 for a missing or wrong token."""
+    api = runtime.config.api
+    peer = request.client_ip
+    addr = _address(peer)
+    if not api.token:
+        if addr is None or not addr.is_loopback:
+            raise ApiError(
+                403,
+                f"client {peer} refused: without api.token the management API answers "
+                "loopback clients only",
+            )
+        return
+    if addr is None or not any(
+        addr in ipaddress.ip_network(net, strict=False) for net in api.allowed_ips
+    ):
+        raise ApiError(403, f"client {peer} is not in api.allowed_ips")
+    scheme, _, given = request.header("authorization").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401,
+            "missing bearer token: send Authorization: Bearer <api.token>",
+            {"www-authenticate": 'Bearer realm="nflow"'},
+        )
+    if not hmac.compare_digest(given.strip().encode(), api.token.encode()):
+        raise ApiError(
+            401,
+            "invalid bearer token",
+            {"www-authenticate": 'Bearer realm="nflow", error="invalid_token"'},
+        )
+
+
+def check_mutation(request: Request) -> None:
+    """Calls that change something must be JSON and carry the client header (no CSRF)."""
+    if request.method not in MUTATING:
+        return
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            f"{request.method} needs Content-Type: application/json "
+            f"(got {request.header('content-type') or 'none'})",
+        )
+    if not request.header(CLIENT_HEADER):
+        raise ApiError(
+            403,
+            f"{request.method} needs an {CLIENT_HEADER} header (any value): browsers cannot "
+            "send it across origins, so it proves the call is not a forged form post",
+        )
+
+
+def audit(request: Request, status: int, outcome: str) -> None:
+    """One ``nflow.audit`` line per call; refusals as warnings."""
+    peer = request.client_ip
+    audit_log.log(
+        logging.INFO if status < 400 or status not in (401, 403) else logging.WARNING,
+        "api %s %s from %s: %s (%d)",
+        request.method,
+        request.path,
+        peer,
+        outcome,
+        status,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "ip": peer,
+            "status": status,
+            "outcome": outcome,
+        },
+    )
