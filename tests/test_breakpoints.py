@@ -66,6 +66,7 @@ def start(h: Harness, **spec: Any) -> dict[str, Any]:
 
 
 def test_pause_inspect_step_continue(dbg: Harness) -> None:
+    vms = dbg.runtime.engine.vms
     state = start(dbg, query={"n": "5"}, breakpoints=[{"node": "b"}])
     sid = state["id"]
     assert state["state"] == "paused"
@@ -77,6 +78,8 @@ def test_pause_inspect_step_continue(dbg: Harness) -> None:
     # Normal traffic to the same route goes through while the session is paused.
     r = dbg.request("GET", "/flow?n=1")
     assert (r.status, r.json()) == (200, {"x": 2})
+    # The request's runtime and the paused run's.
+    assert vms.counts() == {"idle": 1, "busy": 1}
 
     r = dbg.request("GET", f"{SESSIONS}/{sid}")
     assert r.status == 200 and r.json()["paused_at"]["node"] == "b"
@@ -98,6 +101,8 @@ def test_pause_inspect_step_continue(dbg: Harness) -> None:
     assert done["state"] == "finished" and done["paused_at"] is None
     assert done["response"]["status"] == 200 and '"x":6' in done["response"]["body"]
     assert [s["node"] for s in done["steps"]] == ["a", "b", "c"]
+    # The session's thread closed its JS runtime when the run ended.
+    assert vms.counts() == {"idle": 1, "busy": 0}
 
     # An ended run cannot go on.
     r = post(dbg, f"{SESSIONS}/{sid}/continue")

@@ -626,7 +626,13 @@ class Runtime:
         debug = self.config.debug
 
         def run(session: DebugSession) -> Execution:
-            return self._execute(request, route, loaded.sessions, observer=session, wid=session.wid)
+            try:
+                return self._execute(
+                    request, route, loaded.sessions, observer=session, wid=session.wid
+                )
+            finally:
+                # The session's thread ends here: its JS runtime goes with it.
+                self.engine.vms.discard()
 
         return self.debug_sessions.start(
             run=run,

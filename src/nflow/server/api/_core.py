@@ -230,7 +230,7 @@ def audit(request: Request, status: int, outcome: str) -> None:
     """One ``nflow.audit`` line per call; refusals as warnings."""
     peer = request.client_ip
     audit_log.log(
-        logging.INFO if status < 400 or status not in (401, 403) else logging.WARNING,
+        logging.WARNING if status in (401, 403) else logging.INFO,
         "api %s %s from %s: %s (%d)",
         request.method,
         request.path,
