@@ -80,6 +80,7 @@ class CatalogSources:
     serve_stored_apps: bool = True
     example_if_empty: bool = False  # serve the bundled example app when no app is found
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    keep_versions: int = 50  # stored versions kept per app ([releases] keep_versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +364,10 @@ class _Builder:
         store = self.sources.store
         for record in self.new_versions:
             try:
-                self.sources.io.call(store.put_version(record))
+                if self.sources.io.call(store.put_version(record)):
+                    self.sources.io.call(
+                        store.prune_versions(record.app, self.sources.keep_versions, [record.id])
+                    )
             except Exception as exc:
                 log.warning(
                     "version %s of app %r not saved: %s",

@@ -21,7 +21,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,6 +56,47 @@ versions = Table(
     Column("content", Text, nullable=False),
     Column("size", Integer, nullable=False),
     Index("ix_nflow_versions_app", "app", "created_at"),
+)
+
+# One row per app with a release: ``weights`` is {version id: weight} as JSON, ``head`` the
+# version the app's own source (its nflow row or file) had when the release was made: once the
+# source moves on (a designer save, a changed file), that new version takes all traffic again.
+releases = Table(
+    "nflow_releases",
+    metadata,
+    Column("app", Text, primary_key=True),
+    Column("weights", Text, nullable=False),
+    Column("head", String(64)),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every change of a release, for `nflow versions`, the audit trail and `nflow rollback`.
+release_events = Table(
+    "nflow_release_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("weights", Text, nullable=False),
+    Column("previous", Text),
+    Column("head", String(64)),
+    Column("detail", Text),
+    Column("undone", Boolean, nullable=False),
+    Index("ix_nflow_release_events_app", "app", "id"),
+    sqlite_autoincrement=True,
+)
+
+# Requests and failures per version and time bucket, added to by every worker.
+version_counts = Table(
+    "nflow_version_counts",
+    metadata,
+    Column("app", Text, primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
 )
 
 _COLUMNS = (
