@@ -192,3 +192,105 @@ def test_a_module_change_is_a_new_version_of_the_apps_that_use_it(
         assert parse_playbook(stored.playbook, name="greeter").digest == second.digest
     finally:
         h.close()
+
+
+# releases in the store -------------------------------------------------------------------------
+def test_release_changes_are_recorded_and_rolled_back_in_order(store: Store, run: Run) -> None:
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    assert run(store.get_release("shop")) is None
+    first = run(store.set_release("shop", {a: 100}, head=a))
+    assert first.seq == 1 and first.serving(a) == {a: 100}
+    second = run(store.set_release("shop", {a: 90, b: 10}, head=a))
+    # A stale writer (an older sequence number) changes nothing.
+    assert run(store.set_release("shop", {c: 100}, head=a, expect_seq=first.seq)) is None
+    run(store.set_release("shop", {b: 100}, head=a, expect_seq=second.seq))
+    assert run(store.rollback_release("shop", head=a)).weights == {a: 90, b: 10}
+    assert run(store.rollback_release("shop", head=a)).weights == {a: 100}
+    with pytest.raises(StoreError, match="no earlier release"):
+        run(store.rollback_release("shop", head=a))
+    events = run(store.release_events("shop"))
+    assert [e.kind for e in events] == ["rollback", "rollback", "release", "release", "release"]
+    assert [e.undone for e in events[2:]] == [True, True, False]
+    assert events[0].previous == {a: 90, b: 10}
+
+
+def test_a_release_yields_to_a_changed_source_until_rolled_back(store: Store, run: Run) -> None:
+    a, b, d = "a" * 64, "b" * 64, "d" * 64
+    release = run(store.set_release("shop", {a: 50, b: 50}, head=a))
+    assert release.serving(a) == {a: 50, b: 50}
+    # The designer saved (the source is at d now): d alone, as a save always did.
+    assert release.serving(d) == {d: 100}
+    restored = run(store.rollback_release("shop", head=d))
+    assert restored.serving(d) == {a: 50, b: 50}
+
+
+def test_retention_keeps_released_versions(store: Store, run: Run) -> None:
+    records = [
+        record("shop", hello(str(i)), when=datetime.now(UTC) - timedelta(minutes=10 - i))
+        for i in range(6)
+    ]
+    for rec in records:
+        run(store.put_version(rec))
+    oldest = records[0].id
+    run(store.set_release("shop", {oldest: 100}, head=records[-1].id))
+    assert run(store.prune_versions("shop", 2)) == 3
+    kept = {v.id for v in run(store.list_versions("shop"))}
+    assert kept == {records[5].id, records[4].id, oldest}
+
+
+def test_version_counts_add_up_across_writers(store: Store, run: Run) -> None:
+    v = "e" * 64
+    run(store.add_version_counts([("shop", v, 100, 3, 1)]))
+    run(store.add_version_counts([("shop", v, 100, 2, 2), ("shop", v, 101, 1, 0)]))
+    assert run(store.version_counts("shop", 100)) == {v: (6, 3)}
+    assert run(store.version_counts("shop", 101)) == {v: (1, 0)}
+    run(store.prune_version_counts(101))
+    assert run(store.version_counts("shop", 0)) == {v: (1, 0)}
+
+
+def test_version_cookies_are_signed_per_app() -> None:
+    from nflow.releases import VersionCookies
+
+    cookies = VersionCookies("s" * 40, max_age=60, secure=False)
+    v = "f" * 64
+    header = cookies.set_cookie("shop", v)
+    value = header.split(";", 1)[0].split("=", 1)[1]
+
+    def read(app: str, raw: str) -> str:
+        name = cookies.name(app)
+        return cookies.read(
+            Request.from_url("GET", "/", headers=[("Cookie", f"{name}={raw}")]), app
+        )
+
+    assert read("shop", value) == v
+    assert read("other", value) == ""  # bound to its app
+    assert read("shop", "0" * 64 + value[64:]) == ""  # another version, same signature
+    assert (
+        VersionCookies("t" * 40, max_age=60, secure=False).read(
+            Request.from_url("GET", "/", headers=[("Cookie", f"nflow_v_shop={value}")]), "shop"
+        )
+        == ""
+    )
+    assert cookies.name("my app/x").startswith("nflow_v_") and "/" not in cookies.name("my app/x")
+
+
+def test_release_weights_split_the_rest_as_before() -> None:
+    from nflow._cli_versions import _split
+
+    assert _split({"a": 100}, "b", 10) == {"b": 10, "a": 90}
+    assert _split({"a": 50, "b": 50}, "c", 10) == {"c": 10, "a": 45, "b": 45}
+    assert _split({"a": 1, "b": 2}, "c", 0 + 50) == {"c": 50, "a": 17, "b": 33}
+    assert _split({"a": 100}, "a", 100) == {"a": 100}
+
+
+def test_served_responses_name_their_version(db_url: str, tmp_path: Path) -> None:
+    h = Harness(db_url, tmp_path, apps=[hello("one")])
+    try:
+        (playbook,) = h.runtime.catalog.playbooks
+        response = h.request("GET", "/hello")
+        assert response.header("nflow-version") == playbook.version
+        assert response.version == playbook.version
+        # No release: no version cookie.
+        assert not response.header("set-cookie")
+    finally:
+        h.close()
