@@ -265,7 +265,7 @@ def canonical_header(name: str) -> str:
 class Response:
     """A finished response: status, headers in order, body bytes."""
 
-    __slots__ = ("app", "body", "headers", "limit", "route", "status", "wid")
+    __slots__ = ("app", "body", "headers", "limit", "route", "status", "version", "wid")
 
     def __init__(
         self,
@@ -282,6 +282,7 @@ class Response:
         self.route = ""
         self.wid = ""
         self.limit = ""
+        self.version = ""  # the app version that answered
 
     def header(self, name: str) -> str:
         lname = name.lower()

@@ -233,7 +233,15 @@ def cmd_import(args: argparse.Namespace) -> int:
                     f"have errors{hint}"
                 )
                 return 1
+            from nflow._cli_versions import release_imported, stage_import
+
+            keep = config.releases.keep_versions
+            if args.stage:
+                for line in await stage_import(store, named, message=args.message, keep=keep):
+                    _print(line)
+                return 0
             summaries = await store.import_documents(named)
+            released = await release_imported(store, named, message=args.message, keep=keep)
         finally:
             await store.close()
         for (file, doc), (_, name), summary in zip(read, named, summaries, strict=True):
@@ -242,6 +250,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 f"{summary.templates} template(s), {summary.queries} quer(y/ies)"
                 + (f" as app {name!r}" if doc.app_json is not None else "")
             )
+        for line in released:
+            _print(line)
         return 0
 
     return asyncio.run(run())
@@ -249,6 +259,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nflow.store import Store
+
+    if args.version:
+        from nflow._cli_versions import export_version
+
+        return export_version(args)
 
     store = _store_from(args)
     assert isinstance(store, Store)
@@ -660,12 +675,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--name", help="app name for app documents (default: the file name)")
     p.add_argument("--force", action="store_true", help="import apps even if they have errors")
+    p.add_argument(
+        "--stage", action="store_true", help="store the apps' versions without serving them"
+    )
+    p.add_argument("-m", "--message", help="recorded with the new versions")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="write apps, modules, templates and queries to a directory")
     p.add_argument("directory")
     p.add_argument("--config")
     p.add_argument("--name", help="export only this app")
+    p.add_argument("--version", help="export this stored version (4+ characters of its id)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check", help="validate apps without running them")
@@ -731,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nflow._cli_data import add_data_commands
 
     add_data_commands(sub)
+    from nflow._cli_versions import add_version_commands
+
+    add_version_commands(sub)
     return parser
 
 

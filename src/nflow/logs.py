@@ -140,6 +140,7 @@ class _Line(msgspec.Struct, omit_defaults=True, gc=False):
     ts: str
     trace_id: str = ""  # written only when tracing gave one
     span_id: str = ""
+    version: str = ""  # the app version that answered, when one did
 
 
 _encode_lines = msgspec.json.Encoder().encode_lines
@@ -219,6 +220,7 @@ class AccessLog:
         peer: str,
         trace_id: str = "",
         span_id: str = "",
+        version: str = "",
     ) -> None:
         """Queue the line of one served request (``peer`` is the client's ``host:port``).
 
@@ -247,6 +249,7 @@ class AccessLog:
                 utc_timestamp(time.time()),
                 trace_id,
                 span_id,
+                version,
             )
         )
         if len(events) >= BATCH_LINES:
@@ -278,6 +281,7 @@ class AccessLog:
             f"{line.status} {line.duration_ms}ms  [wid={line.wid} "
             f"app={line.app} starter={line.starter}"
             + (f" trace_id={line.trace_id}" if line.trace_id else "")
+            + (f" version={line.version[:12]}" if line.version else "")
             + "]\n"
         ).encode()
 

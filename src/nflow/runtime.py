@@ -58,6 +58,7 @@ from nflow.plugins._twilio import twilio
 from nflow.processes import ProcessRegistry
 from nflow.quarantine import Quarantine
 from nflow.ratelimit import PeerKeys, RateLimiter, limiter_from_config
+from nflow.releases import Releases, VersionCookies
 from nflow.router import Match, Router, split_markers
 from nflow.sandbox import EngineLimits
 from nflow.security import KeyConfigError, KeyRing, resolve_secrets
@@ -141,10 +142,16 @@ class _Route:
     blocking: bool
     resume: str = ""
     catalog: Catalog | None = None
+    cookie: str = ""  # the version cookie to set: the client was assigned a version
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.match.playbook.digest, self.match.starter.node.id)
+
+    @property
+    def version(self) -> str:
+        """The app version this request runs."""
+        return self.match.playbook.version
 
 
 class Runtime:
@@ -205,6 +212,8 @@ class Runtime:
         self.isolator: Isolation | None = None
         # Runs paused at breakpoints (the management API's debug sessions).
         self.debug_sessions = DebugSessions()
+        # Which version of a released app a request runs; made at open.
+        self.releases: Releases | None = None
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -277,6 +286,20 @@ class Runtime:
                 flush_interval_ms=config.tracker.flush_interval,
                 capacity=config.tracker.channel_buffer,
             )
+        session = config.session
+        metrics = self.metrics
+        self.releases = Releases(
+            store=store,
+            io=self._io,
+            config=config.releases,
+            # Signed like session cookies, so every worker of a server reads the others'.
+            cookies=VersionCookies(
+                session.secret or self._session_secret or secrets.token_urlsafe(32),
+                max_age=session.max_age_seconds,
+                secure=session.cookie_secure,
+            ),
+            on_version=metrics.version_request if metrics is not None else None,
+        )
         await self.reload()
         self.is_open = True
 
@@ -411,6 +434,13 @@ class Runtime:
     def _reload_all(self) -> None:
         with self.reload_lock:
             self.install(build_catalog(self.catalog_sources()).catalog)
+            self.refresh_releases()
+
+    def refresh_releases(self) -> None:
+        """Read every app's release and load the versions it serves (blocking: call it off
+        the request path, as the reload poll does)."""
+        if self.releases is not None:
+            self.releases.refresh(self.catalog)
 
     def catalog_sources(self) -> CatalogSources:
         """What the next catalog is built from, with the configuration served now."""
@@ -421,6 +451,7 @@ class Runtime:
             serve_stored_apps=self.serve_stored_apps,
             example_if_empty=self.example_if_empty,
             security=self.config.security,
+            keep_versions=self.config.releases.keep_versions,
         )
 
     def install(self, catalog: Catalog) -> None:
@@ -507,6 +538,19 @@ class Runtime:
         route = self._route(request)
         if isinstance(route, Response):
             return route
+        response = await self._handle(request, route)
+        version = route.version
+        if version:
+            response.version = version
+            response.headers.append(("nflow-version", version))
+            if route.cookie:
+                response.headers.append(("set-cookie", route.cookie))
+            releases = self.releases
+            if releases is not None:
+                releases.record(route.match.playbook.name, version, response.status, response.limit)
+        return response
+
+    async def _handle(self, request: Request, route: _Route) -> Response:
         quarantine = self.quarantine
         if quarantine.enabled:
             left = quarantine.blocked(route.key)
@@ -681,6 +725,12 @@ class Runtime:
             else:
                 values = None
             resume = values[0] if values else ""
+        cookie = ""
+        releases = self.releases
+        if releases is not None and releases.plans:
+            picked = releases.pick(request, match, catalog, resuming=bool(resume))
+            if picked is not None:
+                match, catalog, cookie = picked.match, picked.catalog, picked.cookie
         if resume:
             playbook = match.playbook
             if resume not in playbook.reachable(match.starter.node.id) or (
@@ -699,7 +749,7 @@ class Runtime:
             if refused is not None:
                 return refused
         blocking = catalog.blocking.get((match.playbook.digest, match.starter.node.id), False)
-        return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog)
+        return _Route(match=match, blocking=blocking, resume=resume, catalog=catalog, cookie=cookie)
 
     def _invalid_json(self, request: Request, app: str) -> Response | None:
         """A JSON body that does not parse: logged; a 400 if the app's setting says reject."""

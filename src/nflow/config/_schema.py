@@ -1589,6 +1589,48 @@ class HistoryConfig(_Section):
 # The root
 
 
+class ReleasesConfig(_Section):
+    """``[releases]``: app versions kept, and the automatic rollback of a canary version."""
+
+    keep_versions: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Versions kept per app, the oldest deleted first; a version that has weight in a "
+            "release is never deleted."
+        ),
+    )
+    auto_rollback: bool = Field(
+        default=True,
+        description=(
+            "Give a canary version (any version of a release but the one with the most weight) "
+            "weight 0 as soon as its error rate crosses `canary_max_error_rate`."
+        ),
+    )
+    canary_min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="Requests a canary must have served in the window before it is judged.",
+    )
+    canary_max_error_rate: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of a canary's requests that may fail (5xx answers and limit hits) in the "
+            "window; above it the canary is rolled back."
+        ),
+    )
+    window_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "The error rate counts the requests of the last this many seconds (and none from "
+            "before the release began); counts are shared by every worker through the database."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1631,6 +1673,7 @@ class Config(_Section):
     request: RequestConfig = RequestConfig()
     history: HistoryConfig = HistoryConfig()
     api: ApiConfig = ApiConfig()
+    releases: ReleasesConfig = ReleasesConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

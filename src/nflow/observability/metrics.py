@@ -300,6 +300,13 @@ class _Instruments:
             ["app", "result"],
             registry=reg,
         )
+        self.version_requests = Counter(
+            "nflow_version_requests_total",
+            "Requests of apps released at several versions, by app, version (its first 12 "
+            "characters) and result (ok, or error: a 5xx answer or a limit hit).",
+            ["app", "version", "result"],
+            registry=reg,
+        )
         self.processes_active = Gauge(
             "nflow_processes_active",
             "Workflow processes (wids) held now.",
@@ -872,6 +879,11 @@ class Metrics:
         r = self._r
         with r.lock:
             r.pending.processes = n
+
+    def version_request(self, app: str, version: str, ok: bool) -> None:
+        """A request of an app released at several versions answered by ``version``."""
+        with self._r.lock:
+            self._count("version_requests", (app, version[:12], "ok" if ok else "error"))
 
     # limits and security -------------------------------------------------------------------
     def limit_hit(self, name: str) -> None:

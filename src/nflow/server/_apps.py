@@ -162,6 +162,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
             request.client,
             span.trace_id if span is not None else "",
             span.span_id if span is not None else "",
+            response.version,
         )
     return response
 

@@ -150,6 +150,12 @@ class Reloader:
                 self.check(full=recheck)
             except Exception:  # the watcher must outlive any single failure
                 log.exception("hot reload failed; still serving the previous version")
+            try:
+                # Release changes ride on the same poll: every worker of every instance
+                # sharing the database serves them within one interval.
+                self.runtime.refresh_releases()
+            except Exception as exc:
+                self._note_store(f"releases not read: {exc}")
 
     # apps --------------------------------------------------------------------------------
     def check(self, *, full: bool = False) -> bool:

@@ -3,18 +3,22 @@ SQLAlchemy row (which would tie them to a connection and to column order)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "AppRecord",
     "ImportSummary",
     "ModuleRecord",
+    "ReleaseEvent",
+    "ReleaseRecord",
     "SecretRecord",
     "TemplateRecord",
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "VersionRecord",
 ]
 
 
@@ -109,3 +113,63 @@ class SecretRecord:
     value: str
     key_id: str
     updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A row of ``nflow_versions``: one app version, its content and where it came from.
+
+    ``id`` is the SHA-256 of the canonical content (see ``nflow.appversion``); ``playbook`` is
+    the app document, and the dicts hold only the modules, templates and queries it uses.
+    """
+
+    id: str
+    app: str
+    created_at: datetime
+    source: str
+    message: str | None
+    playbook: dict[str, Any]
+    modules: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """A row of ``nflow_releases``: the versions of ``app`` that serve traffic, by weight.
+
+    ``head`` is the version of the app's own source (its ``nflow`` row or file) when the release
+    was made; ``weights`` empty means "the head version alone". See :meth:`serving`.
+    """
+
+    app: str
+    weights: dict[str, int]
+    head: str | None
+    seq: int
+    updated_at: datetime
+
+    def serving(self, head: str) -> dict[str, int]:
+        """The weights to serve while the app's source is at version ``head``: this
+        release's, unless the source has changed since (then the new version takes all the
+        traffic, as a save or a changed file always did)."""
+        if not self.weights or (self.head and self.head != head):
+            return {head: 100}
+        live = {v: w for v, w in self.weights.items() if w > 0}
+        return live or {head: 100}
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseEvent:
+    """A row of ``nflow_release_events``: one change of a release (``kind`` is ``release``,
+    ``rollback`` or ``auto_rollback``), with the weights before and after, and for an
+    automatic rollback the figures that caused it in ``detail``."""
+
+    id: int
+    app: str
+    at: datetime
+    kind: str
+    weights: dict[str, int]
+    previous: dict[str, int] | None
+    head: str | None
+    detail: dict[str, Any] | None
+    undone: bool

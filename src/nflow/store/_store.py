@@ -41,11 +41,25 @@ from ._records import (
     AppRecord,
     ImportSummary,
     ModuleRecord,
+    ReleaseEvent,
+    ReleaseRecord,
     SecretRecord,
     TemplateRecord,
     TokenRecord,
     TrackerRow,
     UserRecord,
+    VersionRecord,
+)
+from ._releases import (
+    add_counts,
+    delete_counts_before,
+    delete_old_versions,
+    select_counts,
+    select_events,
+    select_release,
+    select_releases,
+    undo_release,
+    write_release,
 )
 from ._support import (
     BIND_PREFIX,
@@ -74,6 +88,7 @@ from ._tables import (
     tracker,
     users,
 )
+from ._versions import insert_version, select_version, select_versions
 
 __all__ = ["Store"]
 
@@ -401,6 +416,84 @@ class Store:
             result = await conn.execute(delete(nflow).where(nflow.c.name == name))
             await self._bump(conn)
             return result.rowcount > 0
+
+    # --- app versions ------------------------------------------------------------------------
+
+    async def put_version(self, rec: VersionRecord) -> bool:
+        """Save an app version; True if it was new. Saving the same content again is a no-op
+        (the id is the content's hash), also when several processes save it at once."""
+        async with self._tx("put_version", write=True) as conn:
+            return await insert_version(conn, rec)
+
+    async def get_version(self, id_or_prefix: str, app: str | None = None) -> VersionRecord | None:
+        """The version whose id is or starts with ``id_or_prefix`` (4+ hex characters, like
+        git), of ``app`` when given; None when there is none, StoreError naming the
+        candidates when several match."""
+        async with self._tx("get_version") as conn:
+            return await select_version(conn, id_or_prefix, app)
+
+    async def list_versions(self, app: str) -> list[VersionRecord]:
+        """Every stored version of ``app``, newest first."""
+        async with self._tx("list_versions") as conn:
+            return await select_versions(conn, app)
+
+    async def prune_versions(self, app: str, keep: int, protected: Sequence[str] = ()) -> int:
+        """Keep the newest ``keep`` versions of ``app`` and those with weight in its release
+        (and ``protected``); the number of versions deleted."""
+        async with self._tx("prune_versions", write=True) as conn:
+            return await delete_old_versions(conn, app, keep, protected)
+
+    # --- releases ----------------------------------------------------------------------------
+
+    async def get_release(self, app: str) -> ReleaseRecord | None:
+        async with self._tx("get_release") as conn:
+            return await select_release(conn, app)
+
+    async def list_releases(self) -> list[ReleaseRecord]:
+        """Every app's release: what serving workers poll."""
+        async with self._tx("list_releases") as conn:
+            return await select_releases(conn)
+
+    async def set_release(
+        self,
+        app: str,
+        weights: dict[str, int],
+        *,
+        head: str | None,
+        kind: str = "release",
+        detail: dict[str, Any] | None = None,
+        expect_seq: int | None = None,
+    ) -> ReleaseRecord | None:
+        """Serve ``app`` with these version weights, recorded as a release event of ``kind``.
+        With ``expect_seq``, only if the release is still at that sequence number (else
+        None)."""
+        async with self._tx("set_release", write=True) as conn:
+            return await write_release(
+                conn, app, weights, head=head, kind=kind, detail=detail, expect_seq=expect_seq
+            )
+
+    async def rollback_release(self, app: str, *, head: str | None) -> ReleaseRecord:
+        """Restore the release before the last change of ``app`` (see ``undo_release``)."""
+        async with self._tx("rollback_release", write=True) as conn:
+            return await undo_release(conn, app, head)
+
+    async def release_events(self, app: str, limit: int = 20) -> list[ReleaseEvent]:
+        """The newest release changes of ``app``, newest first."""
+        async with self._tx("release_events") as conn:
+            return await select_events(conn, app, limit)
+
+    async def add_version_counts(self, rows: Sequence[tuple[str, str, int, int, int]]) -> None:
+        """Add ``(app, version, bucket, requests, errors)`` rows to the shared counts."""
+        async with self._tx("add_version_counts", write=True) as conn:
+            await add_counts(conn, rows)
+
+    async def version_counts(self, app: str, since_bucket: int) -> dict[str, tuple[int, int]]:
+        async with self._tx("version_counts") as conn:
+            return await select_counts(conn, app, since_bucket)
+
+    async def prune_version_counts(self, before_bucket: int) -> None:
+        async with self._tx("prune_version_counts", write=True) as conn:
+            await delete_counts_before(conn, before_bucket)
 
     @staticmethod
     async def _upsert(
