@@ -22,6 +22,7 @@ from typing import Any
 
 from nflow._http import Response
 from nflow.errors import ExecutionError, LimitKind, ScriptTimeout
+from nflow.history import RunRecord
 from nflow.jsapi import RunContext
 from nflow.playbook import Node
 
@@ -54,6 +55,8 @@ class Execution:
     suspended: bool = False
     error: ExecutionError | None = None
     forks: list[str] = field(default_factory=list)
+    # What the execution history recorded of the run (None when it was not recorded).
+    record: RunRecord | None = None
 
 
 # Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the
