@@ -13,7 +13,15 @@ database, whether stored apps are served, the bundled example, the ``[security]`
 
 from __future__ import annotations
 
-__all__ = ["Catalog", "CatalogSources", "Rebuild", "Source", "build_catalog"]
+__all__ = [
+    "Catalog",
+    "CatalogSources",
+    "Rebuild",
+    "Source",
+    "build_catalog",
+    "version_content",
+    "version_record",
+]
 
 import hashlib
 import logging
@@ -21,17 +29,19 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from nflow._io import IoLoop
+from nflow.appversion import used_sources, version_content
 from nflow.check import module_problems, security_problems
 from nflow.config import SecurityConfig
 from nflow.errors import PlaybookError, Problem
 from nflow.playbook import Playbook, Starter, load_playbook
 from nflow.router import Router
 from nflow.steps import registered_steps
-from nflow.store import Store
+from nflow.store import Store, VersionRecord
 
 log = logging.getLogger("nflow")
 
@@ -108,6 +118,32 @@ def _routes(playbook: Playbook) -> str:
     return ", ".join(f"{s.method} {s.pattern}" for s in playbook.starters) or "no routes"
 
 
+def version_record(
+    playbook: Playbook,
+    modules: Mapping[str, str | None],
+    templates: Mapping[str, str],
+    queries: Mapping[str, str],
+    *,
+    source: str,
+    message: str | None = None,
+) -> VersionRecord:
+    """The version of ``playbook`` served with these sources (only the ones it uses count)."""
+    used_modules, used_templates, used_queries = used_sources(playbook, modules, templates, queries)
+    document = dict(playbook.document)
+    vid, _ = version_content(document, used_modules, used_templates, used_queries)
+    return VersionRecord(
+        id=vid,
+        app=playbook.name,
+        created_at=datetime.now(UTC),
+        source=source,
+        message=message,
+        playbook=document,
+        modules=used_modules,
+        templates=used_templates,
+        queries=used_queries,
+    )
+
+
 def is_blocking(playbook: Playbook, starter: Starter, modules: Mapping[str, str | None]) -> bool:
     custom = registered_steps()
     for node_id in playbook.reachable(starter.node.id):
@@ -144,6 +180,7 @@ class _Builder:
         self.changes: list[str] = []
         self.store_error = ""
         self.loaded: set[int] = set()  # id() of the playbooks (re)loaded by this build
+        self.new_versions: list[VersionRecord] = []
 
     # the database part -------------------------------------------------------------------
     def _read_store(self) -> _Stored | None:
@@ -295,6 +332,47 @@ class _Builder:
                 self.changes.append(f"app {gone.name!r} removed")
         return out
 
+    # versions ----------------------------------------------------------------------------
+    def _versioned(
+        self,
+        source: Source,
+        origin: str,
+        templates: Mapping[str, str],
+        queries: Mapping[str, str],
+        *,
+        sources_changed: bool,
+    ) -> Source:
+        """``source`` with its playbook's version set for the sources served now."""
+        playbook = source.playbook
+        if playbook is None:
+            return source
+        if playbook.version and not sources_changed and id(playbook) not in self.loaded:
+            return source
+        record = version_record(playbook, self.modules, templates, queries, source=origin)
+        if record.id == playbook.version:
+            return source
+        versioned = replace(playbook, version=record.id)
+        if id(playbook) in self.loaded:
+            self.loaded.add(id(versioned))
+        self.new_versions.append(record)
+        return replace(source, playbook=versioned)
+
+    def _save_versions(self) -> None:
+        """Store the versions this build served first. Off the request path (builds are);
+        a failure is logged and the versions are served all the same."""
+        store = self.sources.store
+        for record in self.new_versions:
+            try:
+                self.sources.io.call(store.put_version(record))
+            except Exception as exc:
+                log.warning(
+                    "version %s of app %r not saved: %s",
+                    record.id[:12],
+                    record.app,
+                    exc,
+                    extra={"app": record.app},
+                )
+
     # the whole catalog -------------------------------------------------------------------
     def build(self) -> Rebuild:
         old = self.old
@@ -323,10 +401,31 @@ class _Builder:
                 # apps, routes and plans, so no rebuild.
                 bookkeeping = replace(old, files=tuple(files), stored=tuple(apps), marker=marker)
                 return Rebuild(bookkeeping, [], self.store_error)
+        sources_changed = (
+            not self.hot or modules_changed or templates != old.templates or queries != old.queries
+        )
+        files = [
+            self._versioned(
+                s,
+                "reload" if self.hot else "file",
+                templates,
+                queries,
+                sources_changed=sources_changed,
+            )
+            for s in files
+        ]
+        apps = [
+            self._versioned(s, "designer", templates, queries, sources_changed=sources_changed)
+            for s in apps
+        ]
         playbooks = [s.playbook for s in (*files, *apps) if s.playbook is not None]
         if not playbooks and self.sources.example_if_empty:
             text = resources.files("nflow.examples").joinpath("hello.json").read_bytes()
-            playbooks.append(load_playbook(text, name=_EXAMPLE, source="bundled example"))
+            example = load_playbook(text, name=_EXAMPLE, source="bundled example")
+            record = version_record(example, self.modules, templates, queries, source="example")
+            self.new_versions.append(record)
+            playbooks.append(replace(example, version=record.id))
+        self._save_versions()
         modules = self.modules
         blocking = {
             (playbook.digest, starter.node.id): is_blocking(playbook, starter, modules)

@@ -80,6 +80,12 @@ class Playbook:
     problems: tuple[Problem, ...] = field(default=())
     # The document's "nflow_limits": valid overrides only (bad entries are problems).
     limits: Mapping[str, int | float] = field(default_factory=lambda: MappingProxyType({}))
+    # The parsed document itself: an app version is the hash of it and the sources it uses.
+    document: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+    # The app version (see nflow.appversion), set by the catalog once the sources are known.
+    version: str = ""
 
     @property
     def errors(self) -> list[Problem]:
@@ -164,6 +170,7 @@ def parse_playbook(doc: object, *, name: str = "app", source: str = "") -> Playb
         digest=digest,
         problems=tuple(problems),
         limits=MappingProxyType(limits),
+        document=doc,
     )
 
 

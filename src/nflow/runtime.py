@@ -143,6 +143,11 @@ class _Route:
     def key(self) -> tuple[str, str]:
         return (self.match.playbook.digest, self.match.starter.node.id)
 
+    @property
+    def version(self) -> str:
+        """The app version this request runs."""
+        return self.match.playbook.version
+
 
 class Runtime:
     """One worker's nflow: build it, ``await open()``, then ``await handle(request)``."""

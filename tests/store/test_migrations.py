@@ -256,3 +256,17 @@ def test_history_revision_matches_the_declared_history_tables(db_url: str, run: 
     run(store.close())
     migrated, _ = run(_inspect(db_url, names))
     assert migrated == expected
+
+
+def test_versions_revision_matches_the_declared_versions_tables(db_url: str, run: Run) -> None:
+    from nflow.store._versions import metadata as versions
+
+    names = sorted(versions.tables)
+    run(_create_all(db_url, versions))
+    expected, _ = run(_inspect(db_url, names))
+    run(_drop_all(db_url))
+    store = Store(db_url)
+    run(store.open())
+    run(store.close())
+    migrated, _ = run(_inspect(db_url, names))
+    assert migrated == expected

@@ -129,6 +129,7 @@ class Engine:
             vars=dict(vars or {}),
             sessions=sessions,
             services=services,
+            version=playbook.version,
             process=process,
             deadline=time.monotonic() + limits.request_timeout_seconds,
             isolated=isolated,

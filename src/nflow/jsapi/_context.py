@@ -148,6 +148,8 @@ class RunContext:
     vars: Mapping[str, str]
     sessions: Sessions
     services: HostServices
+    # The app version the run executes (the playbook's content hash).
+    version: str = ""
     process: Process | None = None
     deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)
     isolated: bool = False  # a background fork: writes are discarded, sessions not saved

@@ -18,6 +18,7 @@ from ._records import (
     TokenRecord,
     TrackerRow,
     UserRecord,
+    VersionRecord,
 )
 from ._store import Store
 from ._support import (
@@ -42,6 +43,7 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "VersionRecord",
     "exported_meta_file",
     "head_revision",
     "normalise_url",

@@ -3,8 +3,9 @@ SQLAlchemy row (which would tie them to a connection and to column order)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "AppRecord",
@@ -15,6 +16,7 @@ __all__ = [
     "TokenRecord",
     "TrackerRow",
     "UserRecord",
+    "VersionRecord",
 ]
 
 
@@ -109,3 +111,22 @@ class SecretRecord:
     value: str
     key_id: str
     updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A row of ``nflow_versions``: one app version, its content and where it came from.
+
+    ``id`` is the SHA-256 of the canonical content (see ``nflow.appversion``); ``playbook`` is
+    the app document, and the dicts hold only the modules, templates and queries it uses.
+    """
+
+    id: str
+    app: str
+    created_at: datetime
+    source: str
+    message: str | None
+    playbook: dict[str, Any]
+    modules: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)

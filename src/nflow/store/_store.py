@@ -46,6 +46,7 @@ from ._records import (
     TokenRecord,
     TrackerRow,
     UserRecord,
+    VersionRecord,
 )
 from ._support import (
     BIND_PREFIX,
@@ -74,6 +75,7 @@ from ._tables import (
     tracker,
     users,
 )
+from ._versions import insert_version, select_version, select_versions
 
 __all__ = ["Store"]
 
@@ -401,6 +403,26 @@ class Store:
             result = await conn.execute(delete(nflow).where(nflow.c.name == name))
             await self._bump(conn)
             return result.rowcount > 0
+
+    # --- app versions ------------------------------------------------------------------------
+
+    async def put_version(self, rec: VersionRecord) -> bool:
+        """Save an app version; True if it was new. Saving the same content again is a no-op
+        (the id is the content's hash), also when several processes save it at once."""
+        async with self._tx("put_version", write=True) as conn:
+            return await insert_version(conn, rec)
+
+    async def get_version(self, id_or_prefix: str, app: str | None = None) -> VersionRecord | None:
+        """The version whose id is or starts with ``id_or_prefix`` (4+ hex characters, like
+        git), of ``app`` when given; None when there is none, StoreError naming the
+        candidates when several match."""
+        async with self._tx("get_version") as conn:
+            return await select_version(conn, id_or_prefix, app)
+
+    async def list_versions(self, app: str) -> list[VersionRecord]:
+        """Every stored version of ``app``, newest first."""
+        async with self._tx("list_versions") as conn:
+            return await select_versions(conn, app)
 
     @staticmethod
     async def _upsert(
