@@ -204,7 +204,7 @@ class Engine:
             sessions.mark(FORM_SESSION)
         record = recording.record(
             app=playbook.name,
-            version=playbook.digest,
+            version=playbook.version or playbook.digest,
             start=start,
             request=request,
             response=execution.response,

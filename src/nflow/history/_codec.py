@@ -121,8 +121,14 @@ def changes(before: Any, after: Any) -> tuple[Change, ...]:
 # --- encoding --------------------------------------------------------------------------------
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _body(value)
+    return str(value)
+
+
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -201,6 +207,15 @@ class Codec:
         if self.sanitizer is not None:
             value = self.sanitizer.sanitize_value(value)
         return self.cap(value)
+
+    def comparable(self, value: Any) -> Any:
+        """``value`` as the record keeps it (redacted, capped, through JSON): what a replay
+        compares with what was recorded."""
+        return orjson.loads(_json(self.clean(_body(value))))
+
+    def comparable_payload(self, value: Any) -> Any:
+        """A payload as the record keeps it (see :meth:`comparable`)."""
+        return orjson.loads(_json(self._payload(value)))
 
     def _payload(self, value: Any) -> Any:
         if self.sanitizer is not None:
