@@ -40,7 +40,7 @@ from nflow.engine import Execution
 from nflow.engine._record import CLOCK_CALL, WRITERS, RunRecording
 from nflow.errors import ExecutionError, NflowError
 from nflow.history import Codec, HistoryReader, HistoryWriter, HostCall, RunRecord, StepRecord
-from nflow.jsapi import HostError, RunContext, Sessions
+from nflow.jsapi import HostError, RunContext, RunKilled, Sessions
 from nflow.playbook import Playbook, parse_playbook
 from nflow.runtime import Runtime
 from nflow.security import KeyRing
@@ -93,8 +93,8 @@ class RerunResult:
     live: int  # host calls made live
 
 
-class _Stop(Exception):
-    """Raised into a replayed script at its first divergence, to end the run."""
+class _Stop(RunKilled):
+    """Raised into a replayed script at its first divergence: the run ends as a killed one."""
 
 
 def _matches(replayed: Any, recorded: Any) -> bool:
