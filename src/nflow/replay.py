@@ -37,7 +37,7 @@ from nflow._ids import new_wid
 from nflow.catalog import Catalog
 from nflow.config import Config
 from nflow.engine import Execution
-from nflow.engine._record import CLOCK_CALL, WRITERS, RunRecording
+from nflow.engine._record import CLOCK_CALL, UNRECORDED, WRITERS, RunRecording
 from nflow.errors import ExecutionError, NflowError
 from nflow.history import Codec, HistoryReader, HistoryWriter, HostCall, RunRecord, StepRecord
 from nflow.jsapi import HostError, RunContext, RunKilled, Sessions
@@ -206,6 +206,7 @@ class _Replaying(RunRecording):
         self.codec = codec
         self.divergence: Divergence | None = None
         self.index = -1
+        self.node_id = ""
         self._expected: collections.deque[HostCall] = collections.deque()
         self._tape: Any = None
 
@@ -216,7 +217,7 @@ class _Replaying(RunRecording):
     def _diverged(self, what: str, *, step: int | None = None, node: str = "") -> None:
         if self.divergence is None:
             index = self.index if step is None else step
-            self.divergence = Divergence(index, node or self._node[0], what)
+            self.divergence = Divergence(index, node or self.node_id, what)
         ctx = self.ctx
         if ctx is not None and ctx.process is not None:
             ctx.process.killed = True  # the run stops at its next host call or step
@@ -227,6 +228,7 @@ class _Replaying(RunRecording):
 
     def begin(self, node_id: str, node_type: str, node_name: str, payload: Any) -> None:
         super().begin(node_id, node_type, node_name, payload)
+        self.node_id = node_id
         self.index += 1
         step = self._recorded()
         ctx = self.ctx
@@ -244,7 +246,8 @@ class _Replaying(RunRecording):
         self._expected = collections.deque(calls)
         tapes = [c.result for c in step.host_calls if c.function == CLOCK_CALL]
         self._tape = tapes[0] if tapes else None
-        ctx.clock = orjson.dumps(self._tape).decode() if self._tape else "r"
+        # An empty tape still tapes: clock reads the record lacks are seen and compared.
+        ctx.clock = orjson.dumps(self._tape or []).decode()
         if node_type != "auth" and self.divergence is None:
             difference = _payload_difference(
                 self.codec.comparable_payload(payload), step.payload_before
@@ -305,7 +308,7 @@ class _Replaying(RunRecording):
                 f"the clock was read {_reads(tape)} time(s); the record has {_reads(self._tape)}"
             )
         if self.divergence is None:
-            replayed = self.steps[-1].writes
+            replayed = self.last_writes
             if len(replayed) != len(step.writes) or not _matches(
                 self.codec.comparable(list(replayed)), list(step.writes)
             ):
@@ -433,6 +436,11 @@ async def _replay(
     runtime = await _open_runtime(config, url)
     try:
         playbook, catalog = await asyncio.to_thread(_app, runtime, run, run.version)
+        if any(c.function == UNRECORDED for s in run.steps for c in s.host_calls):
+            raise ReplayError(
+                f"run {run.id} was recorded without its host calls (it was outside the "
+                "history's sample and kept because it failed); it cannot be replayed"
+            )
         kind, start = _start(run)
         if start not in playbook.nodes:
             raise ReplayError(f"run {run.id} started at node {start!r}, which is not in its app")

@@ -15,7 +15,7 @@ Replays and re-runs subclass it: they answer host calls from a record instead of
 
 from __future__ import annotations
 
-__all__ = ["AUTH_NODE", "CLOCK_CALL", "WRITERS", "HistorySink", "RunRecording"]
+__all__ = ["AUTH_NODE", "CLOCK_CALL", "UNRECORDED", "WRITERS", "HistorySink", "RunRecording"]
 
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +34,9 @@ WRITERS = frozenset(
 CLOCK_CALL = "Date.now"
 # The node id of the auth trigger's step (it runs before the first node).
 AUTH_NODE = "nflow_auth"
+# The host calls of a step of a light recording: they were not recorded.
+UNRECORDED = "nflow.unrecorded"
+_UNRECORDED_CALLS = (HostCall(function=UNRECORDED),)
 
 
 class HistorySink(Protocol):
@@ -46,30 +49,42 @@ class HistorySink(Protocol):
 
 
 class RunRecording:
-    """What one run did, step by step. Attach it to the run's context with :meth:`attach`."""
+    """What one run did, step by step. Attach it to the run's context with :meth:`attach`.
 
-    def __init__(self, *, kind: str = "request", parent: str | None = None) -> None:
+    A ``light`` recording keeps the steps (payloads, ``next``, durations, console lines,
+    errors) but not the host calls, writes or clock: what a run outside the history's sample
+    costs, in case it fails and is kept. Its steps' host calls read :data:`UNRECORDED`.
+    """
+
+    def __init__(
+        self, *, kind: str = "request", parent: str | None = None, light: bool = False
+    ) -> None:
         self.kind = kind  # request | fork | rerun | replay (never written)
         self.parent = parent
+        self.light = light
         self.journey: str | None = None
-        self.steps: list[StepRecord] = []
         self.ctx: RunContext | None = None
         self.inner: HostCallInterceptor | None = None
         self.started = 0.0
+        self._perf0 = 0.0
+        # Each step as it ended, turned into StepRecords only if the run is kept: most runs
+        # outside the sample succeed and are let go.
+        self._ended: list[tuple[Any, ...]] = []
         self._calls: list[HostCall] = []
         self._writes: list[Any] = []
-        self._node: tuple[str, str, str] = ("", "", "")
-        self._before: Any = None
-        self._t0 = 0.0
-        self._wall = 0.0
+        self._begun: tuple[Any, ...] = ()
+        self.last_writes: tuple[Any, ...] = ()
 
     def attach(self, ctx: RunContext) -> None:
         """Start recording ``ctx``'s run: its host calls, clock and console."""
         self.ctx = ctx
         self.started = time.time()
+        self._perf0 = time.perf_counter()
+        ctx.console = []
+        if self.light:
+            return
         self.inner = ctx.host_interceptor
         ctx.host_interceptor = self
-        ctx.console = []
         ctx.clock = "r"
 
     # --- host calls (the run's interceptor) ---------------------------------------------
@@ -120,49 +135,69 @@ class RunRecording:
     # --- steps --------------------------------------------------------------------------
     def begin(self, node_id: str, node_type: str, node_name: str, payload: Any) -> None:
         """A step starts with ``payload`` (which it must not change)."""
-        self._node = (node_id, node_type, node_name)
-        self._before = payload
-        self._wall = time.time()
-        self._t0 = time.perf_counter()
+        self._begun = (node_id, node_type, node_name, payload, time.perf_counter())
 
     def end(self, next_out: str | None, payload: Any, error: ExecutionError | None) -> None:
         """The step that began last ended: its output and payload, or its error."""
-        duration = (time.perf_counter() - self._t0) * 1000.0
-        ctx = self.ctx
-        calls = self._calls
+        ended = time.perf_counter()
         console: tuple[str, ...] = ()
+        ctx = self.ctx
         if ctx is not None:
-            tape = ctx.tape
-            if tape:
-                calls.append(HostCall(function=CLOCK_CALL, result=tape))
-            ctx.tape = None
             lines = ctx.console
             if lines:
                 console = tuple(lines)
                 lines.clear()
-        node_id, node_type, node_name = self._node
-        self.steps.append(
-            StepRecord(
-                index=len(self.steps),
-                node_id=node_id,
-                node_type=node_type,
-                node_name=node_name,
-                started_at=self._wall,
-                payload_before=self._before,
-                payload_after=payload if error is None else None,
-                next=next_out if error is None else None,
-                duration_ms=duration,
-                host_calls=tuple(calls),
-                console=console,
-                writes=tuple(self._writes),
-                error=_step_error(error) if error is not None else None,
+        if self.light:
+            calls: tuple[HostCall, ...] = _UNRECORDED_CALLS
+            writes: tuple[Any, ...] = ()
+        else:
+            if ctx is not None:
+                tape = ctx.tape
+                if tape:
+                    self._calls.append(HostCall(function=CLOCK_CALL, result=tape))
+                ctx.tape = None
+            calls, writes = tuple(self._calls), tuple(self._writes)
+            self._calls = []
+            self._writes = []
+        self.last_writes = writes
+        self._ended.append((self._begun, ended, next_out, payload, error, calls, console, writes))
+        self._begun = ()
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        """The steps recorded so far."""
+        out: list[StepRecord] = []
+        for begun, ended, next_out, payload, error, calls, console, writes in self._ended:
+            node_id, node_type, node_name, before, started = begun
+            out.append(
+                StepRecord(
+                    index=len(out),
+                    node_id=node_id,
+                    node_type=node_type,
+                    node_name=node_name,
+                    started_at=self.started + (started - self._perf0),
+                    payload_before=before,
+                    payload_after=payload if error is None else None,
+                    next=next_out if error is None else None,
+                    duration_ms=(ended - started) * 1000.0,
+                    host_calls=calls,
+                    console=console,
+                    writes=writes,
+                    error=_step_error(error) if error is not None else None,
+                )
             )
-        )
-        self._calls = []
-        self._writes = []
-        self._before = None
+        return out
 
     # --- the whole run ------------------------------------------------------------------
+    @staticmethod
+    def status(error: ExecutionError | None, response: Response | None) -> str:
+        """``ok``, ``error`` (a step failed, or the run answered 5xx) or ``limit``."""
+        if error is not None:
+            return "limit" if error.limit is not None else "error"
+        if response is not None and response.status >= 500:
+            return "error"
+        return "ok"
+
     def record(
         self,
         *,
@@ -177,11 +212,7 @@ class RunRecording:
     ) -> RunRecord:
         ctx = self.ctx
         assert ctx is not None
-        status = "ok"
-        if error is not None:
-            status = "limit" if error.limit is not None else "error"
-        elif response is not None and response.status >= 500:
-            status = "error"
+        status = self.status(error, response)
         return RunRecord(
             id=ctx.wid,
             app=app,

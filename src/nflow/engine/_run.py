@@ -143,8 +143,20 @@ class Engine:
             ctx.host_interceptor = self.host_interceptors(ctx)
         ctx.seed = random.getrandbits(53)
         history = self.history
-        if recording is None and history is not None and history.policy.collects(playbook.name):
-            recording = RunRecording(kind="fork" if isolated else "request", parent=parent_run)
+        given = recording is not None
+        if recording is None and history is not None:
+            policy = history.policy
+            if policy.collects(playbook.name):
+                # Whether a successful run is kept is drawn now, from its journey (a fresh
+                # request starts its own) or its id: a run outside the sample is recorded
+                # lightly, in case it fails.
+                form = sessions.values.get(FORM_SESSION) if resume or isolated else None
+                key = str(form.get(JOURNEY_KEY) or wid) if form else wid
+                recording = RunRecording(
+                    kind="fork" if isolated else "request",
+                    parent=parent_run,
+                    light=not policy.samples(playbook.name, key),
+                )
         if recording is not None:
             recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
@@ -183,7 +195,9 @@ class Engine:
             response.headers.append(("set-cookie", cookie))
         execution.response = response
         if recording is not None:
-            self._recorded(recording, execution, playbook, start, request, sessions, isolated)
+            self._recorded(
+                recording, execution, playbook, start, request, sessions, isolated, given
+            )
         return execution
 
     def _recorded(
@@ -195,6 +209,7 @@ class Engine:
         request: Request,
         sessions: Sessions,
         isolated: bool,
+        given: bool,
     ) -> None:
         journey = recording.journey
         if journey is None and execution.suspended and not isolated:
@@ -202,6 +217,18 @@ class Engine:
             journey = execution.wid
             sessions.get(FORM_SESSION)[JOURNEY_KEY] = journey
             sessions.mark(FORM_SESSION)
+        history = self.history
+        keep = (
+            not given
+            and history is not None
+            and history.policy.keeps(
+                playbook.name,
+                failed=recording.status(execution.error, execution.response) != "ok",
+                journey=journey or execution.wid,
+            )
+        )
+        if not keep and not given:
+            return  # outside the sample: no record is built
         record = recording.record(
             app=playbook.name,
             version=playbook.version or playbook.digest,
@@ -213,12 +240,7 @@ class Engine:
             isolated=isolated,
         )
         execution.record = record
-        history = self.history
-        if (
-            recording.kind != "replay"
-            and history is not None
-            and history.policy.keeps(playbook.name, failed=record.failed, journey=record.journey)
-        ):
+        if keep and history is not None:
             history.submit(record)
 
 

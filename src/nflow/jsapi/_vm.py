@@ -66,6 +66,11 @@ REQUEST_VALUE = "request.value"
 # A step without these words cannot queue a promise job by syntax alone; see run() in
 # prelude.js for the API side. Words inside strings or comments only cost the fast path.
 _ASYNC_WORDS = re.compile(r"async|await|import")
+# A step whose source never names the clock reads it live, untaped, even when its run is
+# recorded: the tape's cost is paid only where it can be used. A step that reaches the clock
+# another way (a computed global name) replays with clock reads the record lacks, and the
+# replay says so.
+_CLOCK_WORDS = re.compile(r"Date|performance")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -102,6 +107,7 @@ class NflowVM:
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
         self._sync_steps: set[str] = set()
+        self._clock_steps: set[str] = set()
         self._nodes: set[str] = set()
         # Watched by nflow.watchdog: the monotonic deadline of the evaluation running now.
         self.deadline = 0.0
@@ -158,6 +164,8 @@ class NflowVM:
         self._steps.add(key)
         if _ASYNC_WORDS.search(source) is None:
             self._sync_steps.add(key)
+        if _CLOCK_WORDS.search(source) is not None:
+            self._clock_steps.add(key)
         return key
 
     def check_syntax(self, source: str) -> None:
@@ -198,6 +206,8 @@ class NflowVM:
         sync = "1" if key in self._sync_steps else "0"
         ctx = self.ctx
         seed, clock = (ctx.seed, ctx.clock) if ctx is not None else (0, "")
+        if clock == "r" and key not in self._clock_steps:
+            clock = ""
         code = (
             f"__nf.run({self._qtoken},{fresh},{quote(key)},{quote(node_key)},"
             f"{payload},{quote(prev)},{extra},{sync},{seed >> 32},{seed & 0xFFFFFFFF},"
