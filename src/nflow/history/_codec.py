@@ -132,6 +132,8 @@ def _json(value: Any) -> bytes:
 
 
 def _cut(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit:  # four bytes a character at most: no need to encode it
+        return text
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return text
