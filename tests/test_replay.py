@@ -392,3 +392,32 @@ def test_modes_decide_what_is_recorded(db_url: str, tmp_path: Path) -> None:
         assert "Error: no" in record.steps[0].error.stack or record.steps[0].error.line == 1
     finally:
         errors.close()
+
+
+def test_a_failed_run_outside_the_sample_is_kept_from_its_trace(
+    db_url: str, tmp_path: Path
+) -> None:
+    doc = app_doc(
+        s1=starter("s1", "/ok", "a"),
+        s2=starter("s2", "/bad", "b"),
+        a=js("a", "function main(){ c.JSON(200, {}) }"),
+        b=js("b", "function main(){ payload.x = 1 }", output_1="c"),
+        c=js("c", "function main(){ throw new Error('no') }"),
+    )
+    toml = SECRET + '[history]\nmode = "sampled"\nsample_rate = 0.0\nflush_interval_ms = 20\n'
+    h = Harness(db_url, tmp_path, apps=[doc], toml=toml)
+    try:
+        for _ in range(5):
+            h.request("GET", "/ok")
+        h.request("GET", "/bad")
+        [run] = summaries(h)
+        assert run.status == "error" and run.path == "/bad"
+        record = get_run(h, run.id)
+        assert [(s.node_id, s.next) for s in record.steps] == [("b", "output_1"), ("c", None)]
+        assert record.steps[1].error is not None and "no" in record.steps[1].error.message
+        from nflow.replay import ReplayError
+
+        with pytest.raises(ReplayError, match="outside the history's sample"):
+            replay(h.runtime.config, run.id, database_url=db_url)
+    finally:
+        h.close()

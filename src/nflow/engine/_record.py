@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from nflow._http import Request, Response
+from nflow.engine._results import TraceEntry
 from nflow.errors import ExecutionError, ScriptError
 from nflow.history import HistoryPolicy, HostCall, RunRecord, StepError, StepRecord
 from nflow.jsapi import HostCallInterceptor, HostError, RunContext
@@ -51,9 +52,10 @@ class HistorySink(Protocol):
 class RunRecording:
     """What one run did, step by step. Attach it to the run's context with :meth:`attach`.
 
-    A ``light`` recording keeps the steps (payloads, ``next``, durations, console lines,
-    errors) but not the host calls, writes or clock: what a run outside the history's sample
-    costs, in case it fails and is kept. Its steps' host calls read :data:`UNRECORDED`.
+    A ``light`` recording is what a run outside the history's sample costs, in case it fails
+    and is kept: nothing while it runs (the engine does not call the step hooks). Its steps
+    come from the run's node trace (``trace``): node, type, ``next``, duration and error, no
+    payloads, and host calls reading :data:`UNRECORDED`.
     """
 
     def __init__(
@@ -74,15 +76,16 @@ class RunRecording:
         self._writes: list[Any] = []
         self._begun: tuple[Any, ...] = ()
         self.last_writes: tuple[Any, ...] = ()
+        self.trace: Sequence[TraceEntry] = ()
 
     def attach(self, ctx: RunContext) -> None:
         """Start recording ``ctx``'s run: its host calls, clock and console."""
         self.ctx = ctx
         self.started = time.time()
-        self._perf0 = time.perf_counter()
-        ctx.console = []
         if self.light:
             return
+        self._perf0 = time.perf_counter()
+        ctx.console = []
         self.inner = ctx.host_interceptor
         ctx.host_interceptor = self
         ctx.clock = "r"
@@ -147,18 +150,14 @@ class RunRecording:
             if lines:
                 console = tuple(lines)
                 lines.clear()
-        if self.light:
-            calls: tuple[HostCall, ...] = _UNRECORDED_CALLS
-            writes: tuple[Any, ...] = ()
-        else:
-            if ctx is not None:
-                tape = ctx.tape
-                if tape:
-                    self._calls.append(HostCall(function=CLOCK_CALL, result=tape))
-                ctx.tape = None
-            calls, writes = tuple(self._calls), tuple(self._writes)
-            self._calls = []
-            self._writes = []
+        if ctx is not None:
+            tape = ctx.tape
+            if tape:
+                self._calls.append(HostCall(function=CLOCK_CALL, result=tape))
+            ctx.tape = None
+        calls, writes = tuple(self._calls), tuple(self._writes)
+        self._calls = []
+        self._writes = []
         self.last_writes = writes
         self._ended.append((self._begun, ended, next_out, payload, error, calls, console, writes))
         self._begun = ()
@@ -166,6 +165,19 @@ class RunRecording:
     @property
     def steps(self) -> list[StepRecord]:
         """The steps recorded so far."""
+        if self.light:
+            return [
+                StepRecord(
+                    index=i,
+                    node_id=entry.node,
+                    node_type=entry.type,
+                    next=entry.next or None,
+                    duration_ms=entry.duration_ms,
+                    host_calls=_UNRECORDED_CALLS,
+                    error=StepError(message=entry.error) if entry.error else None,
+                )
+                for i, entry in enumerate(self.trace)
+            ]
         out: list[StepRecord] = []
         for begun, ended, next_out, payload, error, calls, console, writes in self._ended:
             node_id, node_type, node_name, before, started = begun

@@ -155,13 +155,14 @@ class Engine:
                 recording = RunRecording(
                     kind="fork" if isolated else "request",
                     parent=parent_run,
-                    light=not policy.samples(playbook.name, key),
+                    light=not policy.in_full(playbook.name, key),
                 )
         if recording is not None:
             recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
-        run.recording = recording
+        # A light recording costs nothing per step: its steps come from the trace.
+        run.recording = recording if recording is not None and not recording.light else None
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
@@ -217,18 +218,18 @@ class Engine:
             journey = execution.wid
             sessions.get(FORM_SESSION)[JOURNEY_KEY] = journey
             sessions.mark(FORM_SESSION)
+        failed = recording.status(execution.error, execution.response) != "ok"
+        if recording.light and not failed:
+            return  # outside the sample, and it succeeded: let go
         history = self.history
         keep = (
             not given
             and history is not None
-            and history.policy.keeps(
-                playbook.name,
-                failed=recording.status(execution.error, execution.response) != "ok",
-                journey=journey or execution.wid,
-            )
+            and history.policy.keeps(playbook.name, failed=failed, journey=journey or execution.wid)
         )
         if not keep and not given:
             return  # outside the sample: no record is built
+        recording.trace = execution.trace
         record = recording.record(
             app=playbook.name,
             version=playbook.version or playbook.digest,

@@ -74,15 +74,14 @@ class HistoryPolicy:
         """Whether a run of ``app`` should be collected at all (it may still be let go)."""
         return self.mode_of(app) != "off"
 
-    def samples(self, app: str, key: str) -> bool:
-        """Whether a successful run of ``app`` with sampling key ``key`` (its journey, else
-        its own id) will be kept: known when the run starts, so a run outside the sample can
-        be recorded lightly (see the engine)."""
+    def in_full(self, app: str, key: str) -> bool:
+        """Whether a run of ``app`` with sampling key ``key`` (its journey, else its own id) is
+        recorded in full: in ``all`` and ``errors`` every run, in ``sampled`` the runs drawn
+        for the sample. Known when the run starts; the others are recorded lightly (see the
+        engine), in case they fail."""
         mode = self.mode_of(app)
-        if mode == "all":
-            return True
         if mode != "sampled":
-            return False
+            return mode != "off"
         rate = self.rate_of(app)
         return rate >= 1.0 or (rate > 0.0 and _draw(key) < rate)
 
