@@ -106,7 +106,82 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _runs_show(args)
     if args.action == "stats":
         return _runs_stats(args)
+    if args.action == "replay":
+        return _runs_replay(args)
+    if args.action == "rerun":
+        return _runs_rerun(args)
     return _runs_prune(args)
+
+
+def _runs_replay(args: argparse.Namespace) -> int:
+    from nflow.config import find_config
+    from nflow.replay import replay
+
+    config, _ = find_config(args.config)
+    result = replay(config, args.run)
+    if result is None:
+        print(f"nflow: no run {args.run!r} in the history", file=sys.stderr, flush=True)
+        return 2
+    divergence = result.divergence
+    if args.json:
+        data: dict[str, Any] = {
+            "run": result.run_id,
+            "identical": result.identical,
+            "steps": result.steps,
+            "divergence": (
+                {"step": divergence.step, "node": divergence.node, "what": divergence.what}
+                if divergence is not None
+                else None
+            ),
+        }
+        print(_dump(data), flush=True)
+    elif divergence is None:
+        print(f"run {result.run_id}: identical ({result.steps} step(s))", flush=True)
+    else:
+        print(f"run {result.run_id}: diverged at {divergence}", flush=True)
+    return 0 if divergence is None else 1
+
+
+def _runs_rerun(args: argparse.Namespace) -> int:
+    from nflow.config import find_config
+    from nflow.replay import rerun
+
+    config, _ = find_config(args.config)
+    result = rerun(config, args.run, args.from_step, live=args.live)
+    if result is None:
+        print(f"nflow: no run {args.run!r} in the history", file=sys.stderr, flush=True)
+        return 2
+    response = result.response
+    if args.json:
+        print(
+            _dump(
+                {
+                    "run": result.run_id,
+                    "rerun_of": result.parent_id,
+                    "from_step": result.from_step,
+                    "node": result.node,
+                    "status": result.status,
+                    "host_calls_from_record": result.served,
+                    "host_calls_live": result.live,
+                    "response": {
+                        "status": response.status,
+                        "headers": [list(p) for p in response.headers],
+                        "body": response.body.decode("utf-8", "replace"),
+                    },
+                }
+            ),
+            flush=True,
+        )
+    else:
+        print(
+            f"run {result.run_id}: re-run of {result.parent_id} from step {result.from_step} "
+            f"(node {result.node}): {result.status}, HTTP {response.status}; host calls "
+            f"{result.served} from the record, {result.live} live",
+            flush=True,
+        )
+        sys.stdout.write(response.body.decode("utf-8", "replace"))
+        sys.stdout.flush()
+    return 0 if result.status == "ok" else 1
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -317,6 +392,28 @@ def add_data_commands(sub: Any) -> None:
     )
     r.add_argument(
         "--max-runs", type=int, default=10_000, help="the newest this many runs (default 10000)"
+    )
+    r.add_argument("--json", action="store_true", help="a JSON object")
+    r.add_argument("--config")
+    r = rsub.add_parser(
+        "replay",
+        help="run a recorded run again on its app version, host calls from the record, and "
+        "compare step by step (exit 0: identical, 1: diverged, 2: no such run)",
+    )
+    r.add_argument("run", help="the run id (or a unique prefix of 6+ characters)")
+    r.add_argument("--json", action="store_true", help="a JSON object")
+    r.add_argument("--config")
+    r = rsub.add_parser(
+        "rerun",
+        help="start a new run from the payload a recorded step started with, on the app's "
+        "current version",
+    )
+    r.add_argument("run", help="the run id (or a unique prefix of 6+ characters)")
+    r.add_argument("--from-step", type=int, required=True, help="the step to start from")
+    r.add_argument(
+        "--live",
+        action="store_true",
+        help="make every host call live (default: from the record where the call matches)",
     )
     r.add_argument("--json", action="store_true", help="a JSON object")
     r.add_argument("--config")

@@ -114,10 +114,12 @@ class ScriptError(ExecutionError):
         name: str = "Error",
         line: int | None = None,
         limit: LimitKind | None = None,
+        stack: str = "",
     ) -> None:
         super().__init__(message, node=node, limit=limit)
         self.name = name
         self.line = line
+        self.stack = stack  # the JavaScript stack, for the execution history
 
 
 class ScriptTimeout(ExecutionError):

@@ -47,6 +47,7 @@ from nflow.engine import (
 )
 from nflow.errors import ConfigError, ExecutionError, Problem
 from nflow.golang.json import dumps as go_json
+from nflow.history import HistoryPolicy, HistoryWriter
 from nflow.jsapi import HostTable, Policies, Sessions
 from nflow.jsapi._core import core
 from nflow.jsapi._templates import templates
@@ -214,6 +215,7 @@ class Runtime:
         self.debug_sessions = DebugSessions()
         # Which version of a released app a request runs; made at open.
         self.releases: Releases | None = None
+        self.history: HistoryWriter | None = None
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -268,6 +270,8 @@ class Runtime:
         self.metrics = get_metrics() if config.monitor.enabled and self._observe else None
         self.services.metrics = self.metrics
         self.engine.interceptors = self._node_interceptors()
+        self.history = self._history_writer()
+        self.engine.history = self.history
         self.limiter = None
         self.limiter_on_io = False
         if config.rate_limit.enabled:
@@ -302,6 +306,19 @@ class Runtime:
         )
         await self.reload()
         self.is_open = True
+
+    def _history_writer(self) -> HistoryWriter | None:
+        """The execution history's writer, started; None when ``[history]`` records no app."""
+        history = self.config.history
+        if history.mode == "off" and all(
+            app.mode in (None, "off") for app in history.apps.values()
+        ):
+            return None
+        writer = HistoryWriter.from_config(
+            self.config, keyring=self.services.keyring, url=self.database_url
+        )
+        writer.start()
+        return writer
 
     def _node_interceptors(self) -> list[NodeInterceptor]:
         """Tracing (outermost, so ``-v`` lines carry the node's span) and ``-v`` node lines."""
@@ -366,6 +383,11 @@ class Runtime:
             await asyncio.get_running_loop().run_in_executor(None, self.wait_forks, 10.0)
             self._pool.shutdown(wait=True, cancel_futures=False)
             self._pool = None
+        history = self.history
+        if history is not None:
+            # After the last fork: what the runs recorded is written before the store closes.
+            self.history = self.engine.history = None
+            await asyncio.get_running_loop().run_in_executor(None, history.close, 10.0)
         if self.is_open:
             self.watchdog.close()
             if self.metrics is not None:
@@ -494,6 +516,9 @@ class Runtime:
         self.limiter = limiter
         services.policies = plugin_policies(config)
         services.app_limits = self._app_limits(self.catalog.playbooks)
+        if self.history is not None:
+            # Which runs are recorded changes live; where and how they are written does not.
+            self.history.policy = HistoryPolicy.from_config(config.history)
 
     @property
     def router(self) -> Router:
@@ -825,6 +850,7 @@ class Runtime:
         payload: dict[str, Any],
         wid: str,
         catalog: Catalog | None = None,
+        parent_run: str | None = None,
     ) -> None:
         pool = self._pool
         if pool is None:
@@ -845,6 +871,7 @@ class Runtime:
                     payload=payload,
                     isolated=True,
                     catalog=catalog,
+                    parent_run=parent_run,
                 )
             except Exception:
                 log.exception("background branch %s crashed", wid, extra={"wid": wid})

@@ -125,8 +125,9 @@ def test_an_interceptor_sees_every_host_call_in_order_and_can_replay_them(
     assert len(peer.seen) == 1
 
 
-def test_no_interceptor_by_default(plugin_rt: Callable[..., PluginRuntime]) -> None:
-    rt = plugin_rt()
+def test_no_interceptor_without_history(plugin_rt: Callable[..., PluginRuntime]) -> None:
+    # The execution history's recording is the only interceptor a run gets by itself.
+    rt = plugin_rt('[history]\nmode = "off"\n')
     seen: list[RunContext] = []
     assert rt.runtime.engine.host_interceptors is None
 

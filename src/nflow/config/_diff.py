@@ -56,6 +56,13 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "rate_limit.enabled",
     "rate_limit.backend",
     "tracker.*",
+    # The history writer: its queue, batches and redaction (mode and sample rates are live).
+    "history.queue_size",
+    "history.batch_size",
+    "history.flush_interval_ms",
+    "history.max_value_bytes",
+    "history.redact",
+    "history.redact_keys",
     "security.enable_encryption",
     "security.encryption_key",
     "security.encrypt_sensitive_data",

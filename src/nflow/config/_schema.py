@@ -1525,7 +1525,6 @@ class HistoryConfig(_Section):
             "`off`: nothing is recorded; `errors`: failed runs; `sampled`: failed runs plus "
             "`sample_rate` of the others; `all`: every run."
         ),
-        json_schema_extra={"status": "no effect"},
     )
     sample_rate: float = Field(
         default=0.01,
@@ -1535,7 +1534,6 @@ class HistoryConfig(_Section):
             "Share of successful runs kept in `sampled`; the runs of one journey are kept or "
             "dropped together."
         ),
-        json_schema_extra={"status": "no effect"},
     )
     retention_days: float = Field(
         default=7.0, gt=0, description="Runs older than this are deleted."
@@ -1581,7 +1579,7 @@ class HistoryConfig(_Section):
             'One app\'s own policy: `[history.apps."<name>"]` with `mode` and/or `sample_rate`; '
             "a key left out follows the global one."
         ),
-        json_schema_extra={"doc_type": "table of app name → table", "status": "no effect"},
+        json_schema_extra={"doc_type": "table of app name → table"},
     )
 
 

@@ -216,6 +216,7 @@ def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> 
             name=exc.name,
             line=line,
             limit=js_limit(exc),
+            stack=exc.stack,
         ) from None
     except JsTimeout:
         raise ScriptTimeout(

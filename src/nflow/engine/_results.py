@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from nflow._http import Response
 from nflow.errors import ExecutionError, LimitKind, ScriptTimeout
+from nflow.history import RunRecord
 from nflow.jsapi import RunContext
 from nflow.playbook import Node
 
@@ -55,6 +56,8 @@ class Execution:
     suspended: bool = False
     error: ExecutionError | None = None
     forks: list[str] = field(default_factory=list)
+    # What the execution history recorded of the run (None when it was not recorded).
+    record: RunRecord | None = None
 
 
 # Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the

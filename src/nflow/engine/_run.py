@@ -12,6 +12,7 @@ __all__ = ["Engine", "StepFunction"]
 
 import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
+from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
 from nflow.engine._results import (
     Execution,
     NodeInterceptor,
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("nflow.engine")
 
 FORM_SESSION = "nflow_form"
+# The journey (the execution history's id for the requests of one form wizard) lives in the
+# form session beside the fields, and never reaches the payload.
+JOURNEY_KEY = "nflow_journey"
 
 
 # A node type's implementation: the engine, the run, the node and the payload it gets.
@@ -75,6 +80,8 @@ class Engine:
         # Makes each run's host-call interceptor (None: that run has none), for runs not
         # given one by ``run(host_interceptor=...)``.
         self.host_interceptors: Callable[[RunContext], HostCallInterceptor | None] | None = None
+        # The execution history's writer; a run is recorded when its policy collects the app.
+        self.history: HistorySink | None = None
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -94,6 +101,8 @@ class Engine:
         catalog: Catalog | None = None,
         host_interceptor: HostCallInterceptor | None = None,
         observer: StepObserver | None = None,
+        recording: RunRecording | None = None,
+        parent_run: str | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -101,7 +110,11 @@ class Engine:
 
         ``host_interceptor`` sees every host call of this run (else the one
         ``host_interceptors`` makes for it, if set); ``observer`` sees each of its steps
-        before it runs (a debug session)."""
+        before it runs (a debug session).
+
+        ``recording`` records the run (replays and re-runs give their own); else the run is
+        recorded when ``history``'s policy collects its app, and written if the policy keeps
+        it. ``parent_run``: the run that forked this one."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -131,15 +144,39 @@ class Engine:
         )
         if host_interceptor is None and self.host_interceptors is not None:
             ctx.host_interceptor = self.host_interceptors(ctx)
+        ctx.seed = random.getrandbits(53)
+        history = self.history
+        given = recording is not None
+        if recording is None and history is not None:
+            policy = history.policy
+            if policy.collects(playbook.name):
+                # Whether a successful run is kept is drawn now, from its journey (a fresh
+                # request starts its own) or its id: a run outside the sample is recorded
+                # lightly, in case it fails.
+                form = sessions.values.get(FORM_SESSION) if resume or isolated else None
+                key = str(form.get(JOURNEY_KEY) or wid) if form else wid
+                recording = RunRecording(
+                    kind="fork" if isolated else "request",
+                    parent=parent_run,
+                    light=not policy.in_full(playbook.name, key),
+                )
+        if recording is not None:
+            recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
         run.observer = observer
+        # A light recording costs nothing per step: its steps come from the trace.
+        run.recording = recording if recording is not None and not recording.light else None
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)
+            if recording is not None:
+                form = sessions.values.get(FORM_SESSION)
+                journey = form.get(JOURNEY_KEY) if form else None
+                recording.journey = str(journey) if journey is not None else None
             first = start
             if auth:
                 first = run.auth(start)
@@ -162,7 +199,54 @@ class Engine:
         for cookie in ctx.cookies_out:
             response.headers.append(("set-cookie", cookie))
         execution.response = response
+        if recording is not None:
+            self._recorded(
+                recording, execution, playbook, start, request, sessions, isolated, given
+            )
         return execution
+
+    def _recorded(
+        self,
+        recording: RunRecording,
+        execution: Execution,
+        playbook: Playbook,
+        start: str,
+        request: Request,
+        sessions: Sessions,
+        isolated: bool,
+        given: bool,
+    ) -> None:
+        journey = recording.journey
+        if journey is None and execution.suspended and not isolated:
+            # The first page of a form wizard: the next requests of the session carry it on.
+            journey = execution.wid
+            sessions.get(FORM_SESSION)[JOURNEY_KEY] = journey
+            sessions.mark(FORM_SESSION)
+        failed = recording.status(execution.error, execution.response) != "ok"
+        if recording.light and not failed:
+            return  # outside the sample, and it succeeded: let go
+        history = self.history
+        keep = (
+            not given
+            and history is not None
+            and history.policy.keeps(playbook.name, failed=failed, journey=journey or execution.wid)
+        )
+        if not keep and not given:
+            return  # outside the sample: no record is built
+        recording.trace = execution.trace
+        record = recording.record(
+            app=playbook.name,
+            version=playbook.version or playbook.digest,
+            start=start,
+            request=request,
+            response=execution.response,
+            error=execution.error,
+            journey=journey,
+            isolated=isolated,
+        )
+        execution.record = record
+        if keep and history is not None:
+            history.submit(record)
 
 
 class _Run:
@@ -189,6 +273,7 @@ class _Run:
         )
         self.plans = catalog.plans if catalog is not None else engine.plans
         self.observer: StepObserver | None = None
+        self.recording: RunRecording | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -218,7 +303,7 @@ class _Run:
                 )
             merged = dict(payload)
             for key, value in form.items():
-                if key != "break":
+                if key != "break" and key != JOURNEY_KEY:
                     merged[key] = value
             if self.observer is not None:
                 self.observer.before_step(ctx, node, merged, self.execution.trace)
@@ -229,6 +314,9 @@ class _Run:
             started = time.perf_counter()
             step = self.engine.steps.get(node.type, _step_unknown)
             interceptors = self.engine.interceptors
+            recording = self.recording
+            if recording is not None:
+                recording.begin(node.id, node.type, node.name, merged)
             try:
                 if interceptors:
                     result = _intercepted(
@@ -241,8 +329,12 @@ class _Run:
                     result = step(self.engine, self, node, merged)
             except ExecutionError as exc:
                 self._trace(node, "", started, str(exc))
+                if recording is not None:
+                    recording.end(None, None, exc)
                 raise
             self._trace(node, result.next, started)
+            if recording is not None:
+                recording.end(result.next, result.payload, None)
             payload = result.payload
             tracker = self.engine.services.tracker
             if tracker is not None:
@@ -273,6 +365,28 @@ class _Run:
             "url_access": ctx.request.path,
             "next": start,
         }
+        recording = self.recording
+        if recording is not None:
+            recording.begin(AUTH_NODE, "auth", "auth trigger", preset)
+        try:
+            outcome = self._auth(source, preset)
+        except ExecutionError as exc:
+            if recording is not None:
+                recording.end(None, None, exc)
+            raise
+        if recording is not None:
+            recording.end(outcome, None, None)
+        if outcome == "login":
+            if not ctx.writer.committed:
+                ctx.writer.set_header("Location", services.login_path)
+                ctx.writer.write(307, "", b"")
+            return ""
+        if outcome in ("break", ""):
+            return ""
+        return outcome
+
+    def _auth(self, source: str, preset: dict[str, Any]) -> str:
+        ctx = self.ctx
         try:
             key = self.vm.compile(_auth_source(source))
             try:
@@ -293,13 +407,6 @@ class _Run:
             raise ExecutionError(f"auth trigger failed: {exc}", limit=js_limit(exc)) from None
         except JsTimeout:
             raise ScriptTimeout("auth trigger exceeded its time limit") from None
-        if outcome == "login":
-            if not ctx.writer.committed:
-                ctx.writer.set_header("Location", services.login_path)
-                ctx.writer.write(307, "", b"")
-            return ""
-        if outcome in ("break", ""):
-            return ""
         return outcome
 
     def _tracker_row(
@@ -434,6 +541,7 @@ def _step_fork(engine: Engine, run: _Run, node: Node, payload: dict[str, Any]) -
             payload=clone,
             wid=fork_wid,
             catalog=run.catalog,
+            parent_run=ctx.wid,
         )
     return StepResult("output_1", orjson.loads(orjson.dumps(payload)))
 

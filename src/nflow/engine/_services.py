@@ -45,6 +45,7 @@ class ForkFunction(Protocol):
         payload: dict[str, Any],
         wid: str,
         catalog: Catalog | None = None,
+        parent_run: str | None = None,
     ) -> None: ...
 
 

@@ -121,11 +121,19 @@ def changes(before: Any, after: Any) -> tuple[Change, ...]:
 # --- encoding --------------------------------------------------------------------------------
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _body(value)
+    return str(value)
+
+
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _cut(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit:  # four bytes a character at most: no need to encode it
+        return text
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return text
@@ -201,6 +209,15 @@ class Codec:
         if self.sanitizer is not None:
             value = self.sanitizer.sanitize_value(value)
         return self.cap(value)
+
+    def comparable(self, value: Any) -> Any:
+        """``value`` as the record keeps it (redacted, capped, through JSON): what a replay
+        compares with what was recorded."""
+        return orjson.loads(_json(self.clean(_body(value))))
+
+    def comparable_payload(self, value: Any) -> Any:
+        """A payload as the record keeps it (see :meth:`comparable`)."""
+        return orjson.loads(_json(self._payload(value)))
 
     def _payload(self, value: Any) -> Any:
         if self.sanitizer is not None:

@@ -74,6 +74,17 @@ class HistoryPolicy:
         """Whether a run of ``app`` should be collected at all (it may still be let go)."""
         return self.mode_of(app) != "off"
 
+    def in_full(self, app: str, key: str) -> bool:
+        """Whether a run of ``app`` with sampling key ``key`` (its journey, else its own id) is
+        recorded in full: in ``all`` and ``errors`` every run, in ``sampled`` the runs drawn
+        for the sample. Known when the run starts; the others are recorded lightly (see the
+        engine), in case they fail."""
+        mode = self.mode_of(app)
+        if mode != "sampled":
+            return mode != "off"
+        rate = self.rate_of(app)
+        return rate >= 1.0 or (rate > 0.0 and _draw(key) < rate)
+
     def keeps(self, app: str, *, failed: bool, journey: str | None = None) -> bool:
         """Whether a finished run is written: every failed run unless ``off``; in ``sampled``
         mode ``sample_rate`` of the others, by journey when there is one."""
@@ -92,5 +103,10 @@ class HistoryPolicy:
         if rate <= 0.0:
             return False
         if journey:
-            return zlib.crc32(journey.encode("utf-8", "surrogatepass")) / _SCALE < rate
+            return _draw(journey) < rate
         return random.random() < rate
+
+
+def _draw(key: str) -> float:
+    """A number in [0, 1) that is the same for the same key (a journey, a run id)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) / _SCALE

@@ -130,13 +130,15 @@ class HistoryWriter:
         self.pruned = 0
 
     @classmethod
-    def from_config(cls, config: Config, *, keyring: KeyRing | None = None) -> HistoryWriter:
-        """The writer ``[history]`` describes, on the nflow database, redacting what
-        ``[security]`` names too (``always_encrypt_fields``, ``log_custom_patterns``).
+    def from_config(
+        cls, config: Config, *, keyring: KeyRing | None = None, url: str | None = None
+    ) -> HistoryWriter:
+        """The writer ``[history]`` describes, on the nflow database (or ``url``), redacting
+        what ``[security]`` names too (``always_encrypt_fields``, ``log_custom_patterns``).
         ``keyring``: the server's key ring when ``encrypt_sensitive_data`` is on."""
         history = config.history
         return cls(
-            config.database_url,
+            url or config.database_url,
             HistoryPolicy.from_config(history),
             keyring=keyring,
             custom_patterns=dict(config.security.log_custom_patterns),

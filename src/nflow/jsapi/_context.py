@@ -168,6 +168,15 @@ class RunContext:
     host_interceptor: HostCallInterceptor | None = None
     # Plugins' per-run values (e.g. mail_config's settings), by plugin; made on first use.
     plugin_state: dict[str, object] | None = None
+    # Math.random's seed for this run (53 bits, so JavaScript holds it exactly).
+    seed: int = 0
+    # The clock of the next step: "" reads it live, "r" also tapes the reads, and a JSON
+    # tape ([value, times, ...]) is read back first (replay). After a taped step, ``tape``
+    # holds what it read.
+    clock: str = ""
+    tape: list[Any] | None = None
+    # When a list, console.* lines of the run are appended to it (execution history).
+    console: list[str] | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -9,12 +9,13 @@ import re
 import secrets
 import time
 from importlib import resources
+from typing import Any
 
 import orjson
 
 from nflow.jsapi._context import RunContext
 from nflow.jsapi._host import HostTable
-from nflow.sandbox import EngineLimits, JsError, JsRuntime, new_runtime
+from nflow.sandbox import EngineLimits, JsError, JsRuntime, JsTimeout, new_runtime
 
 log = logging.getLogger("nflow.js")
 
@@ -65,6 +66,11 @@ REQUEST_VALUE = "request.value"
 # A step without these words cannot queue a promise job by syntax alone; see run() in
 # prelude.js for the API side. Words inside strings or comments only cost the fast path.
 _ASYNC_WORDS = re.compile(r"async|await|import")
+# A step whose source never names the clock reads it live, untaped, even when its run is
+# recorded: the tape's cost is paid only where it can be used. A step that reaches the clock
+# another way (a computed global name) replays with clock reads the record lacks, and the
+# replay says so.
+_CLOCK_WORDS = re.compile(r"Date|performance")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -101,6 +107,7 @@ class NflowVM:
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
         self._sync_steps: set[str] = set()
+        self._clock_steps: set[str] = set()
         self._nodes: set[str] = set()
         # Watched by nflow.watchdog: the monotonic deadline of the evaluation running now.
         self.deadline = 0.0
@@ -117,6 +124,8 @@ class NflowVM:
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx
         text = " ".join(a if isinstance(a, str) else orjson.dumps(a).decode() for a in args)
+        if ctx is not None and ctx.console is not None:
+            ctx.console.append(text if level == "log" else f"{level}: {text}")
         pylevel = {"error": logging.ERROR, "warn": logging.WARNING, "debug": logging.DEBUG}.get(
             level, logging.INFO
         )
@@ -155,6 +164,8 @@ class NflowVM:
         self._steps.add(key)
         if _ASYNC_WORDS.search(source) is None:
             self._sync_steps.add(key)
+        if _CLOCK_WORDS.search(source) is not None:
+            self._clock_steps.add(key)
         return key
 
     def check_syntax(self, source: str) -> None:
@@ -193,37 +204,64 @@ class NflowVM:
         payload = quote(payload_json) if payload_json else '""'
         extra = quote(preset) if preset else '""'
         sync = "1" if key in self._sync_steps else "0"
+        ctx = self.ctx
+        seed, clock = (ctx.seed, ctx.clock) if ctx is not None else (0, "")
+        if clock == "r" and key not in self._clock_steps:
+            clock = ""
         code = (
             f"__nf.run({self._qtoken},{fresh},{quote(key)},{quote(node_key)},"
-            f"{payload},{quote(prev)},{extra},{sync})"
+            f"{payload},{quote(prev)},{extra},{sync},{seed >> 32},{seed & 0xFFFFFFFF},"
+            f"{quote(clock) if clock else '0'})"
         )
         self.deadline = time.monotonic() + timeout
-        ctx = self.ctx
         if ctx is not None:
             self.label = f"node {node_key.partition(':')[2]} of run {ctx.wid}"
         try:
-            result = self._rt.drain(code, timeout=timeout)
-            self._fresh = False
-            if result is None:  # run() refused: the previous run left the runtime dirty
-                self.broken = True
-                raise DirtyRuntime()
-            if not isinstance(result, list):  # the job queue was drained: read the result
-                result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+            try:
+                result = self._rt.drain(code, timeout=timeout)
+                self._fresh = False
+                if result is None:  # run() refused: the previous run left the runtime dirty
+                    self.broken = True
+                    raise DirtyRuntime()
+                if not isinstance(result, list):  # the job queue was drained: read the result
+                    result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+            except (JsError, JsTimeout):
+                if clock and ctx is not None:
+                    ctx.tape = self._tape()
+                raise
         finally:
             self.deadline = 0.0
         if not isinstance(result, list):
             raise JsError("Error", "the step did not finish: a promise it waited for never settled")
+        if clock and ctx is not None:
+            ctx.tape = result[2] if len(result) > 2 else self._tape()
         return str(result[0]), str(result[1])
 
+    def _tape(self) -> list[Any] | None:
+        """The clock tape of the step that ran last; None when the runtime cannot say."""
+        try:
+            tape = self._rt.eval(f"__nf.clock({self._qtoken})", timeout=1.0)
+        except Exception:
+            return None
+        return tape if isinstance(tape, list) else None
+
     def run_auth(self, key: str, *, preset: str, timeout: float) -> str:
-        drained = self._rt.drain(
-            f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)})", timeout=timeout
-        )
-        self._fresh = False
-        if drained is None:
-            self.broken = True
-            raise DirtyRuntime()
-        result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+        ctx = self.ctx
+        seed, clock = (ctx.seed, ctx.clock) if ctx is not None else (0, "")
+        try:
+            drained = self._rt.drain(
+                f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)},{seed >> 32},"
+                f"{seed & 0xFFFFFFFF},{quote(clock) if clock else '0'})",
+                timeout=timeout,
+            )
+            self._fresh = False
+            if drained is None:
+                self.broken = True
+                raise DirtyRuntime()
+            result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+        finally:
+            if clock and ctx is not None:
+                ctx.tape = self._tape()
         if not isinstance(result, str):
             raise JsError("Error", "the auth trigger did not finish")
         return result

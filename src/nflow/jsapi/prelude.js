@@ -65,6 +65,130 @@
     }
   }
 
+  // ---- the run's own randomness and clock --------------------------------------------
+  // Math.random is a generator seeded per run (sfc32, seeded through splitmix32), so a
+  // recorded run replays with the numbers it drew. Clock reads (Date.now(), new Date(),
+  // performance.now()) are not host calls: scripts spin on them in loops. Each step keeps a
+  // tape of what it read, run-length encoded as [value, times, value, times ...]; the host
+  // collects it once when the step ends, and on replay hands it back to be read from.
+  const nativeNow = Date.now;
+  const perf = G.performance;
+  const nativePerfNow = perf && typeof perf.now === "function" ? perf.now.bind(perf) : null;
+  let ra = 0,
+    rb = 0,
+    rc = 0,
+    rd = 0;
+  function splitmix(x) {
+    x = (x + 0x9e3779b9) | 0;
+    let z = x;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return [x, (z ^ (z >>> 16)) >>> 0];
+  }
+  function seedRandom(hi, lo) {
+    let s = splitmix(hi ^ 0x5bd1e995);
+    ra = s[1];
+    s = splitmix(s[0] ^ lo);
+    rb = s[1];
+    s = splitmix(s[0]);
+    rc = s[1];
+    s = splitmix(s[0]);
+    rd = s[1];
+    for (let i = 0; i < 12; i++) next32();
+  }
+  function next32() {
+    const t = (((ra + rb) | 0) + rd) | 0;
+    rd = (rd + 1) | 0;
+    ra = rb ^ (rb >>> 9);
+    rb = (rc + (rc << 3)) | 0;
+    rc = (rc << 21) | (rc >>> 11);
+    rc = (rc + t) | 0;
+    return t >>> 0;
+  }
+  seedRandom(0, 0);
+  defineProperty(Math, "random", {
+    value: function random() {
+      // 53 random bits, like the engines' own Math.random.
+      return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+    },
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+  // 0: live; 1: live and taped; 2: read from REPLAY (then live) and taped.
+  let clockMode = 0;
+  let tape = [];
+  let replayTape = null;
+  let replayPos = 0;
+  let replayLeft = 0;
+  function clockRead(live) {
+    let v;
+    if (clockMode === 2 && replayPos < replayTape.length) {
+      v = replayTape[replayPos];
+      if (--replayLeft <= 0) {
+        replayPos += 2;
+        replayLeft = replayPos < replayTape.length ? replayTape[replayPos + 1] : 0;
+      }
+    } else {
+      v = live();
+    }
+    const n = tape.length;
+    if (n && tape[n - 2] === v) tape[n - 1]++;
+    else tape.push(v, 1);
+    return v;
+  }
+  function nowMs() {
+    return clockMode === 0 ? nativeNow() : clockRead(nativeNow);
+  }
+  function perfLive() {
+    // A tenth of a millisecond, as browsers coarsen it: a spin loop tapes a value per tick.
+    return Math.round(nativePerfNow() * 10) / 10;
+  }
+  function setClock(clock) {
+    tape = [];
+    if (!clock) {
+      clockMode = 0;
+    } else if (clock === "r") {
+      clockMode = 1;
+    } else {
+      clockMode = 2;
+      replayTape = jsonParse(clock);
+      replayPos = 0;
+      replayLeft = replayTape.length ? replayTape[1] : 0;
+    }
+  }
+  const NativeDate = Date;
+  const dateConstruct = Reflect.construct;
+  function DateShim(a, b, c, d, e, f, g) {
+    if (new.target === undefined) return new NativeDate(nowMs()).toString();
+    if (arguments.length === 0) return dateConstruct(NativeDate, [nowMs()], new.target);
+    return dateConstruct(NativeDate, arguments, new.target);
+  }
+  defineProperty(DateShim, "name", { value: "Date" });
+  defineProperty(DateShim, "length", { value: 7 });
+  DateShim.prototype = NativeDate.prototype;
+  DateShim.now = function now() {
+    return nowMs();
+  };
+  DateShim.parse = NativeDate.parse;
+  DateShim.UTC = NativeDate.UTC;
+  defineProperty(NativeDate.prototype, "constructor", {
+    value: DateShim,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+  G.Date = DateShim;
+  if (nativePerfNow !== null) {
+    // The engine's performance.now cannot be redefined: a performance object of our own.
+    G.performance = {
+      now: function now() {
+        return clockMode === 0 ? nativePerfNow() : clockRead(perfLive);
+      },
+      timeOrigin: perf.timeOrigin,
+    };
+  }
+
   function hostNow() {
     return new Date(Math.floor(Number(call("time_now_unix_nano", [])) / 1e6));
   }
@@ -646,7 +770,9 @@
     // A payload that is not a plain object becomes {} (the original crashed the server).
     if (p === null || typeof p !== "object" || Array.isArray(p)) p = {};
     const next = R.next;
-    return [next === undefined || next === null ? "" : StringCtor(next), jsonStringify(p)];
+    const out = [next === undefined || next === null ? "" : StringCtor(next), jsonStringify(p)];
+    if (clockMode !== 0) out.push(tape);
+    return out;
   }
   const steps = new MapCtor();
   const nodes = new MapCtor();
@@ -686,9 +812,12 @@
     // preset: JSON of extra request values (auth trigger globals), or "".
     // sync: 1 when the step's source cannot create a promise job by syntax (no async,
     // await or import); its result then comes back at once unless it reached a promise API.
-    run(token, fresh, key, nodeKey, payload, prev, preset, sync) {
+    // hi, lo: the run's random seed (used when fresh); clock: see setClock.
+    run(token, fresh, key, nodeKey, payload, prev, preset, sync, hi, lo, clock) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (fresh && !reset()) return null;
+      if (fresh) seedRandom(hi, lo);
+      setClock(clock);
       if (preset) {
         const p = jsonParse(preset);
         for (const k of O.keys(p)) R[k] = p[k];
@@ -725,9 +854,11 @@
       }
       return finish();
     },
-    auth(token, key, preset) {
+    auth(token, key, preset, hi, lo, clock) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (!reset()) return null;
+      seedRandom(hi, lo);
+      setClock(clock);
       const p = jsonParse(preset);
       for (const k of O.keys(p)) R[k] = p[k];
       R.__auth = true;
@@ -738,6 +869,11 @@
     end(token) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       return reset();
+    },
+    // The clock tape of the step that just ran (read after a step failed, or after auth).
+    clock(token) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      return tape;
     },
   };
   freeze(nf);

@@ -189,17 +189,25 @@ class Sanitizer:
         self.masking_char = masking_char
         self.preserve_length = preserve_length
         self.show_type = show_type
-        self._patterns = _builtin_patterns(mask_ip)
+        builtin = _builtin_patterns(mask_ip)
+        self._patterns = list(builtin)
         for name, expression in (custom_patterns or {}).items():
             self._patterns.append(_Pattern(name, re.compile(expression)))
         # With custom patterns anything may match, so there is no quick rejection.
         self._trigger = None if custom_patterns else _TRIGGER
+        # One search with every built-in pattern at once decides whether any can match; most
+        # texts that pass the trigger (a digit is enough) match none, and then cost that one
+        # search instead of a substitution per pattern.
+        self._any = None if custom_patterns else _combined(builtin)
         keys = dict(_SENSITIVE_KEYS)
         for key in sensitive_keys:
             normal = _normal_key(key)
             if normal:
                 keys.setdefault(normal, normal)
         self._sensitive = keys
+        # Results for short texts and key names, which repeat (headers, field names).
+        self._texts: dict[str, str] = {}
+        self._kinds: dict[str, str | None] = {}
 
     @classmethod
     def from_config(cls, config: SecurityConfig, *, mask_ip: bool = False) -> Sanitizer:
@@ -226,10 +234,22 @@ class Sanitizer:
         """``text`` with every match masked."""
         if not self.enabled or not text:
             return text
+        short = len(text) <= _CACHED_TEXT
+        if short:
+            found = self._texts.get(text)
+            if found is not None:
+                return found
         if self._trigger is not None and self._trigger.search(text) is None:
             return text
-        for pattern in self._patterns:
-            text = pattern.regex.sub(self._replacer(pattern), text)
+        original = text
+        if self._any is None or self._any.search(text) is not None:
+            for pattern in self._patterns:
+                text = pattern.regex.sub(self._replacer(pattern), text)
+        if short:
+            texts = self._texts
+            if len(texts) >= _CACHE_SIZE:
+                texts.clear()
+            texts[original] = text
         return text
 
     def _replacer(self, pattern: _Pattern) -> Callable[[re.Match[str]], str]:
@@ -251,11 +271,21 @@ class Sanitizer:
         """The mask type when a field of this name is secret whatever its value."""
         if not isinstance(key, str):
             return None
+        kinds = self._kinds
+        try:
+            return kinds[key]
+        except KeyError:
+            pass
         normal = _normal_key(key)
+        found = None
         for word, kind in self._sensitive.items():
             if word in normal:
-                return kind
-        return None
+                found = kind
+                break
+        if len(kinds) >= _CACHE_SIZE:
+            kinds.clear()
+        kinds[key] = found
+        return found
 
     def sanitize_value(self, obj: object, _depth: int = 0) -> object:
         """A copy of ``obj`` with strings sanitized and secret-named fields masked whole;
@@ -282,6 +312,24 @@ class Sanitizer:
         if isinstance(obj, set | frozenset):
             return type(obj)(self.sanitize_value(v, _depth + 1) for v in obj)
         return obj
+
+
+_CACHED_TEXT = 256
+_CACHE_SIZE = 4096
+
+
+def _combined(patterns: list[_Pattern]) -> re.Pattern[str]:
+    """A pattern matching wherever one of ``patterns`` may: each with its named groups made
+    plain (names repeat across patterns), its back references loosened to what they refer
+    to, and its flags scoped to it. It may match more than they do, never less."""
+    parts = []
+    for pattern in patterns:
+        text = re.sub(r"\(\?P<\w+>", "(?:", pattern.regex.pattern)
+        text = text.replace("([ -])", "(?:[ -])").replace("\\1", "[ -]").replace("\\2", "[ -]")
+        if text.startswith("(?i)"):
+            text = f"(?i:{text[4:]})"
+        parts.append(f"(?:{text})")
+    return re.compile("|".join(parts))
 
 
 def _normal_key(key: str) -> str:

@@ -1,0 +1,261 @@
+"""Recording a run for the execution history, as it happens.
+
+A :class:`RunRecording` is two things to one run: the run's host-call interceptor (every
+call a script makes, in order, with its arguments and result or error) and the engine's step
+hooks (:meth:`~RunRecording.begin` and :meth:`~RunRecording.end` around each node). At the
+end, :meth:`~RunRecording.record` turns it into a :class:`~nflow.history.RunRecord`.
+
+The clock is not a host call (scripts spin on ``Date.now()``): the JavaScript side tapes
+each step's clock reads and the VM hands the tape over once when the step ends; it is kept
+as one host call named :data:`CLOCK_CALL` at the end of the step's calls. Response writes
+(``c.JSON``, ``c.SetHeader`` ...) are kept apart from the other calls, in ``writes``.
+
+Replays and re-runs subclass it: they answer host calls from a record instead of calling.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AUTH_NODE", "CLOCK_CALL", "UNRECORDED", "WRITERS", "HistorySink", "RunRecording"]
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from nflow._http import Request, Response
+from nflow.engine._results import TraceEntry
+from nflow.errors import ExecutionError, ScriptError
+from nflow.history import HistoryPolicy, HostCall, RunRecord, StepError, StepRecord
+from nflow.jsapi import HostCallInterceptor, HostError, RunContext
+
+# The host functions that write the response: run again on replay, never answered from it.
+WRITERS = frozenset(
+    {"c.write_json", "c.write_jsonp", "c.write", "c.redirect", "c.error", "c.set_header"}
+    | {"c.set_cookie"}
+)
+CLOCK_CALL = "Date.now"
+# The node id of the auth trigger's step (it runs before the first node).
+AUTH_NODE = "nflow_auth"
+# The host calls of a step of a light recording: they were not recorded.
+UNRECORDED = "nflow.unrecorded"
+_UNRECORDED_CALLS = (HostCall(function=UNRECORDED),)
+
+
+class HistorySink(Protocol):
+    """Where recorded runs go (a :class:`~nflow.history.HistoryWriter`)."""
+
+    @property
+    def policy(self) -> HistoryPolicy: ...
+
+    def submit(self, run: RunRecord) -> bool: ...
+
+
+class RunRecording:
+    """What one run did, step by step. Attach it to the run's context with :meth:`attach`.
+
+    A ``light`` recording is what a run outside the history's sample costs, in case it fails
+    and is kept: nothing while it runs (the engine does not call the step hooks). Its steps
+    come from the run's node trace (``trace``): node, type, ``next``, duration and error, no
+    payloads, and host calls reading :data:`UNRECORDED`.
+    """
+
+    def __init__(
+        self, *, kind: str = "request", parent: str | None = None, light: bool = False
+    ) -> None:
+        self.kind = kind  # request | fork | rerun | replay (never written)
+        self.parent = parent
+        self.light = light
+        self.journey: str | None = None
+        self.ctx: RunContext | None = None
+        self.inner: HostCallInterceptor | None = None
+        self.started = 0.0
+        self._perf0 = 0.0
+        # Each step as it ended, turned into StepRecords only if the run is kept: most runs
+        # outside the sample succeed and are let go.
+        self._ended: list[tuple[Any, ...]] = []
+        self._calls: list[HostCall] = []
+        self._writes: list[Any] = []
+        self._begun: tuple[Any, ...] = ()
+        self.last_writes: tuple[Any, ...] = ()
+        self.trace: Sequence[TraceEntry] = ()
+
+    def attach(self, ctx: RunContext) -> None:
+        """Start recording ``ctx``'s run: its host calls, clock and console."""
+        self.ctx = ctx
+        self.started = time.time()
+        if self.light:
+            return
+        self._perf0 = time.perf_counter()
+        ctx.console = []
+        self.inner = ctx.host_interceptor
+        ctx.host_interceptor = self
+        ctx.clock = "r"
+
+    # --- host calls (the run's interceptor) ---------------------------------------------
+    def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object:
+        inner = self.inner
+        if inner is not None:
+            outer = call
+
+            def call() -> object:
+                return inner.around(name, args, outer)
+
+        if name in WRITERS:
+            self._writes.append({"function": name, "args": list(args)})
+            return call()
+        t0 = time.perf_counter()
+        try:
+            result = call()
+        except HostError as exc:
+            self._calls.append(
+                HostCall(
+                    function=name,
+                    args=args,
+                    error=str(exc),
+                    duration_ms=(time.perf_counter() - t0) * 1000.0,
+                )
+            )
+            raise
+        except Exception as exc:
+            self._calls.append(
+                HostCall(
+                    function=name,
+                    args=args,
+                    error=f"{type(exc).__name__}: {exc}",
+                    duration_ms=(time.perf_counter() - t0) * 1000.0,
+                )
+            )
+            raise
+        self._calls.append(
+            HostCall(
+                function=name,
+                args=args,
+                result=result,
+                duration_ms=(time.perf_counter() - t0) * 1000.0,
+            )
+        )
+        return result
+
+    # --- steps --------------------------------------------------------------------------
+    def begin(self, node_id: str, node_type: str, node_name: str, payload: Any) -> None:
+        """A step starts with ``payload`` (which it must not change)."""
+        self._begun = (node_id, node_type, node_name, payload, time.perf_counter())
+
+    def end(self, next_out: str | None, payload: Any, error: ExecutionError | None) -> None:
+        """The step that began last ended: its output and payload, or its error."""
+        ended = time.perf_counter()
+        console: tuple[str, ...] = ()
+        ctx = self.ctx
+        if ctx is not None:
+            lines = ctx.console
+            if lines:
+                console = tuple(lines)
+                lines.clear()
+        if ctx is not None:
+            tape = ctx.tape
+            if tape:
+                self._calls.append(HostCall(function=CLOCK_CALL, result=tape))
+            ctx.tape = None
+        calls, writes = tuple(self._calls), tuple(self._writes)
+        self._calls = []
+        self._writes = []
+        self.last_writes = writes
+        self._ended.append((self._begun, ended, next_out, payload, error, calls, console, writes))
+        self._begun = ()
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        """The steps recorded so far."""
+        if self.light:
+            return [
+                StepRecord(
+                    index=i,
+                    node_id=entry.node,
+                    node_type=entry.type,
+                    next=entry.next or None,
+                    duration_ms=entry.duration_ms,
+                    host_calls=_UNRECORDED_CALLS,
+                    error=StepError(message=entry.error) if entry.error else None,
+                )
+                for i, entry in enumerate(self.trace)
+            ]
+        out: list[StepRecord] = []
+        for begun, ended, next_out, payload, error, calls, console, writes in self._ended:
+            node_id, node_type, node_name, before, started = begun
+            out.append(
+                StepRecord(
+                    index=len(out),
+                    node_id=node_id,
+                    node_type=node_type,
+                    node_name=node_name,
+                    started_at=self.started + (started - self._perf0),
+                    payload_before=before,
+                    payload_after=payload if error is None else None,
+                    next=next_out if error is None else None,
+                    duration_ms=(ended - started) * 1000.0,
+                    host_calls=calls,
+                    console=console,
+                    writes=writes,
+                    error=_step_error(error) if error is not None else None,
+                )
+            )
+        return out
+
+    # --- the whole run ------------------------------------------------------------------
+    @staticmethod
+    def status(error: ExecutionError | None, response: Response | None) -> str:
+        """``ok``, ``error`` (a step failed, or the run answered 5xx) or ``limit``."""
+        if error is not None:
+            return "limit" if error.limit is not None else "error"
+        if response is not None and response.status >= 500:
+            return "error"
+        return "ok"
+
+    def record(
+        self,
+        *,
+        app: str,
+        version: str,
+        start: str,
+        request: Request,
+        response: Response | None,
+        error: ExecutionError | None,
+        journey: str | None,
+        isolated: bool,
+    ) -> RunRecord:
+        ctx = self.ctx
+        assert ctx is not None
+        status = self.status(error, response)
+        return RunRecord(
+            id=ctx.wid,
+            app=app,
+            started_at=self.started,
+            ended_at=time.time(),
+            status=status,  # type: ignore[arg-type]
+            version=version,
+            starter=f"{self.kind}:{start}",
+            wid=ctx.wid,
+            parent_id=self.parent,
+            journey=journey,
+            seed=ctx.seed,
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
+            request_headers=tuple(request.header_items),
+            request_body=request.body or None,
+            response_status=None if isolated or response is None else response.status,
+            response_headers=() if isolated or response is None else _headers(response.headers),
+            response_body=None if isolated or response is None else response.body,
+            limit_hit=error.limit if error is not None else None,
+            error=error.message if error is not None else None,
+            steps=tuple(self.steps),
+        )
+
+
+def _headers(pairs: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in pairs)
+
+
+def _step_error(error: ExecutionError) -> StepError:
+    if isinstance(error, ScriptError):
+        return StepError(message=error.message, stack=error.stack, line=error.line)
+    return StepError(message=error.message)
