@@ -20,7 +20,7 @@ import pytest
 import wasmtime
 
 import nflow
-from harness import Harness, app_doc, js, starter
+from harness import REPO, Harness, app_doc, js, starter
 from nflow.check import check_playbook
 from nflow.cli import main
 from nflow.engine import Execution
@@ -456,3 +456,24 @@ def test_without_wasmtime_check_and_run_name_the_extra(tmp_path: Path) -> None:
     assert body["node"] == "w"
     assert "pip install 'nflow[wasm]'" in body["error"]
     assert "Traceback" not in run.stderr
+
+
+def test_example_built_from_c_matches_its_javascript_twin(harness_for: Any) -> None:
+    example = REPO / "examples" / "wasm"
+    modules = json.loads((example / "modules.json").read_text())["modules"]
+    # modules.json is what build.sh made from the committed loop.wasm.
+    assert base64.b64decode(modules[0]["code"]) == (example / "loop.wasm").read_bytes()
+    h = harness_for(
+        json.loads((example / "app.json").read_text()), support=(example / "modules.json",)
+    )
+    assert h.request("GET", "/wasm/loop").json() == {"result": 1972.2638254353353}
+    for query in ("n=0", "n=1000", "n=12345&tag=x", "n=%2099"):
+        wasm = h.request("GET", f"/wasm/loop?{query}")
+        js_twin = h.request("GET", f"/js/loop?{query}")
+        assert wasm.status == js_twin.status == 200, (wasm.text, js_twin.text)
+        assert wasm.json() == js_twin.json()
+    refused = h.request("GET", "/wasm/loop?n=-1").json()
+    assert refused["node"] == "wasm-loop"
+    assert refused["message"].endswith(
+        "exited with code 2; stderr: n must be between 0 and 100000000, got -1"
+    )
