@@ -91,6 +91,16 @@ GROW = """(module
     (loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
     unreachable))"""
 
+# Writes 64 KiB to stdout over and over until a write fails, then ends normally.
+FLOOD = f"""(module
+  {imports("fd_write")}
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 0))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (br_if $l (i32.eqz (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"""
+
 # Tries the file system and the environment; writes the WASI errno of each attempt and the
 # counts of environment variables and arguments, as three-digit strings.
 PROBE = f"""(module
@@ -289,7 +299,8 @@ def test_memory_cap_is_500_naming_the_node(harness_for: Any) -> None:
         ),
         "nflow_limits": {"max_memory_mb": 8},
     }
-    h = harness_for(doc, big)
+    flood = {**one_wasm_app("/flood", wat=FLOOD), "nflow_limits": {"max_memory_mb": 8}}
+    h = harness_for(doc, big, flood)
     response = h.request("GET", "/w")
     assert response.status == 500
     body = response.json()
@@ -304,6 +315,14 @@ def test_memory_cap_is_500_naming_the_node(harness_for: Any) -> None:
     start = h.request("GET", "/big").json()
     assert start["node"] == "w"
     assert "needs more than its memory cap of 8 MiB to start" in start["error"]
+    # What it writes counts too: stdout is refused past the cap, and the run fails.
+    flooded = h.request("GET", "/flood")
+    assert flooded.status == 500
+    assert flooded.json() == {
+        "error": "memory limit of the wasm module reached in node w (W) (vm_pool.max_memory_mb): "
+        "the module wrote more than its memory cap of 8 MiB",
+        "node": "w",
+    }
 
 
 def test_no_file_system_environment_or_arguments(harness_for: Any) -> None:

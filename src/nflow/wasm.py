@@ -8,6 +8,11 @@ variable, no argument but its name, no socket. Its time limit is an epoch deadli
 thread advances the engine's epoch while modules run), its memory cap the store's limiter,
 and what it writes to stdout is cut off at the same cap.
 
+stdin, stdout and stderr are nflow's own ``fd_read``/``fd_write`` (shadowing WASI's), called
+on the thread that runs the module: wasmtime's custom output streams call back into Python
+from its own I/O threads (a thread switch per write, and once an abort of the interpreter at
+exit), and offer stdin only from a file.
+
 wasmtime is the optional ``nflow[wasm]`` extra, imported on first use: a process that serves
 no wasm node never loads it.
 """
@@ -38,6 +43,7 @@ import hashlib
 import math
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -54,6 +60,10 @@ _MAGIC = b"\0asm"
 _TICK_SECONDS = 0.005
 # What a failed run's stderr may add to its error message.
 _STDERR_BYTES = 2048
+# WASI errno values the stream functions answer with.
+_EBADF, _EFAULT, _EFBIG, _EINVAL = 8, 21, 22, 28
+# POSIX's IOV_MAX: a module cannot keep the host busy walking millions of empty buffers.
+_IOV_MAX = 1024
 _WASI = "wasi_snapshot_preview1"
 # Where wat2wasm found an error: "--> <anon>:LINE:COLUMN".
 _WAT_POSITION = re.compile(r"--> .*:(\d+):(\d+)$")
@@ -186,15 +196,13 @@ class CompiledModule:
         store = wasmtime.Store(state.engine)
         wasi = wasmtime.WasiConfig()
         wasi.argv = [name]
-        _set_stdin(wasi, stdin)
-        out = _Capped(memory_bytes)
-        err = _Capped(_STDERR_BYTES)
-        wasi.stdout_custom = out.write
-        wasi.stderr_custom = err.write
         store.set_wasi(wasi)
         store.set_limits(memory_size=memory_bytes)
         store.set_epoch_deadline(math.ceil(timeout / _TICK_SECONDS) + 1)
+        io = _Streams(stdin, memory_bytes)
+        out, err = io.stdout, io.stderr
         instance = None
+        _local.streams = io
         state.ticker.enter()
         try:
             try:
@@ -203,6 +211,7 @@ class CompiledModule:
                 start(store)
             finally:
                 state.ticker.leave()
+                _local.streams = None
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
                 self._failed(
@@ -345,7 +354,12 @@ class _State:
         self.pid = os.getpid()
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
+        self.linker.allow_shadowing = True
         self.linker.define_wasi()
+        i32 = wasmtime.ValType.i32()
+        stream = wasmtime.FuncType([i32, i32, i32, i32], [i32])
+        self.linker.define_func(_WASI, "fd_read", stream, _fd_read, access_caller=True)
+        self.linker.define_func(_WASI, "fd_write", stream, _fd_write, access_caller=True)
         self.ticker = _Ticker(self.engine)
         self.compiled: dict[str, CompiledModule] = {}
         self.lock = threading.Lock()
@@ -399,19 +413,8 @@ def _compile(state: _State, binary: bytes, digest: str, field: str) -> CompiledM
     return CompiledModule(sha256=digest, size=len(binary), _pre=pre)
 
 
-def _set_stdin(wasi: Any, data: bytes) -> None:
-    # wasmtime-py offers stdin only from a file; its C API also takes bytes, which the
-    # generated bindings expose. The byte vector is handed over to (and freed by) the config.
-    from wasmtime import _ffi as ffi
-
-    vec = ffi.wasm_byte_vec_t()
-    buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data) if data else None
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
-
-
 class _Capped:
-    """A stream's bytes up to a cap; a write past it fails in the module and is remembered."""
+    """A stream's bytes up to a cap; a write past it is refused and remembered."""
 
     __slots__ = ("_cap", "_chunks", "_size", "over")
 
@@ -421,16 +424,111 @@ class _Capped:
         self._size = 0
         self.over = False
 
-    def write(self, data: bytes) -> int | None:
+    def add(self, data: bytes) -> bool:
         if self._size + len(data) > self._cap:
             self.over = True
-            return -1  # the module's write fails (EIO)
+            return False
         self._chunks.append(data)
         self._size += len(data)
-        return None
+        return True
 
     def value(self) -> bytes:
         return b"".join(self._chunks)
+
+
+class _Streams:
+    """The standard streams of the run in progress on a thread."""
+
+    __slots__ = ("pos", "stderr", "stdin", "stdout")
+
+    def __init__(self, stdin: bytes, stdout_cap: int) -> None:
+        self.stdin = stdin
+        self.pos = 0
+        self.stdout = _Capped(stdout_cap)
+        self.stderr = _Capped(_STDERR_BYTES)
+
+
+_local = threading.local()
+
+
+def _memory_view(caller: Any) -> tuple[int, int] | None:
+    """The address and size of the calling module's memory."""
+    wasmtime = _wasmtime()
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        return None
+    address = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
+    return (address, memory.data_len(caller)) if address else None
+
+
+def _iovecs(base: int, size: int, iovs: int, count: int) -> list[tuple[int, int]] | int:
+    """The (address, length) of each buffer of an iovec array, or a WASI errno."""
+    if count > _IOV_MAX:
+        return _EINVAL
+    if iovs < 0 or count < 0 or iovs + 8 * count > size:
+        return _EFAULT
+    raw = ctypes.string_at(base + iovs, 8 * count)
+    buffers = []
+    for at, length in struct.iter_unpack("<II", raw):
+        if at + length > size:
+            return _EFAULT
+        buffers.append((base + at, length))
+    return buffers
+
+
+def _fd_read(caller: Any, fd: int, iovs: int, count: int, nread: int) -> int:
+    """WASI fd_read: fd 0 reads the payload; there is no other readable descriptor."""
+    streams: _Streams | None = getattr(_local, "streams", None)
+    if streams is None or fd != 0:
+        return _EBADF
+    try:
+        view = _memory_view(caller)
+        if view is None:
+            return _EFAULT
+        base, size = view
+        buffers = _iovecs(base, size, iovs, count)
+        if isinstance(buffers, int):
+            return buffers
+        if nread < 0 or nread + 4 > size:
+            return _EFAULT
+        total = 0
+        for address, length in buffers:
+            chunk = streams.stdin[streams.pos : streams.pos + length]
+            ctypes.memmove(address, chunk, len(chunk))
+            streams.pos += len(chunk)
+            total += len(chunk)
+            if len(chunk) < length:
+                break
+        ctypes.memmove(base + nread, struct.pack("<I", total), 4)
+        return 0
+    except Exception:  # an exception here would be wasmtime-py's process-wide "last error"
+        return _EFAULT
+
+
+def _fd_write(caller: Any, fd: int, iovs: int, count: int, nwritten: int) -> int:
+    """WASI fd_write: fd 1 is the new payload (capped), fd 2 kept for error messages."""
+    streams: _Streams | None = getattr(_local, "streams", None)
+    if streams is None or fd not in (1, 2):
+        return _EBADF
+    try:
+        view = _memory_view(caller)
+        if view is None:
+            return _EFAULT
+        base, size = view
+        buffers = _iovecs(base, size, iovs, count)
+        if isinstance(buffers, int):
+            return buffers
+        if nwritten < 0 or nwritten + 4 > size:
+            return _EFAULT
+        data = b"".join(ctypes.string_at(address, length) for address, length in buffers)
+        if fd == 1 and not streams.stdout.add(data):
+            return _EFBIG
+        if fd == 2:
+            streams.stderr.add(data)  # past its cap it is dropped: it only explains failures
+        ctypes.memmove(base + nwritten, struct.pack("<I", len(data)), 4)
+        return 0
+    except Exception:
+        return _EFAULT
 
 
 def _memory_used(store: Any, instance: Any) -> int:
