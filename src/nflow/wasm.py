@@ -207,8 +207,9 @@ class CompiledModule:
         try:
             try:
                 instance = self._pre.instantiate(store)
-                start = instance.exports(store)["_start"]
-                start(store)
+                exports = instance.exports(store)
+                io.memory = exports.get("memory")
+                exports["_start"](store)
             finally:
                 state.ticker.leave()
                 _local.streams = None
@@ -439,9 +440,10 @@ class _Capped:
 class _Streams:
     """The standard streams of the run in progress on a thread."""
 
-    __slots__ = ("pos", "stderr", "stdin", "stdout")
+    __slots__ = ("memory", "pos", "stderr", "stdin", "stdout")
 
     def __init__(self, stdin: bytes, stdout_cap: int) -> None:
+        self.memory: Any = None  # the instance's exported memory, once it is instantiated
         self.stdin = stdin
         self.pos = 0
         self.stdout = _Capped(stdout_cap)
@@ -451,11 +453,13 @@ class _Streams:
 _local = threading.local()
 
 
-def _memory_view(caller: Any) -> tuple[int, int] | None:
-    """The address and size of the calling module's memory."""
-    wasmtime = _wasmtime()
-    memory = caller.get("memory")
-    if not isinstance(memory, wasmtime.Memory):
+def _memory_view(caller: Any, streams: _Streams) -> tuple[int, int] | None:
+    """The address and size of the calling module's memory (asked again at every call:
+    growing the memory may move it)."""
+    memory = streams.memory
+    if memory is None:  # a call from the start function, before exports are known
+        memory = caller.get("memory")
+    if not isinstance(memory, _wasmtime().Memory):
         return None
     address = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
     return (address, memory.data_len(caller)) if address else None
@@ -482,7 +486,7 @@ def _fd_read(caller: Any, fd: int, iovs: int, count: int, nread: int) -> int:
     if streams is None or fd != 0:
         return _EBADF
     try:
-        view = _memory_view(caller)
+        view = _memory_view(caller, streams)
         if view is None:
             return _EFAULT
         base, size = view
@@ -511,7 +515,7 @@ def _fd_write(caller: Any, fd: int, iovs: int, count: int, nwritten: int) -> int
     if streams is None or fd not in (1, 2):
         return _EBADF
     try:
-        view = _memory_view(caller)
+        view = _memory_view(caller, streams)
         if view is None:
             return _EFAULT
         base, size = view
