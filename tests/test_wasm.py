@@ -477,18 +477,28 @@ def test_without_wasmtime_check_and_run_name_the_extra(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
-def test_example_built_from_c_matches_its_javascript_twin(harness_for: Any) -> None:
+def test_examples_built_from_c_match_their_javascript_twins(harness_for: Any) -> None:
     example = REPO / "examples" / "wasm"
     modules = json.loads((example / "modules.json").read_text())["modules"]
-    # modules.json is what build.sh made from the committed loop.wasm.
-    assert base64.b64decode(modules[0]["code"]) == (example / "loop.wasm").read_bytes()
+    # modules.json is what build.sh made from the committed binaries.
+    for row in modules:
+        assert base64.b64decode(row["code"]) == (example / f"{row['name']}.wasm").read_bytes()
     h = harness_for(
         json.loads((example / "app.json").read_text()), support=(example / "modules.json",)
     )
     assert h.request("GET", "/wasm/loop").json() == {"result": 1972.2638254353353}
-    for query in ("n=0", "n=1000", "n=12345&tag=x", "n=%2099"):
-        wasm = h.request("GET", f"/wasm/loop?{query}")
-        js_twin = h.request("GET", f"/js/loop?{query}")
+    assert h.request("GET", "/wasm/primes").json() == {"primes": 78498}
+    for what, query in [
+        ("loop", "n=0"),
+        ("loop", "n=1000"),
+        ("loop", "n=12345&tag=x"),
+        ("loop", "n=%2099"),
+        ("primes", "n=2"),
+        ("primes", "n=3"),
+        ("primes", "n=100000&tag=x"),
+    ]:
+        wasm = h.request("GET", f"/wasm/{what}?{query}")
+        js_twin = h.request("GET", f"/js/{what}?{query}")
         assert wasm.status == js_twin.status == 200, (wasm.text, js_twin.text)
         assert wasm.json() == js_twin.json()
     refused = h.request("GET", "/wasm/loop?n=-1").json()
