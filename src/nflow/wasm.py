@@ -461,8 +461,8 @@ def _memory_view(caller: Any, streams: _Streams) -> tuple[int, int] | None:
         memory = caller.get("memory")
     if not isinstance(memory, _wasmtime().Memory):
         return None
-    address = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
-    return (address, memory.data_len(caller)) if address else None
+    size = memory.data_len(caller)
+    return (ctypes.addressof(memory.data_ptr(caller).contents), size) if size else None
 
 
 def _iovecs(base: int, size: int, iovs: int, count: int) -> list[tuple[int, int]] | int:
