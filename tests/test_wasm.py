@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from nflow.check import check_playbook
 from nflow.cli import main
 from nflow.engine import Execution
 from nflow.playbook import parse_playbook
-from nflow.wasm import compile_stats
+from nflow.wasm import compile_module, compile_stats
 
 REPLY = "function main(){ c.JSON(200, payload) }"
 WASI = '(import "wasi_snapshot_preview1" "{name}" (func ${name} (param {params}) (result i32)))'
@@ -506,3 +507,25 @@ def test_examples_built_from_c_match_their_javascript_twins(harness_for: Any) ->
     assert refused["message"].endswith(
         "exited with code 2; stderr: n must be between 0 and 100000000, got -1"
     )
+
+
+def test_a_forked_child_compiles_and_runs_its_own_modules(harness_for: Any) -> None:
+    # The parent's engine, ticker thread and compiled modules stay behind in a fork.
+    from nflow.engine import _wasm as engine_wasm
+
+    h = harness_for(one_wasm_app(wat=ECHO))
+    assert h.request("GET", "/w?a=1").json() == {"a": "1"}
+    assert engine_wasm._plans
+    binary = bytes(wasmtime.wat2wasm(ECHO))
+    module = compile_module(binary)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            again = compile_module(binary)
+            out = again.run(b'{"b":2}', timeout=5.0, memory_bytes=1 << 24)
+            code = 0 if again is not module and out == b'{"b":2}' and not engine_wasm._plans else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

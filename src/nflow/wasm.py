@@ -372,6 +372,17 @@ _STATE: _State | None = None
 _STATE_LOCK = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    # A forked child has no ticker thread and must not share the parent's engine: its first
+    # wasm node builds its own state. (The pid check in _state covers other ways to fork.)
+    global _STATE, _STATE_LOCK
+    _STATE = None
+    _STATE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _state() -> _State:
     global _STATE
     state = _STATE

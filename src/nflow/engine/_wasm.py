@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["WasmRun", "step_wasm"]
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -56,6 +57,8 @@ class WasmRun(Protocol):
 # changed modules row is a new key.
 _plans: dict[tuple[str, str, str], CompiledModule] = {}
 _plans_lock = threading.Lock()
+# Compiled modules belong to their process's engine: a forked child compiles its own.
+os.register_at_fork(after_in_child=_plans.clear)
 
 
 def plan(run: WasmRun, node: Node) -> CompiledModule:
