@@ -36,6 +36,7 @@ __all__ = [
     "node_source",
 ]
 
+import atexit
 import base64
 import binascii
 import ctypes
@@ -310,7 +311,10 @@ class _Ticker:
     """Advances the engine's epoch every tick while at least one module runs.
 
     A store's epoch deadline is counted in ticks from its start, so a module that loops past
-    its time limit traps with an interrupt within a tick of it. Idle, the thread waits.
+    its time limit traps with an interrupt within a tick of it. The epoch follows the clock,
+    not the number of wake-ups: on a busy machine the thread may wake late, and then adds
+    every tick that passed. Idle, the thread waits (and the epoch stands still, which no
+    deadline notices: each counts from the epoch its run started at).
     """
 
     def __init__(self, engine: Any) -> None:
@@ -335,12 +339,19 @@ class _Ticker:
             self._active -= 1
 
     def _tick(self) -> None:
+        last = time.monotonic()
         while True:
             with self._cond:
-                while self._active == 0:
-                    self._cond.wait()
+                if self._active == 0:
+                    while self._active == 0:
+                        self._cond.wait()
+                    last = time.monotonic()  # the idle time was no run's time
             time.sleep(_TICK_SECONDS)
-            self._engine.increment_epoch()
+            now = time.monotonic()
+            ticks = max(1, int((now - last) / _TICK_SECONDS))
+            last += ticks * _TICK_SECONDS
+            for _ in range(ticks):
+                self._engine.increment_epoch()
 
 
 class _State:
@@ -380,7 +391,16 @@ def _forget_after_fork() -> None:
     _STATE_LOCK = threading.Lock()
 
 
+def _release_at_exit() -> None:
+    # wasmtime's objects free themselves through its bindings module, which the interpreter
+    # may have emptied already when it clears modules at exit ("Exception ignored in
+    # Managed.__del__"): let them go while everything is still there.
+    global _STATE
+    _STATE = None
+
+
 os.register_at_fork(after_in_child=_forget_after_fork)
+atexit.register(_release_at_exit)
 
 
 def _state() -> _State:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["WasmRun", "step_wasm"]
 
+import atexit
 import os
 import threading
 from collections.abc import Mapping
@@ -57,8 +58,10 @@ class WasmRun(Protocol):
 # changed modules row is a new key.
 _plans: dict[tuple[str, str, str], CompiledModule] = {}
 _plans_lock = threading.Lock()
-# Compiled modules belong to their process's engine: a forked child compiles its own.
+# Compiled modules belong to their process's engine: a forked child compiles its own. At
+# exit they go before the interpreter empties wasmtime's modules (see nflow.wasm).
 os.register_at_fork(after_in_child=_plans.clear)
+atexit.register(_plans.clear)
 
 
 def plan(run: WasmRun, node: Node) -> CompiledModule:
