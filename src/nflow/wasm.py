@@ -57,8 +57,10 @@ from nflow.errors import NflowError
 SOURCE_FIELDS = ("wat", "wasm_b64", "module")
 EXTRA_HINT = "install the extra with `pip install 'nflow[wasm]'`"
 _MAGIC = b"\0asm"
-# The epoch advances this often while a module runs: a time limit is kept to within a tick.
-_TICK_SECONDS = 0.005
+# The epoch advances this often while modules run: a time limit is kept to within a tick.
+_TICK_SECONDS = 0.01
+# ... and goes on ticking this long after the last run ended.
+_IDLE_SECONDS = 2.0
 # What a failed run's stderr may add to its error message.
 _STDERR_BYTES = 2048
 # WASI errno values the stream functions answer with.
@@ -308,18 +310,22 @@ def _wasmtime() -> Any:
 
 
 class _Ticker:
-    """Advances the engine's epoch every tick while at least one module runs.
+    """Advances the engine's epoch every tick while modules run, and for a while after.
 
     A store's epoch deadline is counted in ticks from its start, so a module that loops past
     its time limit traps with an interrupt within a tick of it. The epoch follows the clock,
     not the number of wake-ups: on a busy machine the thread may wake late, and then adds
-    every tick that passed. Idle, the thread waits (and the epoch stands still, which no
-    deadline notices: each counts from the epoch its run started at).
+    every tick that passed. It keeps ticking for ``_IDLE_SECONDS`` after the last run, so a
+    steady stream of short runs never has to wake it (a wake-up would make the thread
+    starting a run hand the GIL over first); idle longer, it waits, and the epoch stands
+    still, which no deadline notices: each counts from the epoch its run started at.
     """
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self._active = 0
+        self._last_run = 0.0
+        self._sleeping = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -331,27 +337,31 @@ class _Ticker:
                     target=self._tick, name="nflow-wasm-epoch", daemon=True
                 )
                 self._thread.start()
-            elif self._active == 1:
+            elif self._sleeping:
+                self._sleeping = False
                 self._cond.notify()
 
     def leave(self) -> None:
         with self._cond:
             self._active -= 1
+            self._last_run = time.monotonic()
 
     def _tick(self) -> None:
         last = time.monotonic()
         while True:
-            with self._cond:
-                if self._active == 0:
-                    while self._active == 0:
-                        self._cond.wait()
-                    last = time.monotonic()  # the idle time was no run's time
             time.sleep(_TICK_SECONDS)
             now = time.monotonic()
             ticks = max(1, int((now - last) / _TICK_SECONDS))
             last += ticks * _TICK_SECONDS
             for _ in range(ticks):
                 self._engine.increment_epoch()
+            if self._active == 0 and now - self._last_run > _IDLE_SECONDS:
+                with self._cond:  # asked again under the lock: a run may just have entered
+                    if self._active == 0:
+                        self._sleeping = True
+                        while self._sleeping:
+                            self._cond.wait()
+                last = time.monotonic()  # the idle time was no run's time
 
 
 class _State:
