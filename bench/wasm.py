@@ -110,6 +110,7 @@ class _Flow:
         self.node = node
         self.rounds: list[float] = []  # mean µs per request of each round
         self.steps: list[float] = []  # µs of the node's step, every request
+        self.replies: list[float] = []  # µs of the reply node after it, every request
         self.body = b""
 
     def round(self, n: int) -> None:
@@ -122,6 +123,8 @@ class _Flow:
             for entry in execution.trace:
                 if entry.node == self.node:
                     self.steps.append(entry.duration_ms * 1000.0)
+                elif entry.node == "reply":
+                    self.replies.append(entry.duration_ms * 1000.0)
             self.body = execution.response.body
         self.rounds.append((time.perf_counter() - started) / n * 1e6)
 
@@ -139,6 +142,7 @@ def _take_turns(flows: list[_Flow], n: int) -> None:
         flow.round(max(1, min(100, n)))
         flow.rounds.clear()
         flow.steps.clear()
+        flow.replies.clear()
     per_round = max(1, n // ROUNDS)
     for _ in range(ROUNDS):
         for flow in flows:
@@ -151,11 +155,18 @@ def _overhead(runtime: nflow.Runtime, n: int) -> None:
     js = _Flow(runtime, "/js?n=1", "js")
     wasm = _Flow(runtime, "/wasm?n=1", "wasm")
     _take_turns([base, js, wasm], n)
-    print(f"{'flow':<34}{'request µs':>12}{'node µs (median)':>19}{'vs baseline':>13}")
-    print(f"{'starter → reply (baseline)':<34}{base.request_us:>12.1f}")
+    print(
+        f"{'flow':<30}{'request µs':>11}{'vs baseline':>13}{'node µs':>10}{'reply µs':>10}"
+        "   (node and reply: medians)"
+    )
+    base_reply = statistics.median(base.steps)
+    print(f"{'starter → reply (baseline)':<30}{base.request_us:>11.1f}{'':>23}{base_reply:>10.1f}")
     for flow, label in ((js, "js: function main(){}"), (wasm, "wasm: WAT copying stdin")):
         extra = flow.request_us - base.request_us
-        print(f"{label:<34}{flow.request_us:>12.1f}{flow.step_us:>19.1f}{extra:>+13.1f}")
+        reply = statistics.median(flow.replies)
+        print(
+            f"{label:<30}{flow.request_us:>11.1f}{extra:>+13.1f}{flow.step_us:>10.1f}{reply:>10.1f}"
+        )
 
 
 def _compute(runtime: nflow.Runtime, n: int) -> None:
