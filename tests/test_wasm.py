@@ -529,3 +529,19 @@ def test_a_forked_child_compiles_and_runs_its_own_modules(harness_for: Any) -> N
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_import_refuses_a_wasm_node_naming_a_missing_module_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database_nflow]\ndriver = "sqlite3"\ndsn = "{tmp_path / "cli.db"}"\n')
+    monkeypatch.chdir(tmp_path)
+    app = tmp_path / "app.json"
+    app.write_text(json.dumps(one_wasm_app(module="echo")))
+    assert main(["import", "--config", str(config), str(app)]) == 1
+    err = capsys.readouterr().err
+    assert "node w, field 'module': module 'echo' is not in the modules table" in err
+    # With the row in the same import, both go in.
+    modules = modules_file(tmp_path, echo=b64(ECHO))
+    assert main(["import", "--config", str(config), str(modules), str(app)]) == 0

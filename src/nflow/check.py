@@ -123,23 +123,22 @@ def _wasm_module_missing(
     node: Node, modules: Mapping[str, str | None], reachable: bool
 ) -> list[Problem]:
     """A wasm node's ``module`` that is not in the modules table (module_problems' rule)."""
-    from nflow.wasm import SOURCE_FIELDS
+    from nflow.wasm import WasmModuleError, WasmModuleMissing, node_source
 
-    for field in SOURCE_FIELDS:
-        value = node.data.get(field)
-        if value is None or value == "":
-            continue
-        if field == "module" and isinstance(value, str) and value not in modules:
-            return [
-                Problem(
-                    "error" if reachable else "warning",
-                    f"module {value!r} is not in the modules table",
-                    tab=node.tab,
-                    node=node.id,
-                    field="module",
-                )
-            ]
-        return []
+    try:
+        node_source(node.data, modules)
+    except WasmModuleMissing:
+        return [
+            Problem(
+                "error" if reachable else "warning",
+                f"module {node.data.get('module')!r} is not in the modules table",
+                tab=node.tab,
+                node=node.id,
+                field="module",
+            )
+        ]
+    except WasmModuleError:
+        pass  # the node's other problems are check_playbook's (wasm_problems)
     return []
 
 
