@@ -4,7 +4,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
 RUN python -m venv /opt/nflow \
- && /opt/nflow/bin/pip install --no-cache-dir -c constraints.txt '.[otel]'
+ && /opt/nflow/bin/pip install --no-cache-dir -c constraints.txt '.[otel,wasm]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 nflow

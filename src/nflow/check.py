@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["check_playbook", "custom_step_problems", "module_problems"]
+__all__ = ["check_playbook", "custom_step_problems", "module_problems", "wasm_problems"]
 
 from collections.abc import Mapping
 
 from nflow.config import SecurityConfig
 from nflow.errors import Problem
-from nflow.playbook import Playbook
+from nflow.playbook import Node, Playbook
 
 
 def module_problems(playbook: Playbook, modules: Mapping[str, str | None]) -> list[Problem]:
@@ -23,6 +23,9 @@ def module_problems(playbook: Playbook, modules: Mapping[str, str | None]) -> li
         reachable |= playbook.reachable(starter.node.id)
     problems = []
     for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+        if node.type == "wasm":
+            problems.extend(_wasm_module_missing(node, modules, node.id in reachable))
+            continue
         if node.type != "js":
             continue
         code = node.data.get("code")
@@ -112,6 +115,67 @@ def check_playbook(
         runtime.close()
     problems.extend(security_problems(playbook, modules=modules, security=security))
     problems.extend(custom_step_problems(playbook))
+    problems.extend(wasm_problems(playbook, modules))
+    return problems
+
+
+def _wasm_module_missing(
+    node: Node, modules: Mapping[str, str | None], reachable: bool
+) -> list[Problem]:
+    """A wasm node's ``module`` that is not in the modules table (module_problems' rule)."""
+    from nflow.wasm import WasmModuleError, WasmModuleMissing, node_source
+
+    try:
+        node_source(node.data, modules)
+    except WasmModuleMissing:
+        return [
+            Problem(
+                "error" if reachable else "warning",
+                f"module {node.data.get('module')!r} is not in the modules table",
+                tab=node.tab,
+                node=node.id,
+                field="module",
+            )
+        ]
+    except WasmModuleError:
+        pass  # the node's other problems are check_playbook's (wasm_problems)
+    return []
+
+
+def wasm_problems(playbook: Playbook, modules: Mapping[str, str | None]) -> list[Problem]:
+    """wasm nodes whose module is absent, does not decode or compile, or is no WASI command.
+
+    Each module is compiled as a run would compile it (and stays in the process's cache).
+    A module missing from the modules table is left to :func:`module_problems`.
+    """
+    from nflow.wasm import (
+        WasmModuleError,
+        WasmModuleMissing,
+        WasmUnavailable,
+        compile_module,
+        module_bytes,
+    )
+    from nflow.wasm import node_source as wasm_source
+
+    reachable: set[str] = set()
+    for starter in playbook.starters:
+        reachable |= playbook.reachable(starter.node.id)
+    problems: list[Problem] = []
+    for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+        if node.type != "wasm":
+            continue
+        severity = "error" if node.id in reachable else "warning"
+        try:
+            field, text = wasm_source(node.data, modules)
+            compile_module(module_bytes(field, text), field=field)
+        except WasmModuleMissing:
+            continue  # reported by module_problems
+        except WasmModuleError as exc:
+            problems.append(
+                Problem(severity, exc.message, tab=node.tab, node=node.id, field=exc.field)
+            )
+        except WasmUnavailable as exc:
+            problems.append(Problem(severity, exc.message, tab=node.tab, node=node.id))
     return problems
 
 

@@ -52,7 +52,9 @@ from pydantic import BaseModel
 from nflow.errors import NflowError, ScriptError
 
 # The node types the engine runs itself; a custom step cannot take one of these names.
-KNOWN_NODE_TYPES = frozenset({"starter", "js", "gorutine", "dromedary", "dromedary_callback"})
+KNOWN_NODE_TYPES = frozenset(
+    {"starter", "js", "wasm", "gorutine", "dromedary", "dromedary_callback"}
+)
 
 if TYPE_CHECKING:
     from nflow._http import Request

@@ -5,7 +5,8 @@ Execution holding the Response. Host I/O inside steps goes through the I/O loop,
 code runs on the server's event loop, in a worker thread, under ``nflow run`` and in tests.
 
 ``_results`` holds what runs produce, ``_run`` the loop, ``_js`` the js step and the runtimes
-it runs in, ``_custom`` the custom Python steps, ``_debug`` breakpoints (debug sessions).
+it runs in, ``_wasm`` the wasm step, ``_custom`` the custom Python steps, ``_debug``
+breakpoints (debug sessions).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The run loop: one place where every node starts and ends.
 
 :class:`Engine` runs a playbook from a node: it seeds the form session, runs the auth trigger
-when the entry asks for it, then steps from node to node (js, fork, custom Python steps),
+when the entry asks for it, then steps from node to node (js, wasm, fork, custom Python steps),
 tracing each, until a step ends the flow, suspends it, or fails; a failure replaces the
 response with an error body naming the node.
 """
@@ -34,6 +34,7 @@ from nflow.engine._results import (
     UnknownNodeType,
 )
 from nflow.engine._services import EngineServices
+from nflow.engine._wasm import step_wasm
 from nflow.errors import (
     ExecutionError,
     ModuleNotFound,
@@ -578,6 +579,7 @@ def _custom_step_types() -> Mapping[str, object]:
 # The step function of each of steps.KNOWN_NODE_TYPES (the names custom steps may not take).
 BUILTIN_STEPS: Mapping[str, StepFunction] = {
     "js": step_js,
+    "wasm": step_wasm,
     "gorutine": _step_fork,
     "starter": _step_starter,
     "dromedary": _step_legacy_plugin,
