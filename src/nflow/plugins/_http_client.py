@@ -18,7 +18,7 @@ from typing import Any, cast
 import httpcore
 import httpx
 
-from nflow.plugins._http import (
+from nflow.plugins._addresses import (
     USER_AGENT,
     Fetched,
     HttpFailure,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
 
+from nflow.errors import StoreError
+
 BASELINE = "0001"
 
 _VERSIONS = Path(__file__).with_name("migrations") / "versions"
@@ -32,9 +34,15 @@ def head_revision() -> str:
         return head
     # Revision files this simple reading does not follow (a merge revision, a tuple of down
     # revisions): Alembic decides.
-    from nflow.store._migrate import alembic_head
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
-    return alembic_head()
+    config = Config()
+    config.set_main_option("script_location", str(_VERSIONS.parent))
+    alembic_head = ScriptDirectory.from_config(config).get_current_head()
+    if alembic_head is None:  # pragma: no cover - the package ships its revisions
+        raise StoreError(f"no schema revisions found in {_VERSIONS}")
+    return alembic_head
 
 
 def _scanned_head() -> str | None:
