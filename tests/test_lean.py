@@ -104,15 +104,21 @@ def test_a_worker_serving_a_plain_route_loads_no_optional_library(tmp_path: Path
     assert _python(_WORKER, tmp_path, str(app), *OPTIONAL) == []
 
 
-def test_served_workers_map_no_crypto_library_until_a_cookie_needs_it(tmp_path: Path) -> None:
+def test_the_master_maps_no_config_models_and_workers_no_crypto_until_needed(
+    tmp_path: Path,
+) -> None:
+    """The master only starts and watches workers: the configuration is checked (pydantic)
+    in a child before the start. A worker loads cryptography for the first session cookie."""
     _hello(tmp_path)
     srv = Server(tmp_path, "--app", "hello.json", "--workers", "1")
     try:
         srv.wait_ready()
         assert httpx.get(srv.url + "/hi").json() == {"ok": True}
+        master = Path(f"/proc/{srv.proc.pid}/maps").read_text()
         worker = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
         maps = Path(f"/proc/{worker[0]}/maps").read_text()
     finally:
         srv.stop()
-    assert "jsbox" in maps
+    assert "pydantic_core" not in master
+    assert "jsbox" in maps and "pydantic_core" in maps
     assert "cryptography" not in maps
