@@ -10,6 +10,12 @@ their sums. Then it runs ``wrk -t2 -cCONNS -dDURATION http://127.0.0.1:PORT/hell
 the same rows again. When the Node-RED peer can start (``../shared/bench/peer-nodered.sh``, a
 Node-RED installed under ``~/.cache/nflow-peers``), it does the same for it, side by side.
 Everything it starts is stopped by PID. Not a test: nothing checks these numbers.
+
+``--cached-bytecode`` measures nflow as a regular install runs it: with ``PYTHONDONTWRITEBYTECODE``
+set and an editable install (a development checkout), every process compiles nflow's modules
+from source at each start, and the compiler's garbage stays in each process's RSS (about 3 MB
+a worker). The flag lets the server write its bytecode to a cache in the work directory (the
+start-up check, which imports what the workers will, writes it before they start).
 """
 
 from __future__ import annotations
@@ -143,15 +149,20 @@ def stop(pid: int, name: str) -> None:
 
 
 @contextlib.contextmanager
-def nflow_server(workers: int, port: int) -> Iterator[int]:
+def nflow_server(workers: int, port: int, cached_bytecode: bool) -> Iterator[int]:
     nflow = shutil.which("nflow", path=str(Path(sys.executable).parent)) or "nflow"
     with tempfile.TemporaryDirectory(prefix="nflow-memory.") as work:
+        env = dict(os.environ)
+        if cached_bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(work) / "pycache")
         (Path(work) / "config.toml").write_text("[logging]\naccess = false\n")
         log = open(Path(work) / "nflow.log", "wb")  # noqa: SIM115 - closed below
         command = [nflow, "serve", "--app", str(APP), "--host", "127.0.0.1", "--port", str(port)]
         proc = subprocess.Popen(
             [*command, "--workers", str(workers)],
             cwd=work,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -199,14 +210,25 @@ def main() -> None:
     parser.add_argument("--duration", default="10s")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before each reading")
     parser.add_argument("--no-peer", action="store_true", help="measure nflow only")
+    parser.add_argument(
+        "--cached-bytecode",
+        action="store_true",
+        help="let nflow write its bytecode (to the work directory), as an installed package has",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required (apt-get install wrk)")
 
     rows: list[str] = []
     port = free_port()
-    with nflow_server(args.workers, port) as pid:
+    bytecode = (
+        "cached"
+        if args.cached_bytecode or not os.environ.get("PYTHONDONTWRITEBYTECODE")
+        else ("compiled at each start (PYTHONDONTWRITEBYTECODE is set; see --cached-bytecode)")
+    )
+    with nflow_server(args.workers, port, args.cached_bytecode) as pid:
         print(f"nflow serve --workers {args.workers} on 127.0.0.1:{port} (master PID {pid})")
+        print(f"nflow bytecode: {bytecode}")
         rows += measure("nflow", pid, f"http://127.0.0.1:{port}/hello", args, tree=True)
     if not args.no_peer:
         port = free_port()

@@ -29,6 +29,7 @@ OPTIONAL = (
     "redis",
     "opentelemetry",
     "nflow.history",
+    "sqlalchemy.orm",
 )
 
 
@@ -78,6 +79,19 @@ def test_a_store_at_the_newest_revision_opens_without_alembic(db_url: str, tmp_p
     assert _python(_OPEN_STORE, tmp_path, db_url) == ["alembic", "mako"]
     # Every later open (each worker, each restart) finds nothing to do: no Alembic.
     assert _python(_OPEN_STORE, tmp_path, db_url) == []
+
+
+def test_the_asyncio_orm_still_loads_for_code_that_asks_for_it(tmp_path: Path) -> None:
+    script = """
+import json, sys
+import nflow.store
+before = "sqlalchemy.orm" in sys.modules
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+import sqlalchemy.ext.asyncio as package
+assert package.create_async_engine is create_async_engine is nflow.store._async.create_async_engine
+print(json.dumps([before, AsyncSession.__module__]))
+"""
+    assert _python(script, tmp_path) == [False, "sqlalchemy.ext.asyncio.session"]
 
 
 _WORKER = """

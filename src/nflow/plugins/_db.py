@@ -38,7 +38,6 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, event, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 
 from nflow._io import IoLoop
@@ -47,6 +46,7 @@ from nflow.errors import StoreError
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
 from nflow.store import BIND_PREFIX, normalise_url, translate_placeholders
+from nflow.store._async import AsyncEngine, create_async_engine
 
 NFLOW_DATABASE = "nflow"
 

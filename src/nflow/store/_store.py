@@ -30,12 +30,12 @@ from sqlalchemy import (
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool, StaticPool
 from sqlalchemy.sql.elements import BindParameter
 
 from nflow.errors import AppNotFound, StoreError
 
+from ._async import AsyncConnection, AsyncEngine, create_async_engine
 from ._heads import current_revisions, head_revision
 from ._records import (
     AppRecord,
