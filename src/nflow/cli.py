@@ -37,9 +37,51 @@ def _err(text: str) -> None:
 
 # serve --------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The master process only starts and watches the workers. The configuration (and the
+    # models that validate it), the runtime and all they import are loaded in a short-lived
+    # child, which checks everything and hands the master the few plain values it needs.
+    code, answer = _in_child(lambda: _serve_preflight(args))
+    if code:
+        return code
+    plan = orjson.loads(answer)
+    from types import SimpleNamespace
+
+    from nflow.logs import configure_logging
+    from nflow.server import MasterSettings, serve
+
+    configure_logging(
+        level=plan["log_level"],
+        fmt=plan["log_format"],
+        verbose=args.verbose,
+        # What the log sanitizer reads of [security], as plain values.
+        security=SimpleNamespace(**plan["sanitizer"]),
+    )
+    serve(
+        config_path=plan["config_path"],
+        app_files=args.app,
+        example_if_empty=not args.app,
+        host=plan["host"],
+        port=plan["port"],
+        workers=plan["workers"],
+        verbose=args.verbose,
+        session_secret=plan["session_secret"],
+        settings=MasterSettings(
+            max_header_bytes=plan["max_header_bytes"],
+            shutdown_timeout_seconds=plan["shutdown_timeout_seconds"],
+            config=bytes.fromhex(plan["config"]),
+        ),
+    )
+    return 0
+
+
+def _serve_preflight(args: argparse.Namespace) -> bytes:
+    """Load and check the configuration and the apps, print the routes; the master's plan."""
+    import pickle
+
     from nflow.config import Config
     from nflow.logs import configure_logging
-    from nflow.server import ensure_port_free, serve
+    from nflow.runtime import RANDOM_SESSION_SECRET, Runtime
+    from nflow.server import ensure_port_free
 
     config, path = _config(args.config)
     assert isinstance(config, Config)
@@ -61,85 +103,112 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # One random secret for every worker, or a cookie sealed by one would not open in
         # another.
         secret = secrets.token_urlsafe(32)
-
-    def preflight() -> int:
-        from nflow.runtime import RANDOM_SESSION_SECRET, Runtime
-
-        if secret:
-            _err(f"warning: {RANDOM_SESSION_SECRET}")
-        # The preflight runtime only validates and lists routes: it must not register as a
-        # metrics-writing worker of the server it precedes.
-        runtime = Runtime(
-            config,
-            app_files=args.app,
-            example_if_empty=example,
-            session_secret=secret or None,
-            observe=False,
-        )
-
-        async def show() -> None:
-            await runtime.open()
-            try:
-                _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
-                _print(f"database: {runtime.store.url}")
-                _print_custom_steps()
-                apps = runtime.router.playbooks
-                if not apps:
-                    _print(
-                        "no apps to serve: import one with `nflow import app.json` or pass --app"
-                    )
-                for playbook in apps:
-                    _print(f"app {playbook.name!r}:")
-                    for starter in playbook.starters:
-                        _print(f"  {starter.method:<6} {starter.pattern}   ({starter.node.tab})")
-            finally:
-                await runtime.close()
-
-        asyncio.run(show())
-        return 0
-
-    # The runtime (and all it imports) lives in a short-lived child: the master only starts
-    # and watches the workers, which build their own runtimes.
-    code = _in_child(preflight)
-    if code:
-        return code
-    serve(
-        config_path=os.path.abspath(path) if path else None,
+        _err(f"warning: {RANDOM_SESSION_SECRET}")
+    # The preflight runtime only validates and lists routes: it must not register as a
+    # metrics-writing worker of the server it precedes.
+    runtime = Runtime(
+        config,
         app_files=args.app,
         example_if_empty=example,
-        host=host,
-        port=port,
-        workers=workers,
-        verbose=args.verbose,
-        session_secret=secret,
+        session_secret=secret or None,
+        observe=False,
     )
-    return 0
+
+    async def show() -> None:
+        await runtime.open()
+        try:
+            _print(f"nflow serving on http://{host}:{port}  ({workers} worker(s))")
+            _print(f"database: {runtime.store.url}")
+            _print_custom_steps()
+            apps = runtime.router.playbooks
+            if not apps:
+                _print("no apps to serve: import one with `nflow import app.json` or pass --app")
+            for playbook in apps:
+                _print(f"app {playbook.name!r}:")
+                for starter in playbook.starters:
+                    _print(f"  {starter.method:<6} {starter.pattern}   ({starter.node.tab})")
+        finally:
+            await runtime.close()
+
+    asyncio.run(show())
+    security = config.security
+    return orjson.dumps(
+        {
+            "config_path": os.path.abspath(path) if path else None,
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "session_secret": secret,
+            "log_level": config.logging.level,
+            "log_format": config.logging.format,
+            "sanitizer": {
+                "enable_log_sanitization": security.enable_log_sanitization,
+                "log_masking_char": security.log_masking_char,
+                "log_preserve_length": security.log_preserve_length,
+                "log_show_type": security.log_show_type,
+                "log_custom_patterns": dict(security.log_custom_patterns),
+                "always_encrypt_fields": list(security.always_encrypt_fields),
+            },
+            "max_header_bytes": config.server.max_header_bytes,
+            "shutdown_timeout_seconds": config.server.shutdown_timeout_seconds,
+            # The running configuration, for the master's check of a SIGHUP reload.
+            "config": pickle.dumps(config).hex(),
+        }
+    )
 
 
-def _in_child(work: Callable[[], int]) -> int:
-    """Run ``work`` in a forked child process and return its exit code.
+def _in_child(work: Callable[[], bytes]) -> tuple[int, bytes]:
+    """Run ``work`` in a forked child process: the exit code, and the bytes it returned.
 
-    The child's imports and memory go away with it. Errors are reported there, with the
-    exit codes :func:`main` gives them.
+    The child's imports and memory go away with it. nflow's own errors are reported by this
+    process, with the exit codes :func:`main` gives them.
     """
     if not hasattr(os, "fork"):
-        return _guarded(work)
+        answer: list[bytes] = []
+
+        def run() -> int:
+            answer.append(work())
+            return 0
+
+        code = _guarded(run)
+        return code, answer[0] if answer else b""
     sys.stdout.flush()
     sys.stderr.flush()
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
+        os.close(read_end)
         code = 70
         try:
-            code = _guarded(work)
+            try:
+                reply, code = b"0" + work(), 0
+            except NflowError as exc:
+                reply, code = b"1nflow: " + str(exc).encode(), _exit_code(exc)
+            except KeyboardInterrupt:
+                reply, code = b"1", 130
+            view = memoryview(reply)
+            while view:
+                view = view[os.write(write_end, view) :]
         finally:
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
             finally:
                 os._exit(code)
+    os.close(write_end)
+    # Read to the end before waiting: an answer larger than the pipe's buffer would
+    # otherwise block the child, which this process would be waiting for.
+    with os.fdopen(read_end, "rb") as pipe:
+        reply = pipe.read()
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
+    if code < 0:
+        return 128 - code, b""  # killed by a signal: 128 + its number
+    if reply[:1] == b"1":
+        if len(reply) > 1:
+            _err(reply[1:].decode(errors="replace"))
+        return code or 1, b""
+    return code, reply[1:]
 
 
 # import / export ----------------------------------------------------------------------------
@@ -785,14 +854,18 @@ def _guarded(work: Callable[[], int]) -> int:
     try:
         return work()
     except NflowError as exc:
-        from nflow.security import KeyConfigError, SecretError
-
         _err(f"nflow: {exc}")
-        # 2: fix the configuration or the input; 1: it failed.
-        usage = (ConfigError, PlaybookError, KeyConfigError, SecretError)
-        return 2 if isinstance(exc, usage) else 1
+        return _exit_code(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_code(exc: NflowError) -> int:
+    from nflow.security import KeyConfigError, SecretError
+
+    # 2: fix the configuration or the input; 1: it failed.
+    usage = (ConfigError, PlaybookError, KeyConfigError, SecretError)
+    return 2 if isinstance(exc, usage) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,25 @@ __all__ = [
     "setup_multiprocess_dir",
 ]
 
-from nflow.observability.metrics import (
-    Metrics,
-    get_metrics,
+from typing import TYPE_CHECKING, Any
+
+from nflow.observability._directory import (
     mark_worker_dead,
     multiprocess_dir,
     remove_multiprocess_dir,
-    render_metrics,
     setup_multiprocess_dir,
 )
+
+if TYPE_CHECKING:
+    from nflow.observability.metrics import Metrics, get_metrics, render_metrics
+
+
+def __getattr__(name: str) -> Any:
+    # The metrics themselves (and prometheus_client) are imported by the processes that
+    # record or serve them, not by the master of ``nflow serve``, which only manages the
+    # directory.
+    if name in ("Metrics", "get_metrics", "render_metrics"):
+        from nflow.observability import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module 'nflow.observability' has no attribute {name!r}")

@@ -30,319 +30,35 @@ __all__ = [
     "http",
 ]
 
-import asyncio
-import ipaddress
-import socket
-import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import httpcore
-import httpx
 import orjson
 
 from nflow._http import canonical_header
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
-
-MIB = 1024 * 1024
-USER_AGENT = "nflow-http/1"
+from nflow.plugins._addresses import (
+    USER_AGENT,
+    Fetched,
+    HttpFailure,
+    HttpPolicy,
+    address_problem,
+    allowed_addresses,
+)
 
 http = HostTable()
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
-class HttpPolicy:
-    """Limits and the address allow-list of the HTTP plugin.
-
-    ``allowed_hosts`` entries are host names (matched against the URL's host, case-insensitive,
-    so every address that name resolves to is trusted) or IP addresses and CIDR networks
-    (matched against the resolved address). ``allow_private`` lifts the address check entirely,
-    for deployments whose playbooks must reach internal services.
-    """
-
-    timeout_seconds: float = 10.0
-    max_response_bytes: int = 10 * MIB
-    allow_private: bool = False
-    allowed_hosts: tuple[str, ...] = ()
-    max_redirects: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.timeout_seconds > 0:
-            raise ValueError("HttpPolicy.timeout_seconds must be greater than 0")
-        if self.max_response_bytes < 1:
-            raise ValueError("HttpPolicy.max_response_bytes must be at least 1")
-        if self.max_redirects < 0:
-            raise ValueError("HttpPolicy.max_redirects must be 0 or more")
-        if isinstance(self.allowed_hosts, str):
-            raise TypeError("HttpPolicy.allowed_hosts must be a tuple of strings, not a string")
-        _allow_list(tuple(self.allowed_hosts))  # reject malformed entries at configuration time
-
-
-# --------------------------------------------------------------------------------------------
-# Address policy
-
-
-@cache
-def _allow_list(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
-    names: set[str] = set()
-    networks: list[IPNetwork] = []
-    for entry in entries:
-        text = entry.strip()
-        if not text:
-            raise ValueError("HttpPolicy.allowed_hosts has an empty entry")
-        try:
-            networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
-        except ValueError:
-            names.add(text.lower().rstrip("."))
-    return frozenset(names), tuple(networks)
-
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address carried inside an IPv6 one (mapped, 6to4, NAT64), if any.
-
-    ``::ffff:127.0.0.1`` reaches 127.0.0.1 on a dual-stack socket, so it is judged as such.
-    """
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def _kind(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public unicast address, or ``None`` when it is one."""
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_reserved or not ip.is_global:
-        return "a reserved (non-public) address"
-    return None
-
-
-def address_problem(ip: IPAddress, host: str, policy: HttpPolicy) -> str | None:
-    """``None`` if the policy lets a request for ``host`` connect to ``ip``, else the reason."""
-    if policy.allow_private:
-        return None
-    names, networks = _allow_list(tuple(policy.allowed_hosts))
-    if host.lower().rstrip(".").strip("[]") in names:
-        return None
-    candidates: list[IPAddress] = [ip]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
-        inner = _embedded_ipv4(ip)
-        if ip.ipv4_mapped is not None:
-            candidates = [ip.ipv4_mapped]  # only the IPv4 address is ever reached
-        elif inner is not None:
-            candidates = [ip, inner]
-        else:
-            candidates = [ip]
-    for candidate in candidates:
-        if any(candidate.version == net.version and candidate in net for net in networks):
-            return None
-    for candidate in candidates:
-        kind = _kind(candidate)
-        if kind is not None:
-            shown = f"{ip} ({candidate})" if candidate is not ip else str(ip)
-            return f"{shown} is {kind}"
-    return None
-
-
-class HttpFailure(Exception):
-    """A request that did not produce a response; the message is the reason."""
-
-
-class _Refused(HttpFailure):
-    pass
-
-
-async def allowed_addresses(host: str, port: int, policy: HttpPolicy) -> list[str]:
-    """The addresses of ``host`` a script may connect to under ``policy``, to use as they are.
-
-    Every connection a script chooses the server of (HTTP, a ``mail_config`` SMTP server)
-    resolves through here and connects to one of these addresses, so the address checked is
-    the address used. :class:`HttpFailure` when the name does not resolve or none is allowed.
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise HttpFailure(f"cannot resolve host {host!r} ({exc.strerror or exc})") from None
-    addresses: list[str] = []
-    refusals: list[str] = []
-    for _family, _type, _proto, _name, sockaddr in infos:
-        text = str(sockaddr[0])
-        if text in addresses:
-            continue
-        problem = address_problem(ipaddress.ip_address(text), host, policy)
-        if problem is None:
-            addresses.append(text)
-        elif problem not in refusals:
-            refusals.append(problem)
-    if not addresses:
-        reason = "; ".join(refusals) or "no address"
-        raise _Refused(
-            f"refused: {reason}; private, loopback, link-local, multicast and "
-            "unspecified addresses need [http] allow_private or allowed_hosts"
-        )
-    return addresses
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and connects in one place, so the checked address is the one used."""
-
-    def __init__(self, policy: HttpPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await allowed_addresses(host, port, self._policy)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:  # try the next address, as dialers do
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise _Refused("refused: unix sockets are not reachable from scripts")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _Stream(httpx.AsyncByteStream):
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._inner:
-            yield part
-
-    async def aclose(self) -> None:
-        close = getattr(self._inner, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class _GuardedTransport(httpx.AsyncBaseTransport):
-    """httpx's default transport, with :class:`_GuardedBackend` under its connection pool."""
-
-    def __init__(self, policy: HttpPolicy) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(),
-            max_connections=8,
-            retries=0,
-            network_backend=_GuardedBackend(policy),
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=cast(Any, request.stream),
-            extensions=request.extensions,
-        )
-        response = await self._pool.handle_async_request(core_request)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_Stream(response.stream),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle costs milliseconds; one verifying context serves every call.
-    return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
 # --------------------------------------------------------------------------------------------
 # Fetching
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    url: str
-    status_code: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    decoded: bool  # a Content-Encoding was removed while reading
-
-
-def shown_url(url: str | httpx.URL) -> str:
+def shown_url(url: str) -> str:
     """``url`` for messages: no credentials, no query string (tokens often travel there)."""
-    try:
-        parsed = httpx.URL(str(url))
-    except (httpx.InvalidURL, TypeError):
-        return "<invalid URL>"
-    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+    from nflow.plugins._http_client import shown_url
 
-
-def check_url(url: httpx.URL) -> None:
-    if url.scheme not in ("http", "https"):
-        raise _Refused(f"refused: scheme {url.scheme or '(none)'!r} (only http and https)")
-    if not url.host:
-        raise HttpFailure("the URL has no host")
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise HttpFailure(f"response larger than {limit} bytes (Content-Length {length})")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise HttpFailure(f"response larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return shown_url(url)
 
 
 async def fetch(
@@ -361,80 +77,20 @@ async def fetch(
     ``guarded=False`` skips the address check, for URLs that come from the operator's
     configuration (a local Ollama, say) rather than from a script.
     """
-    redirects = policy.max_redirects if max_redirects is None else max_redirects
-    try:
-        target = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise HttpFailure(f"invalid URL ({exc})") from None
-    check_url(target)
-    transport: httpx.AsyncBaseTransport
-    if guarded:
-        transport = _GuardedTransport(policy)
-    else:
-        transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False)
-    try:
-        async with asyncio.timeout(timeout):
-            async with httpx.AsyncClient(
-                transport=transport,
-                timeout=httpx.Timeout(timeout),
-                follow_redirects=False,
-                trust_env=False,
-                headers={"User-Agent": USER_AGENT},
-            ) as client:
-                request = client.build_request(method, target, content=content, headers=headers)
-                hops = 0
-                while True:
-                    check_url(request.url)
-                    response = await client.send(request, stream=True)
-                    try:
-                        next_request = response.next_request
-                        if next_request is not None:
-                            if hops >= redirects:
-                                raise HttpFailure(f"stopped after {redirects} redirects")
-                            hops += 1
-                            request = next_request
-                            continue
-                        body = await _read_capped(response, policy.max_response_bytes)
-                        encoding = response.headers.get("content-encoding", "").strip()
-                        return Fetched(
-                            url=str(request.url),
-                            status_code=response.status_code,
-                            reason=response.reason_phrase,
-                            headers=list(response.headers.multi_items()),
-                            body=body,
-                            decoded=encoding.lower() not in ("", "identity"),
-                        )
-                    finally:
-                        await response.aclose()
-    except HttpFailure:
-        raise
-    except (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException):
-        raise HttpFailure(f"timed out after {timeout:.3g} s") from None
-    except (httpx.ConnectError, httpcore.ConnectError) as exc:
-        reason = _reason(exc)
-        if not reason.startswith("TLS"):
-            reason = f"cannot connect ({reason})"
-        raise HttpFailure(reason) from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise HttpFailure(_reason(exc)) from None
-    except (
-        httpcore.NetworkError,
-        httpcore.ProtocolError,
-        httpcore.UnsupportedProtocol,
-        ssl.SSLError,
-        OSError,
-    ) as exc:
-        raise HttpFailure(_reason(exc)) from None
+    # httpx (with httpcore, h11 and its CLI's imports) is loaded by the first script that
+    # makes a request, not by every worker.
+    from nflow.plugins._http_client import fetch
 
-
-def _reason(exc: BaseException) -> str:
-    cause: BaseException = exc
-    while cause.__context__ is not None and not str(cause):
-        cause = cause.__context__
-    text = str(cause) or type(cause).__name__
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"TLS certificate verification failed ({text})"
-    return text
+    return await fetch(
+        method,
+        url,
+        content=content,
+        headers=headers,
+        policy=policy,
+        timeout=timeout,
+        guarded=guarded,
+        max_redirects=max_redirects,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,17 +46,17 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import formatdate, getaddresses, make_msgid
+from email.utils import getaddresses
 from functools import cache
-
-import aiosmtplib
+from typing import TYPE_CHECKING
 
 from nflow._io import IoLoop
 from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
 from nflow.plugins._http import HttpFailure, HttpPolicy, allowed_addresses
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 MIB = 1024 * 1024
 log = logging.getLogger("nflow.plugins.mail")
@@ -279,6 +279,12 @@ def build_message(
         format, attach = attach, None  # a call written for the Go runtime's swapped order
     if not isinstance(format, str) or format.lower() not in _FORMATS:
         raise HostError(f'send_mail: format must be "html" or "text", got {format!r}')
+    # The MIME classes (and aiosmtplib, in deliver) are loaded by the first mail a worker
+    # sends, not by every worker.
+    from email.message import EmailMessage
+    from email.policy import SMTP as SMTP_POLICY
+    from email.utils import formatdate, make_msgid
+
     recipients = _recipients(to, policy.max_recipients)
     files = _attachments(attach)
     message = EmailMessage(policy=SMTP_POLICY)
@@ -359,6 +365,8 @@ async def deliver(
 
     A server a script chose is held to ``addresses``, the run's HTTP address policy.
     """
+    import aiosmtplib
+
     where = f"{settings.smtp}:{settings.port}"
     sock: socket.socket | None = None
     try:

@@ -46,12 +46,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from nflow.errors import NflowError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from nflow.config import SecurityConfig
 
 PREFIX = "enc:v1:"
@@ -172,6 +171,10 @@ class KeyRing:
     """Named AES-256 keys; the first is current (used to encrypt), all can decrypt."""
 
     def __init__(self, keys: Sequence[tuple[str, bytes]], *, legacy_id: str | None = None) -> None:
+        # cryptography (7 MB) is loaded by the processes that hold a key, not by every process
+        # that merely names the KeyRing type.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         if not keys:
             raise KeyConfigError("a key ring needs at least one key")
         seen: dict[str, AESGCM] = {}
@@ -271,6 +274,8 @@ class KeyRing:
                 f"{', '.join(map(repr, self._ciphers))}); add that key to {ENV_KEYS}",
                 key_id=key_id,
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _header(key_id) + aad)
         except InvalidTag:
@@ -298,6 +303,8 @@ class KeyRing:
             raise DecryptionError("cannot decrypt legacy value: invalid base64") from None
         if len(raw) < _NONCE + _TAG:
             raise DecryptionError("cannot decrypt legacy value: too short")
+        from cryptography.exceptions import InvalidTag
+
         order = sorted(self._ciphers, key=lambda k: k != self.legacy_id)
         for key_id in order:
             try:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SPEC_ENV",
     "AsgiApp",
+    "MasterSettings",
     "RsgiApp",
     "dispatch",
     "ensure_port_free",
@@ -71,6 +73,19 @@ def ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class MasterSettings:
+    """What the master process of ``nflow serve`` needs of the configuration, as plain values.
+
+    The master never loads the configuration itself: the models that validate it belong to
+    the workers (and to the short-lived child that checked it before the start).
+    """
+
+    max_header_bytes: int
+    shutdown_timeout_seconds: float
+    config: bytes  # the checked configuration, pickled: unpickled only to check a SIGHUP
+
+
 def serve(
     *,
     config_path: str | None,
@@ -81,6 +96,7 @@ def serve(
     workers: int,
     verbose: bool = False,
     session_secret: str = "",
+    settings: MasterSettings,
 ) -> None:
     """Run granian in the foreground with ``workers`` processes, each its own Runtime."""
     import math
@@ -88,12 +104,10 @@ def serve(
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
 
-    from nflow.config import load_config
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
     from nflow.server._master import Supervisor
     from nflow.watchdog import EXIT_NOTES_ENV
 
-    config = load_config(config_path)
     ensure_port_free(host, port)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
@@ -123,17 +137,17 @@ def serve(
         log_enabled=verbose,
         backlog=2048,
         # The HTTP parser's buffer holds the request line and headers: past it, a 431.
-        http1_settings=HTTP1Settings(max_buffer_size=config.server.max_header_bytes),
+        http1_settings=HTTP1Settings(max_buffer_size=settings.max_header_bytes),
         # Dead workers are replaced by Supervisor's own loop (with a backoff, never giving up).
         respawn_failed_workers=True,
         respawn_interval=0.5,
         # SIGTERM: workers still running after this are killed.
-        workers_kill_timeout=math.ceil(config.server.shutdown_timeout_seconds),
+        workers_kill_timeout=math.ceil(settings.shutdown_timeout_seconds),
     )
     # SIGHUP: check the config once here, then let each worker apply what can change live.
     from nflow.server._reload import forward_sighup
 
-    server.on_startup(forward_sighup(server, config_path=config_path, config=config))
+    server.on_startup(forward_sighup(server, config_path=config_path, pickled=settings.config))
     try:
         server.serve()
     finally:

@@ -29,7 +29,7 @@ from typing import Any
 from granian.server.mp import MPServer
 
 from nflow.observability import mark_worker_dead
-from nflow.observability.metrics import record_worker_restart
+from nflow.observability._directory import record_worker_restart
 from nflow.watchdog import EXIT_CODE as WATCHDOG_EXIT_CODE
 from nflow.watchdog import EXIT_NOTES_ENV
 

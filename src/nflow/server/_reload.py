@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from nflow.config import Config, changed_keys, load_config, restart_required_keys
 from nflow.errors import ConfigError, NflowError
 
 if TYPE_CHECKING:
+    from nflow.config import Config
     from nflow.runtime import Runtime
 
 log = logging.getLogger("nflow.reload")
@@ -62,6 +60,12 @@ def prepare_config(running: Config, path: str | None) -> ConfigChange:
 
     Raises :class:`ConfigError` naming the key when the new file is invalid.
     """
+    # Imported here: the master process keeps this module for SIGHUP, and loads the
+    # configuration's models (pydantic) only when one arrives.
+    from pydantic import ValidationError
+
+    from nflow.config import Config, changed_keys, load_config, restart_required_keys
+
     new = load_config(path)
     restart = restart_required_keys(running, new)
     live = [key for key in changed_keys(running, new) if key not in restart]
@@ -218,13 +222,21 @@ class Reloader:
         return any(key.startswith("security.") for key in change.live)
 
 
-def forward_sighup(server: Any, *, config_path: str | None, config: Config) -> Callable[[], None]:
+def forward_sighup(server: Any, *, config_path: str | None, pickled: bytes) -> Callable[[], None]:
     """A granian startup hook for the main process: SIGHUP checks the config file, logs the
-    outcome once, and is forwarded to every worker when the file is valid."""
+    outcome once, and is forwarded to every worker when the file is valid.
+
+    ``pickled`` is the running configuration, unpickled (with the configuration's models
+    imported) at the first SIGHUP rather than at start.
+    """
     main_pid = os.getpid()
-    running = [config]
+    running: list[Config] = []
 
     def reload_in_main() -> None:
+        if not running:
+            import pickle
+
+            running.append(pickle.loads(pickled))
         try:
             change = prepare_config(running[0], config_path)
         except NflowError as exc:

@@ -16,11 +16,9 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nflow._http import Request
 from nflow.errors import ExecutionError
@@ -34,6 +32,9 @@ from nflow.sessions._base import (
     session_name,
     set_cookie,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger("nflow.security")
 
@@ -58,13 +59,25 @@ class CookieSessions:
         is_revoked: IsRevoked,
         revoke: Revoke,
     ) -> None:
-        self._aead = AESGCM(derive_key(secret))
+        self._key = derive_key(secret)
+        self._cipher: AESGCM | None = None
         self._max_age = max_age
         self._secure = secure
         self._is_revoked = is_revoked
         self._revoke = revoke
 
     # sealing ----------------------------------------------------------------------------
+    @property
+    def _aead(self) -> AESGCM:
+        # cryptography (7 MB) is loaded by the first request that carries or sets a session
+        # cookie: a worker serving only cookie-less API calls never needs it.
+        cipher = self._cipher
+        if cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            cipher = self._cipher = AESGCM(self._key)
+        return cipher
+
     def seal(self, name: str, values: dict[str, Any], *, sid: str = "") -> str:
         body: dict[str, Any] = {"v": values, "t": int(time.time())}
         if sid:
@@ -76,6 +89,8 @@ class CookieSessions:
     def open(self, name: str, value: str) -> dict[str, Any] | None:
         if not value.startswith(PREFIX):
             return None
+        from cryptography.exceptions import InvalidTag
+
         raw = value[len(PREFIX) :]
         try:
             sealed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))

@@ -8,7 +8,7 @@ and runtime as they are (they are adopted at the first revision).
 
 from __future__ import annotations
 
-from ._migrate import BASELINE, head_revision
+from ._heads import BASELINE, head_revision
 from ._records import (
     AppRecord,
     ImportSummary,

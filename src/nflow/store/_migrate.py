@@ -16,7 +16,7 @@ by a transaction-scoped advisory lock on PostgreSQL.
 
 from __future__ import annotations
 
-__all__ = ["BASELINE", "head_revision", "schema_revision", "upgrade_schema"]
+__all__ = ["BASELINE", "alembic_head", "head_revision", "schema_revision", "upgrade_schema"]
 
 import logging
 from functools import cache
@@ -33,9 +33,9 @@ from sqlalchemy.schema import CreateColumn
 
 from nflow.errors import StoreError
 
-log = logging.getLogger("nflow.store")
+from ._heads import BASELINE, head_revision
 
-BASELINE = "0001"
+log = logging.getLogger("nflow.store")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed number: it only has to be the same in every nflow process.
@@ -54,8 +54,8 @@ def _script() -> ScriptDirectory:
     return ScriptDirectory.from_config(_config())
 
 
-def head_revision() -> str:
-    """The newest revision this nflow knows."""
+def alembic_head() -> str:
+    """The newest revision as Alembic reads it (:func:`head_revision` reads it without Alembic)."""
     head = _script().get_current_head()
     if head is None:  # pragma: no cover - the package ships its revisions
         raise StoreError(f"no schema revisions found in {_MIGRATIONS}")

@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from nflow.errors import AppNotFound, StoreError
 
-from ._migrate import head_revision, schema_revision, upgrade_schema
+from ._heads import current_revisions, head_revision
 from ._records import (
     AppRecord,
     ImportSummary,
@@ -295,10 +295,21 @@ class Store:
         verb = "open" if self._dialect == "sqlite" else "connect to"
         try:
             conn = await engine.connect()
-            await conn.execution_options(**{_WRITE: True})
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot {verb} {self._where}: {_reason(exc)}") from exc
         try:
+            # A plain read first: at the newest revision (every start but the first) there is
+            # nothing to run, and Alembic is not imported.
+            try:
+                async with conn.begin():
+                    current = await conn.run_sync(current_revisions)
+            except (SQLAlchemyError, OSError) as exc:
+                raise StoreError(f"cannot {verb} {self._where}: {_reason(exc)}") from exc
+            if current == [head_revision()]:
+                return
+            from ._migrate import upgrade_schema
+
+            await conn.execution_options(**{_WRITE: True})
             # Several server processes may open a fresh database at once; the loser of a
             # CREATE TABLE race finds the table on its next look.
             for attempt in range(3):
@@ -362,12 +373,16 @@ class Store:
 
     async def schema_status(self) -> tuple[str | None, str]:
         """``(the database's schema revision or None, the newest this nflow knows)``."""
+        from ._migrate import schema_revision
+
         async with self._tx("schema_status") as conn:
             current = await conn.run_sync(schema_revision)
         return current, head_revision()
 
     async def upgrade_schema(self) -> tuple[str | None, str]:
         """Upgrade to the newest revision now: ``(revision before, revision after)``."""
+        from ._migrate import upgrade_schema
+
         async with self._tx("upgrade_schema", write=True) as conn:
             return await conn.run_sync(upgrade_schema)
 
