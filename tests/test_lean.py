@@ -28,7 +28,6 @@ OPTIONAL = (
     "cryptography",
     "redis",
     "opentelemetry",
-    "nflow.history",
 )
 
 

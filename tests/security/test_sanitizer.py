@@ -66,6 +66,7 @@ MASKED: list[tuple[str, str, str, str]] = [
     ("credit_card", f"paid with {CARD} exp 12/30", CARD, "exp 12/30"),
     ("credit_card", "card=4012888888881881;", "4012888888881881", "card="),
     ("credit_card", "amex 3782-822463-10005", "3782-822463-10005", "amex"),
+    ("credit_card", "card 4111111111111111.", "4111111111111111", "card"),
     ("phone", "call (555) 123-4567 now", "123-4567", "now"),
     ("phone", "call +1 555-123-4567 now", "555-123-4567", "call"),
     ("phone", "call +44 20 7946 0958 now", "7946 0958", "call"),
@@ -88,6 +89,8 @@ NOT_MASKED = [
     "user bob logged in from the home page",
     "token_type=Bearer expires_in=3600",
     "password_hash computed in 12ms",
+    "drew 0.03817082151494189 of 1",  # the digits of a decimal pass Luhn, but are no card
+    "total 4111111111111111.25 units",
 ]
 
 

@@ -146,8 +146,10 @@ def _builtin_patterns(mask_ip: bool) -> list[_Pattern]:
         _Pattern(
             "credit_card",
             re.compile(
-                r"(?<!\d)(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
-                r"(?!\d)"
+                # Not the digits of a decimal number (0.03817082151494189 may pass Luhn).
+                r"(?<!\d)(?<!\d\.)"
+                r"(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
+                r"(?!\d|\.\d)"
             ),
             check=_card_ok,
         ),
