@@ -106,8 +106,22 @@
     return t >>> 0;
   }
   seedRandom(0, 0);
+  // Seeding takes a few dozen generator rounds, more than a small step costs: a run's seed is
+  // only noted, and the generator is seeded when the run first draws a number.
+  let seedHi = 0,
+    seedLo = 0,
+    seeded = true;
+  function seedLater(hi, lo) {
+    seedHi = hi;
+    seedLo = lo;
+    seeded = false;
+  }
   defineProperty(Math, "random", {
     value: function random() {
+      if (!seeded) {
+        seeded = true;
+        seedRandom(seedHi, seedLo);
+      }
       // 53 random bits, like the engines' own Math.random.
       return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
     },
@@ -816,7 +830,7 @@
     run(token, fresh, key, nodeKey, payload, prev, preset, sync, hi, lo, clock) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (fresh && !reset()) return null;
-      if (fresh) seedRandom(hi, lo);
+      if (fresh) seedLater(hi, lo);
       setClock(clock);
       if (preset) {
         const p = jsonParse(preset);
@@ -857,7 +871,7 @@
     auth(token, key, preset, hi, lo, clock) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (!reset()) return null;
-      seedRandom(hi, lo);
+      seedLater(hi, lo);
       setClock(clock);
       const p = jsonParse(preset);
       for (const k of O.keys(p)) R[k] = p[k];
