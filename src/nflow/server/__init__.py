@@ -119,6 +119,8 @@ def serve(
             "apps": [os.path.abspath(p) for p in app_files],
             "example": example_if_empty,
             "verbose": verbose,
+            # A worker that starts after its master died must still know it has no master.
+            "master": os.getpid(),
             # Without [session] secret every worker must still seal cookies with one key.
             "session_secret": session_secret,
         }
@@ -174,7 +176,9 @@ def worker_app() -> RsgiApp:
     app = RsgiApp(runtime)
     # Graceful stop, rebalancing after a sibling's replacement, and no life after the master.
     app.lifecycle = WorkerLifecycle(
-        app, shutdown_timeout=runtime.config.server.shutdown_timeout_seconds
+        app,
+        shutdown_timeout=runtime.config.server.shutdown_timeout_seconds,
+        master=int(spec.get("master") or os.getppid()),
     )
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))

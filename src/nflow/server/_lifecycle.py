@@ -60,9 +60,11 @@ class Closable(Protocol):
 
 
 class WorkerLifecycle:
-    def __init__(self, app: Closable, *, shutdown_timeout: float) -> None:
+    def __init__(self, app: Closable, *, shutdown_timeout: float, master: int) -> None:
         self._app = app
-        self._master = os.getppid()
+        # The master's pid as the master wrote it, not getppid() now: a worker still
+        # building its runtime when the master was killed has been re-parented already.
+        self._master = master
         self._drain_max = min(DRAIN_MAX_SECONDS, shutdown_timeout / 2)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
