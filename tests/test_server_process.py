@@ -380,3 +380,56 @@ def test_survivors_close_keepalive_connections_after_a_replacement(tmp_path: Pat
         for thread in threads:
             thread.join(10)
         assert srv.stop() == 0
+
+
+def test_metrics_port_serves_every_workers_metrics_off_the_main_port(tmp_path: Path) -> None:
+    from test_server import free_port
+
+    metrics_port = free_port()
+    srv = start(tmp_path, f"[monitor]\nenabled = true\nmetrics_port = {metrics_port}\n", workers=2)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            for _ in range(20):
+                assert client.get("/hello").text == "hello"
+            # The metrics path now belongs to the playbooks: nothing there.
+            assert client.get("/metrics").status_code == 404
+        scrape = f"http://127.0.0.1:{metrics_port}"
+
+        def total() -> float:
+            for line in httpx.get(scrape + "/metrics", timeout=10).text.splitlines():
+                if line.startswith("nflow_requests_total "):
+                    return float(line.split()[1])
+            return 0.0
+
+        # Both workers flush within a flush interval; the master sums them.
+        wait_for("20 requests counted", lambda: total() >= 20)
+        response = httpx.get(scrape + "/metrics", timeout=10)
+        assert response.headers["content-type"].startswith("text/plain")
+        assert httpx.get(scrape + "/other", timeout=10).status_code == 404
+    finally:
+        assert srv.stop() == 0
+
+
+def test_metrics_port_in_use_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_server import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        (tmp_path / "config.toml").write_text(
+            f"[monitor]\nenabled = true\nmetrics_port = {taken}\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "nflow", "serve", "--port", str(free_port())],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert f"127.0.0.1:{taken} is already in use" in proc.stderr
+    assert "monitor.metrics_port" in proc.stderr

@@ -68,6 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings=MasterSettings(
             max_header_bytes=plan["max_header_bytes"],
             shutdown_timeout_seconds=plan["shutdown_timeout_seconds"],
+            metrics_port=plan["metrics_port"],
+            metrics_path=plan["metrics_path"],
             config=bytes.fromhex(plan["config"]),
         ),
     )
@@ -95,6 +97,8 @@ def _serve_preflight(args: argparse.Namespace) -> bytes:
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.effective_workers
     ensure_port_free(host, port)  # before the start-up work, not after it
+    if config.monitor.enabled and config.monitor.metrics_port:
+        ensure_port_free(host, config.monitor.metrics_port, key="monitor.metrics_port")
     example = not args.app
     secret = ""
     if not config.session.secret and config.session.backend == "cookie":
@@ -151,6 +155,9 @@ def _serve_preflight(args: argparse.Namespace) -> bytes:
             },
             "max_header_bytes": config.server.max_header_bytes,
             "shutdown_timeout_seconds": config.server.shutdown_timeout_seconds,
+            # Metrics on a port of their own are answered by the master.
+            "metrics_port": config.monitor.metrics_port if config.monitor.enabled else 0,
+            "metrics_path": config.monitor.metrics_path,
             # The running configuration, for the master's check of a SIGHUP reload.
             "config": pickle.dumps(config).hex(),
         }

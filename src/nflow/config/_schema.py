@@ -759,10 +759,9 @@ class MonitorConfig(_Section):
         le=65535,
         description=(
             "0 = metrics on the main server. Any other port takes the metrics path off the main "
-            "server, but nflow starts no listener on that port yet, so the metrics are then not "
-            "served at all. Must differ from `server.port`."
+            "server and serves it on this port instead (same host; answered by the master "
+            "process, summing every worker). Must differ from `server.port`."
         ),
-        json_schema_extra=_PARTLY,
     )
 
     @field_validator("health_check_path", "metrics_path")

@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nflow.server' has no attribute {name!r}")
 
 
-def ensure_port_free(host: str, port: int) -> None:
+def ensure_port_free(host: str, port: int, *, key: str = "server.port") -> None:
     """Raise ConfigError (key ``server.port``) if something already listens on host:port.
 
     granian binds with SO_REUSEPORT, so a second server on a busy port does not fail: it
@@ -66,10 +66,11 @@ def ensure_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 return
+            hint = "--port" if key == "server.port" else key
             raise ConfigError(
                 f"{host}:{port} is already in use by another process (another nflow serve?); "
-                "stop it or choose another port (--port)",
-                key="server.port",
+                f"stop it or choose another port ({hint})",
+                key=key,
             ) from None
 
 
@@ -83,6 +84,9 @@ class MasterSettings:
 
     max_header_bytes: int
     shutdown_timeout_seconds: float
+    # [monitor] metrics_port (0: none) and metrics_path: the master answers scrapes there.
+    metrics_port: int
+    metrics_path: str
     config: bytes  # the checked configuration, pickled: unpickled only to check a SIGHUP
 
 
@@ -109,6 +113,8 @@ def serve(
     from nflow.watchdog import EXIT_NOTES_ENV
 
     ensure_port_free(host, port)
+    if settings.metrics_port:
+        ensure_port_free(host, settings.metrics_port, key="monitor.metrics_port")
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
@@ -150,9 +156,19 @@ def serve(
     from nflow.server._reload import forward_sighup
 
     server.on_startup(forward_sighup(server, config_path=config_path, pickled=settings.config))
+    metrics_listener = None
+    if settings.metrics_port:
+        from nflow.server._metrics_port import MetricsListener
+
+        metrics_listener = MetricsListener(
+            host=host, port=settings.metrics_port, path=settings.metrics_path, directory=metrics_dir
+        )
+        metrics_listener.start()
     try:
         server.serve()
     finally:
+        if metrics_listener is not None:
+            metrics_listener.close()
         remove_multiprocess_dir(metrics_dir)
 
 
