@@ -394,15 +394,15 @@ def test_modes_decide_what_is_recorded(db_url: str, tmp_path: Path) -> None:
         errors.close()
 
 
-def test_a_failed_run_outside_the_sample_is_kept_from_its_trace(
+def test_a_failed_run_outside_the_sample_is_kept_in_full_and_replays(
     db_url: str, tmp_path: Path
 ) -> None:
     doc = app_doc(
         s1=starter("s1", "/ok", "a"),
         s2=starter("s2", "/bad", "b"),
         a=js("a", "function main(){ c.JSON(200, {}) }"),
-        b=js("b", "function main(){ payload.x = 1 }", output_1="c"),
-        c=js("c", "function main(){ throw new Error('no') }"),
+        b=js("b", "function main(){ payload.x = uuid(); payload.t = Date.now() }", output_1="c"),
+        c=js("c", "function main(){ console.log('got', payload.x); throw new Error('no') }"),
     )
     toml = SECRET + '[history]\nmode = "sampled"\nsample_rate = 0.0\nflush_interval_ms = 20\n'
     h = Harness(db_url, tmp_path, apps=[doc], toml=toml)
@@ -414,10 +414,15 @@ def test_a_failed_run_outside_the_sample_is_kept_from_its_trace(
         assert run.status == "error" and run.path == "/bad"
         record = get_run(h, run.id)
         assert [(s.node_id, s.next) for s in record.steps] == [("b", "output_1"), ("c", None)]
-        assert record.steps[1].error is not None and "no" in record.steps[1].error.message
-        from nflow.replay import ReplayError
-
-        with pytest.raises(ReplayError, match="outside the history's sample"):
-            replay(h.runtime.config, run.id, database_url=db_url)
+        first, failing = record.steps
+        # In full, like a run drawn for the sample: payloads, host calls, clock, console.
+        assert [c.function for c in first.host_calls] == ["uuid", "Date.now"]
+        assert first.payload_after["x"] == first.host_calls[0].result
+        assert failing.payload_before["x"] == first.payload_after["x"]
+        assert failing.console == (f"got {first.payload_after['x']}",)
+        assert failing.error is not None and "no" in failing.error.message
+        assert record.response_status == 500
+        result = replay(h.runtime.config, run.id, database_url=db_url)
+        assert result is not None and result.identical, result.divergence
     finally:
         h.close()

@@ -241,10 +241,10 @@ class Sanitizer:
             found = self._texts.get(text)
             if found is not None:
                 return found
-        if self._trigger is not None and self._trigger.search(text) is None:
-            return text
         original = text
-        if self._any is None or self._any.search(text) is not None:
+        if (self._trigger is None or self._trigger.search(text) is not None) and (
+            self._any is None or self._any.search(text) is not None
+        ):
             for pattern in self._patterns:
                 text = pattern.regex.sub(self._replacer(pattern), text)
         if short:
@@ -294,11 +294,14 @@ class Sanitizer:
         dicts, lists, tuples and sets are walked (32 levels deep, then cut)."""
         if not self.enabled:
             return obj
+        kind_of = type(obj)
+        if kind_of in _SCALARS:  # most values of a JSON document; no ABC checks for them
+            return obj
         if isinstance(obj, str):
             return self.sanitize(obj)
         if _depth >= _MAX_DEPTH:
             return "[TRUNCATED]" if isinstance(obj, Mapping | list | tuple | set) else obj
-        if isinstance(obj, Mapping):
+        if isinstance(obj, dict | Mapping):  # dict first: no ABC check for it
             out: dict[object, object] = {}
             for key, value in obj.items():
                 kind = self.sensitive_kind(key)
@@ -316,6 +319,7 @@ class Sanitizer:
         return obj
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
 _CACHED_TEXT = 256
 _CACHE_SIZE = 4096
 
