@@ -306,7 +306,7 @@ class Sanitizer:
             for key, value in obj.items():
                 kind = self.sensitive_kind(key)
                 if kind is not None and value is not None and not isinstance(value, bool):
-                    out[key] = self.mask(kind, value if isinstance(value, str) else str(value))
+                    out[key] = self._masked(kind, value)
                 else:
                     out[key] = self.sanitize_value(value, _depth + 1)
             return out
@@ -317,6 +317,13 @@ class Sanitizer:
         if isinstance(obj, set | frozenset):
             return type(obj)(self.sanitize_value(v, _depth + 1) for v in obj)
         return obj
+
+    def _masked(self, kind: str, value: object) -> object:
+        """A secret-named field's value masked whole; a list of values (a form field, a
+        header) stays a list of masks, so code reading its first item still gets a mask."""
+        if isinstance(value, list | tuple):
+            return [self.mask(kind, v if isinstance(v, str) else str(v)) for v in value]
+        return self.mask(kind, value if isinstance(value, str) else str(value))
 
 
 _SCALARS = frozenset({int, float, bool, type(None)})
