@@ -1562,14 +1562,21 @@ class HistoryConfig(_Section):
         default=(), description="More key names whose values are hidden in the record."
     )
     queue_size: int = Field(
-        default=1000,
+        default=2000,
         ge=1,
         description=(
             "Runs waiting to be written; past it runs are dropped (successful ones first) and "
             "counted in `nflow_history_dropped_total`."
         ),
     )
-    batch_size: int = Field(default=100, ge=1, description="Runs written per insert.")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        description=(
+            "Runs written per insert transaction; a transaction's commit costs SQLite about as "
+            "much as a hundred runs."
+        ),
+    )
     flush_interval_ms: int = Field(
         default=250, ge=1, description="Longest wait before a partial batch is written."
     )

@@ -107,8 +107,8 @@ class HistoryWriter:
         keyring: KeyRing | None = None,
         custom_patterns: Mapping[str, str] | None = None,
         sensitive_keys: Sequence[str] = (),
-        capacity: int = 1000,
-        batch_size: int = 100,
+        capacity: int = 2000,
+        batch_size: int = 500,
         flush_interval: float = 0.25,
         prune_interval: float = 300.0,
     ) -> None:
