@@ -16,7 +16,7 @@ import pytest
 import nflow
 from harness import COMPAT, SUPPORT, Browser, Harness, app_doc, js, node, parse_form, starter
 from nflow.cli import main
-from nflow.history import HistoryReader, RunRecord, RunSummary
+from nflow.history import HistoryReader, RunRecord, RunSummary, StepView
 from nflow.replay import replay, rerun
 
 MakeHarness = Callable[..., Harness]
@@ -528,6 +528,12 @@ def test_a_failed_run_outside_the_sample_is_kept_in_full_and_replays(
         assert failing.console == (f"got {first.payload_after['x']}",)
         assert failing.error is not None and "no" in failing.error.message
         assert record.response_status == 500
+
+        async def failed_step() -> StepView | None:
+            return await HistoryReader(h.runtime.store).get_step(run.id, 1)
+
+        view = h.run(h.runtime.store_call(failed_step()))
+        assert view is not None and view.diff == (), "a failed step changed nothing"
         result = replay(h.runtime.config, run.id, database_url=db_url)
         assert result is not None and result.identical, result.divergence
     finally:

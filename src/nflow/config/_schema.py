@@ -247,7 +247,14 @@ def _sqlite_url(dsn: str) -> str:
         except Exception as exc:
             raise ValueError(f"cannot parse the URL ({exc})") from None
         if url.drivername.split("+")[0] != "sqlite":
-            raise ValueError(f"expected a file path or a sqlite:// URL, got {url.drivername}://")
+            hint = (
+                ' (for PostgreSQL set driver = "postgres" beside it)'
+                if url.drivername.split("+")[0] in ("postgres", "postgresql")
+                else ""
+            )
+            raise ValueError(
+                f"expected a file path or a sqlite:// URL, got {url.drivername}://{hint}"
+            )
         return url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     if dsn.startswith("file:"):
         # go-sqlite3 accepts SQLite URI filenames; sqlite3 in Python needs uri=true for them.
