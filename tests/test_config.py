@@ -345,6 +345,10 @@ def test_wrong_type_names_the_key_path(tmp_path: Path) -> None:
             '[database_nflow]\ndriver = "mysql"',
             'database_nflow.driver: expected one of "sqlite3", "sqlite" or "postgres", got "mysql"',
         ),
+        (
+            '[database_nflow]\ndsn = "postgresql://u@127.0.0.1/nflow"',
+            'got postgresql:// (for PostgreSQL set driver = "postgres" beside it)',
+        ),
         ('[server]\nmode = "staging"', 'server.mode: expected one of "development" or'),
         ("[server]\nport = 70000", "server.port: must be at most 65535, got 70000"),
         ('[debug]\nallowed_ips = "10.0.0.0/8,nope"', '"nope" is not an IP address or a CIDR'),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,14 @@ import pytest
 import nflow
 from harness import COMPAT, SUPPORT, Browser, Harness, app_doc, js, node, parse_form, starter
 from nflow.cli import main
-from nflow.history import HistoryReader, RunRecord, RunSummary
+from nflow.history import HistoryReader, RunRecord, RunSummary, StepView
 from nflow.replay import replay, rerun
 
 MakeHarness = Callable[..., Harness]
 SECRET = '[session]\nbackend = "cookie"\nsecret = "' + "k" * 40 + '"\n'
 RECORD_ALL = '[history]\nmode = "all"\nflush_interval_ms = 20\n'
 SQLITE_SUPPORT = (SUPPORT / "modules_app_sqlite.json", SUPPORT / "templates_app_sqlite.json")
+INITSQL_SUPPORT = (SUPPORT / "modules_initsql.json", SUPPORT / "templates_initsql.json")
 WIZARD_FIELDS = {
     "cantidad": "1000",
     "cuotas": "12",
@@ -107,23 +110,30 @@ def test_static_and_token_apps_replay_identical(make: MakeHarness, db_url: str) 
 
 
 @pytest.mark.parametrize(
-    ("file", "path", "support"),
+    ("file", "path", "support", "status"),
     [
-        ("examples_login_flow21_static_json_initsql_variant.json", "/login_flow21", ()),
-        ("legacy/legacy_app_earliest_2023-03.json", "/pepe", ()),
-        ("legacy/legacy_app1_pepe_hello_2023-06-14.json", "/pepe", ()),
-        ("legacy/legacy_app_file_based_modules_2023-07.json", "/login_flow1", SQLITE_SUPPORT),
-        ("legacy/legacy_app_file_based_modules_2023-07.json", "/login_flow2", SQLITE_SUPPORT),
-        ("app_nflow_sqlite_full.json", "/pepe11", SQLITE_SUPPORT),
+        ("examples_login_flow21_static_json_initsql_variant.json", "/login_flow21", (), 200),
+        ("legacy/legacy_app_earliest_2023-03.json", "/pepe", (), 200),
+        ("legacy/legacy_app1_pepe_hello_2023-06-14.json", "/pepe", (), 200),
+        # Its modules are files the old runtime read from disk: a failed run, replayed too.
+        ("legacy/legacy_app_file_based_modules_2023-07.json", "/login_flow1", SQLITE_SUPPORT, 500),
+        ("legacy/legacy_app_file_based_modules_2023-07.json", "/login_flow2", SQLITE_SUPPORT, 200),
+        ("app_nflow_sqlite_full.json", "/pepe11", SQLITE_SUPPORT, 200),
+        ("app_nflow_sqlite_full.json", "/login_flow21", SQLITE_SUPPORT, 200),
+        ("app_nflow_runtime_repo_full.json", "/pepe11", SQLITE_SUPPORT, 200),
+        ("app_nflow_runtime_repo_full.json", "/nflow_login", SQLITE_SUPPORT, 200),
+        ("app_nflow_initsql_postgres_full.json", "/pepe11", INITSQL_SUPPORT, 200),
+        ("app_nflow_initsql_postgres_full.json", "/login_flow21", INITSQL_SUPPORT, 200),
+        ("reconstructed/benchmark_httpstart_js_jsonrender_RECONSTRUCTED.json", "/bench", (), 200),
     ],
 )
 def test_single_request_apps_replay_identical(
-    make: MakeHarness, db_url: str, file: str, path: str, support: tuple[Path, ...]
+    make: MakeHarness, db_url: str, file: str, path: str, support: tuple[Path, ...], status: int
 ) -> None:
     h = make(COMPAT / file, support=support)
-    h.request("GET", path)
+    assert h.request("GET", path).status == status
     [run] = replays_identical(h, db_url)
-    assert run.path == path
+    assert run.path == path and run.response_status == status
 
 
 def test_form_wizard_is_one_journey_and_replays_identical(make: MakeHarness, db_url: str) -> None:
@@ -256,6 +266,102 @@ def test_a_source_the_record_does_not_tape_is_a_divergence_at_its_step(
         assert "payload key 'lucky'" in divergence.what
     finally:
         nflow.steps.unregister_step("t_untaped")
+
+
+class _Peer:
+    """A local HTTP server answering ``/quote`` with a JSON body; counts what it served."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                peer.hits.append(self.path)
+                body = json.dumps({"quote": f"q{len(peer.hits)}", "path": self.path}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def test_http_get_random_clock_and_uuid_replay_with_the_server_stopped(
+    make: MakeHarness, db_url: str
+) -> None:
+    peer = _Peer()
+    try:
+        doc = app_doc(
+            s=starter("s", "/peer", "a"),
+            a=js(
+                "a",
+                "function main(){ payload.n = Math.random(); payload.t = Date.now(); "
+                "payload.id = uuid(); "
+                f'var page = http_get("{peer.url}/quote?n=" + payload.n); '
+                "payload.quote = JSON.parse(page.body).quote }",
+                output_1="b",
+            ),
+            b=js("b", "function main(){ c.JSON(200, payload) }"),
+        )
+        h = make(doc, extra='[http]\nallowed_hosts = ["127.0.0.1"]\n')
+        answer = h.request("GET", "/peer").json()
+        assert isinstance(answer, dict) and answer["quote"] == "q1"
+        [run] = summaries(h)
+    finally:
+        peer.close()
+    assert peer.hits == [f"/quote?n={answer['n']}"]
+    # The server is gone: a live run now fails, a replay is answered from the record.
+    assert h.request("GET", "/peer").status == 500
+    result = replay(h.runtime.config, run.id, database_url=db_url)
+    assert result is not None and result.identical, result.divergence
+    assert len(peer.hits) == 1, "the replay made no HTTP call"
+    record = get_run(h, run.id)
+    calls = record.steps[0].host_calls
+    assert [c.function for c in calls] == ["uuid", "http_get", "Date.now"]
+    assert calls[1].args == [f"{peer.url}/quote?n={answer['n']}"]
+    assert record.steps[1].payload_before["id"] == calls[0].result == answer["id"]
+
+
+def test_a_clock_read_through_a_computed_name_is_a_divergence_at_its_step(
+    make: MakeHarness, db_url: str
+) -> None:
+    # The source never names the clock, so the step is not taped: its read is live on replay.
+    doc = app_doc(
+        s=starter("s", "/hidden", "a"),
+        a=js("a", "function main(){ payload.n = Math.random() }", output_1="h"),
+        h=js(
+            "h",
+            'function main(){ var D = globalThis["Da" + "te"]; var t0 = D.now(); '
+            "while (D.now() === t0) {} payload.t = D.now() }",
+            output_1="b",
+        ),
+        b=js("b", "function main(){ c.JSON(200, payload) }"),
+    )
+    h = make(doc)
+    h.request("GET", "/hidden")
+    [run] = summaries(h)
+    result = replay(h.runtime.config, run.id, database_url=db_url)
+    assert result is not None and not result.identical
+    divergence = result.divergence
+    assert divergence is not None
+    assert (divergence.step, divergence.node) == (1, "h")
+    assert "payload key 't'" in divergence.what
 
 
 def test_a_changed_host_call_is_named(make: MakeHarness, db_url: str, tmp_path: Path) -> None:
@@ -394,15 +500,15 @@ def test_modes_decide_what_is_recorded(db_url: str, tmp_path: Path) -> None:
         errors.close()
 
 
-def test_a_failed_run_outside_the_sample_is_kept_from_its_trace(
+def test_a_failed_run_outside_the_sample_is_kept_in_full_and_replays(
     db_url: str, tmp_path: Path
 ) -> None:
     doc = app_doc(
         s1=starter("s1", "/ok", "a"),
         s2=starter("s2", "/bad", "b"),
         a=js("a", "function main(){ c.JSON(200, {}) }"),
-        b=js("b", "function main(){ payload.x = 1 }", output_1="c"),
-        c=js("c", "function main(){ throw new Error('no') }"),
+        b=js("b", "function main(){ payload.x = uuid(); payload.t = Date.now() }", output_1="c"),
+        c=js("c", "function main(){ console.log('got', payload.x); throw new Error('no') }"),
     )
     toml = SECRET + '[history]\nmode = "sampled"\nsample_rate = 0.0\nflush_interval_ms = 20\n'
     h = Harness(db_url, tmp_path, apps=[doc], toml=toml)
@@ -414,10 +520,21 @@ def test_a_failed_run_outside_the_sample_is_kept_from_its_trace(
         assert run.status == "error" and run.path == "/bad"
         record = get_run(h, run.id)
         assert [(s.node_id, s.next) for s in record.steps] == [("b", "output_1"), ("c", None)]
-        assert record.steps[1].error is not None and "no" in record.steps[1].error.message
-        from nflow.replay import ReplayError
+        first, failing = record.steps
+        # In full, like a run drawn for the sample: payloads, host calls, clock, console.
+        assert [c.function for c in first.host_calls] == ["uuid", "Date.now"]
+        assert first.payload_after["x"] == first.host_calls[0].result
+        assert failing.payload_before["x"] == first.payload_after["x"]
+        assert failing.console == (f"got {first.payload_after['x']}",)
+        assert failing.error is not None and "no" in failing.error.message
+        assert record.response_status == 500
 
-        with pytest.raises(ReplayError, match="outside the history's sample"):
-            replay(h.runtime.config, run.id, database_url=db_url)
+        async def failed_step() -> StepView | None:
+            return await HistoryReader(h.runtime.store).get_step(run.id, 1)
+
+        view = h.run(h.runtime.store_call(failed_step()))
+        assert view is not None and view.diff == (), "a failed step changed nothing"
+        result = replay(h.runtime.config, run.id, database_url=db_url)
+        assert result is not None and result.identical, result.divergence
     finally:
         h.close()

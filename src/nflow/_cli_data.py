@@ -215,9 +215,12 @@ def _print_step(view: Any) -> None:
     print(f"next: {step.next}   duration: {step.duration_ms:.3f} ms")
     print("payload before:")
     print(_dump(step.payload_before))
-    print("payload after:")
-    print(_dump(step.payload_after))
-    print("diff:" if view.diff else "diff: none")
+    if step.error is None:
+        print("payload after:")
+        print(_dump(step.payload_after))
+        print("diff:" if view.diff else "diff: none")
+    else:
+        print("payload after: none (the step failed)")
     signs = {"added": "+", "removed": "-", "changed": "~"}
     for change in view.diff:
         if change.op == "added":
@@ -277,8 +280,12 @@ def _runs_show(args: argparse.Namespace) -> int:
     if run.error:
         print(f"error: {run.error}")
     for step in run.steps:
-        changed = ", ".join(
-            f"{c.op[0]}:{c.key}" for c in changes(step.payload_before, step.payload_after)
+        changed = (
+            ", ".join(
+                f"{c.op[0]}:{c.key}" for c in changes(step.payload_before, step.payload_after)
+            )
+            if step.error is None
+            else ""
         )
         mark = "  ERROR" if step.error is not None else ""
         print(

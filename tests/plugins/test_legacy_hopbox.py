@@ -18,6 +18,8 @@ import redis as redis_lib
 from plugin_support import LocalServer, PluginRuntime, Reply, Seen, json_reply
 
 from harness import COMPAT, UUID, app_doc, js, starter
+from nflow.history import HistoryReader, RunSummary
+from nflow.replay import replay
 
 LEGACY = COMPAT / "legacy" / "legacy_hopbox_scim_login_2023-03-11.json"
 CHECK_STEP = "fb378cd4-8f1c-41c5-9d56-01928104fb9a"  # SCIM token + user search
@@ -70,6 +72,7 @@ def test_hopbox_login_against_fake_scim(
         f'[env]\nscim_base = "{scim.url}"\nopenid_base = "https://openid.example"\n'
         f'[redis]\nhost = "{redis_host}"\nprefix = "{prefix}"\n'
         '[http]\nallowed_hosts = ["127.0.0.1"]\n'  # the fake SCIM server is on loopback
+        '[history]\nmode = "all"\nflush_interval_ms = 20\n'
     )
     rt.serve_doc(login_app())
 
@@ -96,3 +99,19 @@ def test_hopbox_login_against_fake_scim(
 
     r = rt.request("POST", "/login_flow", form={"username": "ana", "password": "wrong"})
     assert (r.status, r.json()) == (401, {"error": "denied"})
+
+    # Both runs replay from the record with the SCIM server stopped: no HTTP call, no Redis
+    # write, the same redirect (with the same random key) and the same denial.
+    scim.close()
+    history = rt.runtime.history
+    assert history is not None and history.flush(20.0)
+
+    async def recorded() -> list[RunSummary]:
+        return await HistoryReader(rt.runtime.store).list_runs()
+
+    runs = rt.loop.run_until_complete(rt.runtime.store_call(recorded()))
+    assert sorted(r.response_status or 0 for r in runs) == [301, 401]
+    for run in runs:
+        result = replay(rt.runtime.config, run.id, database_url=rt.runtime.database_url)
+        assert result is not None and result.identical, result.divergence
+    assert len(scim.seen) == 4

@@ -161,6 +161,11 @@ def test_sanitize_value() -> None:
         "count": 3,
     }
     assert data["password"] == "hunter2"  # a copy
+    # A form field or header holds a list of values: masked one by one, still a list.
+    assert sanitize_value({"password": ["a", "b"], "Cookie": ("c",)}) == {
+        "password": ["[REDACTED:password]", "[REDACTED:password]"],
+        "Cookie": ["[REDACTED:cookie]"],
+    }
     config = SecurityConfig(always_encrypt_fields=("pin_code",))
     assert sanitize_value({"pin_code": 1234}, config=config) == {"pin_code": "[REDACTED:pin_code]"}
     deep: list[object] = []

@@ -247,7 +247,14 @@ def _sqlite_url(dsn: str) -> str:
         except Exception as exc:
             raise ValueError(f"cannot parse the URL ({exc})") from None
         if url.drivername.split("+")[0] != "sqlite":
-            raise ValueError(f"expected a file path or a sqlite:// URL, got {url.drivername}://")
+            hint = (
+                ' (for PostgreSQL set driver = "postgres" beside it)'
+                if url.drivername.split("+")[0] in ("postgres", "postgresql")
+                else ""
+            )
+            raise ValueError(
+                f"expected a file path or a sqlite:// URL, got {url.drivername}://{hint}"
+            )
         return url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     if dsn.startswith("file:"):
         # go-sqlite3 accepts SQLite URI filenames; sqlite3 in Python needs uri=true for them.
@@ -1561,14 +1568,21 @@ class HistoryConfig(_Section):
         default=(), description="More key names whose values are hidden in the record."
     )
     queue_size: int = Field(
-        default=1000,
+        default=2000,
         ge=1,
         description=(
             "Runs waiting to be written; past it runs are dropped (successful ones first) and "
             "counted in `nflow_history_dropped_total`."
         ),
     )
-    batch_size: int = Field(default=100, ge=1, description="Runs written per insert.")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        description=(
+            "Runs written per insert transaction; a transaction's commit costs SQLite about as "
+            "much as a hundred runs."
+        ),
+    )
     flush_interval_ms: int = Field(
         default=250, ge=1, description="Longest wait before a partial batch is written."
     )

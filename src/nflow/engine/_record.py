@@ -10,6 +10,12 @@ each step's clock reads and the VM hands the tape over once when the step ends; 
 as one host call named :data:`CLOCK_CALL` at the end of the step's calls. Response writes
 (``c.JSON``, ``c.SetHeader`` ...) are kept apart from the other calls, in ``writes``.
 
+Every collected run is recorded in full, in or outside the history's sample: a run outside
+it is kept if it fails, and a failed run must replay like any other. What a run costs while
+it runs is therefore kept to references: each step's payloads (the objects the step got and
+produced, which nothing changes afterwards), and each host call as a tuple. Records and
+:class:`~nflow.history.HostCall` s are built only for a run that is kept.
+
 Replays and re-runs subclass it: they answer host calls from a record instead of calling.
 """
 
@@ -22,7 +28,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from nflow._http import Request, Response
-from nflow.engine._results import TraceEntry
 from nflow.errors import ExecutionError, ScriptError
 from nflow.history import HistoryPolicy, HostCall, RunRecord, StepError, StepRecord
 from nflow.jsapi import HostCallInterceptor, HostError, RunContext
@@ -33,11 +38,12 @@ WRITERS = frozenset(
     | {"c.set_cookie"}
 )
 CLOCK_CALL = "Date.now"
+_perf = time.perf_counter
 # The node id of the auth trigger's step (it runs before the first node).
 AUTH_NODE = "nflow_auth"
-# The host calls of a step of a light recording: they were not recorded.
+# The host calls of a step recorded by an older nflow from the run's node trace alone (a
+# failed run outside the sample): they were not recorded, and such a run cannot be replayed.
 UNRECORDED = "nflow.unrecorded"
-_UNRECORDED_CALLS = (HostCall(function=UNRECORDED),)
 
 
 class HistorySink(Protocol):
@@ -52,10 +58,8 @@ class HistorySink(Protocol):
 class RunRecording:
     """What one run did, step by step. Attach it to the run's context with :meth:`attach`.
 
-    A ``light`` recording is what a run outside the history's sample costs, in case it fails
-    and is kept: nothing while it runs (the engine does not call the step hooks). Its steps
-    come from the run's node trace (``trace``): node, type, ``next``, duration and error, no
-    payloads, and host calls reading :data:`UNRECORDED`.
+    ``light``: the run is outside the history's sample, so it is recorded the same way but
+    built into a record only if it fails (the engine decides; see ``Engine._recorded``).
     """
 
     def __init__(
@@ -72,18 +76,16 @@ class RunRecording:
         # Each step as it ended, turned into StepRecords only if the run is kept: most runs
         # outside the sample succeed and are let go.
         self._ended: list[tuple[Any, ...]] = []
-        self._calls: list[HostCall] = []
+        # The current step's host calls: (name, args, result, error, duration in seconds).
+        self._calls: list[tuple[Any, ...]] = []
         self._writes: list[Any] = []
         self._begun: tuple[Any, ...] = ()
-        self.last_writes: tuple[Any, ...] = ()
-        self.trace: Sequence[TraceEntry] = ()
+        self.last_writes: Sequence[Any] = ()
 
     def attach(self, ctx: RunContext) -> None:
         """Start recording ``ctx``'s run: its host calls, clock and console."""
         self.ctx = ctx
         self.started = time.time()
-        if self.light:
-            return
         self._perf0 = time.perf_counter()
         ctx.console = []
         self.inner = ctx.host_interceptor
@@ -102,85 +104,72 @@ class RunRecording:
         if name in WRITERS:
             self._writes.append({"function": name, "args": list(args)})
             return call()
-        t0 = time.perf_counter()
+        t0 = _perf()
         try:
             result = call()
         except HostError as exc:
-            self._calls.append(
-                HostCall(
-                    function=name,
-                    args=args,
-                    error=str(exc),
-                    duration_ms=(time.perf_counter() - t0) * 1000.0,
-                )
-            )
+            self._calls.append((name, args, None, str(exc), _perf() - t0))
             raise
         except Exception as exc:
-            self._calls.append(
-                HostCall(
-                    function=name,
-                    args=args,
-                    error=f"{type(exc).__name__}: {exc}",
-                    duration_ms=(time.perf_counter() - t0) * 1000.0,
-                )
-            )
+            self._calls.append((name, args, None, f"{type(exc).__name__}: {exc}", _perf() - t0))
             raise
-        self._calls.append(
-            HostCall(
-                function=name,
-                args=args,
-                result=result,
-                duration_ms=(time.perf_counter() - t0) * 1000.0,
-            )
-        )
+        self._calls.append((name, args, result, None, _perf() - t0))
         return result
 
     # --- steps --------------------------------------------------------------------------
     def begin(self, node_id: str, node_type: str, node_name: str, payload: Any) -> None:
         """A step starts with ``payload`` (which it must not change)."""
-        self._begun = (node_id, node_type, node_name, payload, time.perf_counter())
+        self._begun = (node_id, node_type, node_name, payload, _perf())
 
     def end(self, next_out: str | None, payload: Any, error: ExecutionError | None) -> None:
         """The step that began last ended: its output and payload, or its error."""
-        ended = time.perf_counter()
+        ended = _perf()
         console: tuple[str, ...] = ()
+        tape = None
         ctx = self.ctx
         if ctx is not None:
             lines = ctx.console
             if lines:
                 console = tuple(lines)
                 lines.clear()
-        if ctx is not None:
             tape = ctx.tape
-            if tape:
-                self._calls.append(HostCall(function=CLOCK_CALL, result=tape))
             ctx.tape = None
-        calls, writes = tuple(self._calls), tuple(self._writes)
-        self._calls = []
-        self._writes = []
+        # The step's lists move into the record; the next step starts new ones (only when
+        # these were used: most steps make no host call).
+        calls: Sequence[Any] = self._calls
+        if calls:
+            self._calls = []
+        else:
+            calls = ()
+        writes: Sequence[Any] = self._writes
+        if writes:
+            self._writes = []
+        else:
+            writes = ()
         self.last_writes = writes
-        self._ended.append((self._begun, ended, next_out, payload, error, calls, console, writes))
+        self._ended.append(
+            (self._begun, ended, next_out, payload, error, calls, tape, console, writes)
+        )
         self._begun = ()
 
     @property
     def steps(self) -> list[StepRecord]:
         """The steps recorded so far."""
-        if self.light:
-            return [
-                StepRecord(
-                    index=i,
-                    node_id=entry.node,
-                    node_type=entry.type,
-                    next=entry.next or None,
-                    duration_ms=entry.duration_ms,
-                    host_calls=_UNRECORDED_CALLS,
-                    error=StepError(message=entry.error) if entry.error else None,
-                )
-                for i, entry in enumerate(self.trace)
-            ]
         out: list[StepRecord] = []
-        for begun, ended, next_out, payload, error, calls, console, writes in self._ended:
+        for begun, ended, next_out, payload, error, calls, tape, console, writes in self._ended:
             node_id, node_type, node_name, before, started = begun
+            host_calls = [
+                HostCall(
+                    function=name,
+                    args=args,
+                    result=result,
+                    error=failure,
+                    duration_ms=seconds * 1000.0,
+                )
+                for name, args, result, failure, seconds in calls
+            ]
+            if tape:
+                host_calls.append(HostCall(function=CLOCK_CALL, result=tape))
             out.append(
                 StepRecord(
                     index=len(out),
@@ -192,9 +181,9 @@ class RunRecording:
                     payload_after=payload if error is None else None,
                     next=next_out if error is None else None,
                     duration_ms=(ended - started) * 1000.0,
-                    host_calls=calls,
+                    host_calls=tuple(host_calls),
                     console=console,
-                    writes=writes,
+                    writes=tuple(writes),
                     error=_step_error(error) if error is not None else None,
                 )
             )

@@ -149,25 +149,22 @@ class Engine:
         history = self.history
         given = recording is not None
         if recording is None and history is not None:
-            policy = history.policy
-            if policy.collects(playbook.name):
-                # Whether a successful run is kept is drawn now, from its journey (a fresh
-                # request starts its own) or its id: a run outside the sample is recorded
-                # lightly, in case it fails.
-                form = sessions.values.get(FORM_SESSION) if resume or isolated else None
-                key = str(form.get(JOURNEY_KEY) or wid) if form else wid
+            # Whether a successful run is kept is drawn now, from its journey (a fresh
+            # request starts its own) or its id: a run outside the sample is recorded all
+            # the same, in case it fails, but never built into a record otherwise.
+            form = sessions.values.get(FORM_SESSION) if resume or isolated else None
+            key = str(form.get(JOURNEY_KEY) or wid) if form else wid
+            sampled = history.policy.sampling(playbook.name, key)
+            if sampled is not None:
                 recording = RunRecording(
-                    kind="fork" if isolated else "request",
-                    parent=parent_run,
-                    light=not policy.in_full(playbook.name, key),
+                    kind="fork" if isolated else "request", parent=parent_run, light=not sampled
                 )
         if recording is not None:
             recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
         run.observer = observer
-        # A light recording costs nothing per step: its steps come from the trace.
-        run.recording = recording if recording is not None and not recording.light else None
+        run.recording = recording
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
@@ -234,7 +231,6 @@ class Engine:
         )
         if not keep and not given:
             return  # outside the sample: no record is built
-        recording.trace = execution.trace
         record = recording.record(
             app=playbook.name,
             version=playbook.version or playbook.digest,

@@ -41,6 +41,8 @@ TRUNCATED_KEY = "nflow_truncated"
 _ID_CHARS = 64
 _SHORT_TEXT = 200  # app, starter, journey, limit names: not user data, but cut to index well
 
+# The headers carrying run ids that the engine adds to every response, as it spells them.
+_RUN_ID_HEADERS = frozenset({"Nflow-Wid-1", "Dromedary-Wid-2"})
 # Always masked whole, whatever [security] says: credentials in headers and common key names.
 _REDACTED_KEYS = (
     "authorization",
@@ -230,6 +232,11 @@ class Codec:
         out: list[list[str]] = []
         for name, value in pairs:
             text = str(value)
+            if name in _RUN_ID_HEADERS:
+                # The run's own id (a fork's id), unique per run: nothing to mask, and
+                # searching it would only churn the sanitizer's cache.
+                out.append([name, text[:_ID_CHARS]])
+                continue
             if self.sanitizer is not None:
                 kind = self.sanitizer.sensitive_kind(name)
                 text = self.sanitizer.mask(kind, text) if kind else self.sanitizer.sanitize(text)

@@ -70,6 +70,18 @@ class HistoryPolicy:
             return override[1]
         return self.sample_rate
 
+    def sampling(self, app: str, key: str) -> bool | None:
+        """For a run starting: ``None`` when ``app``'s runs are not collected, else whether
+        this one is recorded in full (see :meth:`in_full`). One call on the request path."""
+        override = self.apps.get(app)
+        mode = override[0] if override is not None and override[0] is not None else self.mode
+        if mode != "sampled":
+            return None if mode == "off" else True
+        rate = override[1] if override is not None and override[1] is not None else None
+        if rate is None:
+            rate = self.sample_rate
+        return rate >= 1.0 or (rate > 0.0 and _draw(key) < rate)
+
     def collects(self, app: str) -> bool:
         """Whether a run of ``app`` should be collected at all (it may still be let go)."""
         return self.mode_of(app) != "off"
@@ -77,8 +89,8 @@ class HistoryPolicy:
     def in_full(self, app: str, key: str) -> bool:
         """Whether a run of ``app`` with sampling key ``key`` (its journey, else its own id) is
         recorded in full: in ``all`` and ``errors`` every run, in ``sampled`` the runs drawn
-        for the sample. Known when the run starts; the others are recorded lightly (see the
-        engine), in case they fail."""
+        for the sample. Known when the run starts; the others are recorded as well, in case they
+        fail, and let go when they succeed (see the engine)."""
         mode = self.mode_of(app)
         if mode != "sampled":
             return mode != "off"

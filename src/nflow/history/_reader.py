@@ -146,9 +146,9 @@ class HistoryReader:
         if not rows or rows[-1]["idx"] != index:
             return None
         step = self.codec.steps_from_rows(full, rows)[-1]
-        return StepView(
-            run_id=full, step=step, diff=changes(step.payload_before, step.payload_after)
-        )
+        # A failed step left no payload: nothing it changed to show.
+        diff = () if step.error is not None else changes(step.payload_before, step.payload_after)
+        return StepView(run_id=full, step=step, diff=diff)
 
     async def resolve_version(self, app: str, version: str) -> str | None:
         """The full version digest of ``app`` given it or a unique prefix; ``None`` when no

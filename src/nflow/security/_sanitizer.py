@@ -241,10 +241,10 @@ class Sanitizer:
             found = self._texts.get(text)
             if found is not None:
                 return found
-        if self._trigger is not None and self._trigger.search(text) is None:
-            return text
         original = text
-        if self._any is None or self._any.search(text) is not None:
+        if (self._trigger is None or self._trigger.search(text) is not None) and (
+            self._any is None or self._any.search(text) is not None
+        ):
             for pattern in self._patterns:
                 text = pattern.regex.sub(self._replacer(pattern), text)
         if short:
@@ -294,16 +294,19 @@ class Sanitizer:
         dicts, lists, tuples and sets are walked (32 levels deep, then cut)."""
         if not self.enabled:
             return obj
+        kind_of = type(obj)
+        if kind_of in _SCALARS:  # most values of a JSON document; no ABC checks for them
+            return obj
         if isinstance(obj, str):
             return self.sanitize(obj)
         if _depth >= _MAX_DEPTH:
             return "[TRUNCATED]" if isinstance(obj, Mapping | list | tuple | set) else obj
-        if isinstance(obj, Mapping):
+        if isinstance(obj, dict | Mapping):  # dict first: no ABC check for it
             out: dict[object, object] = {}
             for key, value in obj.items():
                 kind = self.sensitive_kind(key)
                 if kind is not None and value is not None and not isinstance(value, bool):
-                    out[key] = self.mask(kind, value if isinstance(value, str) else str(value))
+                    out[key] = self._masked(kind, value)
                 else:
                     out[key] = self.sanitize_value(value, _depth + 1)
             return out
@@ -315,7 +318,15 @@ class Sanitizer:
             return type(obj)(self.sanitize_value(v, _depth + 1) for v in obj)
         return obj
 
+    def _masked(self, kind: str, value: object) -> object:
+        """A secret-named field's value masked whole; a list of values (a form field, a
+        header) stays a list of masks, so code reading its first item still gets a mask."""
+        if isinstance(value, list | tuple):
+            return [self.mask(kind, v if isinstance(v, str) else str(v)) for v in value]
+        return self.mask(kind, value if isinstance(value, str) else str(value))
 
+
+_SCALARS = frozenset({int, float, bool, type(None)})
 _CACHED_TEXT = 256
 _CACHE_SIZE = 4096
 
