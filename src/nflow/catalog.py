@@ -49,7 +49,7 @@ log = logging.getLogger("nflow")
 # a worker thread, so the wait does not hold up the server's event loop.
 BLOCKING_CALLS = re.compile(
     r"\b(validate_user|get_user|validate_token|get_token|sleep|http_\w+|send_mail\w*|"
-    r"openai|ollama|gemini|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
+    r"openai\w*|ollama\w*|gemini\w*|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
 )
 # A file changed this close to when it was read may change again within the same mtime tick.
 _RACY_SECONDS = 2.0

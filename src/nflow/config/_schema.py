@@ -1230,6 +1230,15 @@ class LimitsConfig(_Section):
     max_host_calls: int = Field(
         default=100_000, ge=1, description="Host-function calls per execution."
     )
+    max_concurrent_host_calls: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description=(
+            "Host calls one step may have in flight at once through the `*_async` functions "
+            "(`await`, `Promise.all`); starting one more throws an error the script may catch."
+        ),
+    )
     sleep_max_ms: int = Field(
         default=5000, ge=0, description="Longest single `sleep()` a script may ask for."
     )

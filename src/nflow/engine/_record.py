@@ -102,36 +102,35 @@ class RunRecording:
         if name in WRITERS:
             self._writes.append({"function": name, "args": list(args)})
             return call()
+        # The call's place is taken when it starts: calls a script awaits return in any
+        # order, and a replay makes them in the order they started.
+        calls = self._calls
+        slot = len(calls)
+        calls.append(HostCall(function=name, args=args, error="cancelled"))
         t0 = time.perf_counter()
         try:
             result = call()
         except HostError as exc:
-            self._calls.append(
-                HostCall(
-                    function=name,
-                    args=args,
-                    error=str(exc),
-                    duration_ms=(time.perf_counter() - t0) * 1000.0,
-                )
+            calls[slot] = HostCall(
+                function=name,
+                args=args,
+                error=str(exc),
+                duration_ms=(time.perf_counter() - t0) * 1000.0,
             )
             raise
         except Exception as exc:
-            self._calls.append(
-                HostCall(
-                    function=name,
-                    args=args,
-                    error=f"{type(exc).__name__}: {exc}",
-                    duration_ms=(time.perf_counter() - t0) * 1000.0,
-                )
-            )
-            raise
-        self._calls.append(
-            HostCall(
+            calls[slot] = HostCall(
                 function=name,
                 args=args,
-                result=result,
+                error=f"{type(exc).__name__}: {exc}",
                 duration_ms=(time.perf_counter() - t0) * 1000.0,
             )
+            raise
+        calls[slot] = HostCall(
+            function=name,
+            args=args,
+            result=result,
+            duration_ms=(time.perf_counter() - t0) * 1000.0,
         )
         return result
 

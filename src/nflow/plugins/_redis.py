@@ -248,3 +248,7 @@ def redis_del(ctx: RunContext, *keys: object) -> dict[str, Any]:
         return _ok(0)
     removed = int(_run(ctx, "redis_del", "delete", *names))
     return _ok(removed)
+
+
+# Every redis function waits in IoLoop.call: scripts may also await several at once.
+redis.allow_await(*redis.names())
