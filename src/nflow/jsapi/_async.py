@@ -29,14 +29,15 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import greenlet
+from typing import TYPE_CHECKING, Any
 
 from nflow._io import IO_WAIT
 from nflow.jsapi._context import HostError
 from nflow.jsapi._host import HostCaller, RunKilled
 from nflow.sandbox import JsTimeout
+
+if TYPE_CHECKING:
+    import greenlet
 
 # The host call that records which awaited calls each wait returned (its result: their ids).
 SETTLED_CALL = "nflow.settled"
@@ -95,6 +96,8 @@ class AwaitedCalls:
             self._seq = 0  # ids count from 1 in each step, as its replay does
         self._seq += 1
         call = _Call(self._seq)
+        import greenlet  # loaded by the first awaited call, not by every worker
+
         glet = greenlet.greenlet(functools.partial(self._body, call, entry, tuple(args)))
         # Its own copy of the step's context (log fields, tracing), where IO_WAIT is set.
         glet.gr_context = contextvars.copy_context()
@@ -210,5 +213,5 @@ class AwaitedCalls:
                 call.future.cancel()
             glet = call.glet
             if glet is not None and not glet.dead:
-                glet.throw(greenlet.GreenletExit)
+                glet.throw()  # GreenletExit
             call.glet = None
