@@ -371,6 +371,9 @@ def _quiet(config: Config) -> Config:
         update={
             "history": config.history.model_copy(update={"mode": "off", "apps": {}}),
             "tracker": config.tracker.model_copy(update={"enabled": False}),
+            # Cache lookups are answered from the record; a result stored after a recorded
+            # miss stays in the replay's own memory.
+            "cache": config.cache.model_copy(update={"backend": "memory"}),
         }
     )
 

@@ -1638,6 +1638,46 @@ class ReleasesConfig(_Section):
     )
 
 
+class CacheConfig(_Section):
+    """``[cache]``: where the results of nodes with ``cache_ttl_seconds`` are kept."""
+
+    backend: Annotated[Literal["memory", "redis", "off"], BeforeValidator(_lower)] = Field(
+        default="memory",
+        description=(
+            "`memory`: each worker keeps its own (a bounded LRU); `redis`: one cache shared by "
+            "every worker and instance, on the `[redis]` server; `off`: nodes are never cached."
+        ),
+    )
+    max_entries: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Results one worker keeps in memory (`memory` backend); the least used go first."
+        ),
+    )
+    max_entry_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description=(
+            "A step result (payload and response writes, as JSON) larger than this is not cached."
+        ),
+    )
+    key_prefix: str = Field(
+        default="stepcache:",
+        description=(
+            "Added after `[redis] prefix` to the key of each cached result (`redis` backend)."
+        ),
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Longest wait for Redis on a lookup or a store; on a failure or a timeout the step "
+            "runs as on a miss and its result is not stored (logged)."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1681,6 +1721,7 @@ class Config(_Section):
     history: HistoryConfig = HistoryConfig()
     api: ApiConfig = ApiConfig()
     releases: ReleasesConfig = ReleasesConfig()
+    cache: CacheConfig = CacheConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -22,6 +22,7 @@ import orjson
 
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
+from nflow.engine._cache import TTL_KEY, StepCache, cached_step
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
@@ -83,6 +84,8 @@ class Engine:
         self.host_interceptors: Callable[[RunContext], HostCallInterceptor | None] | None = None
         # The execution history's writer; a run is recorded when its policy collects the app.
         self.history: HistorySink | None = None
+        # Results of nodes with cache_ttl_seconds (engine/_cache.py).
+        self.step_cache = StepCache()
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -314,6 +317,8 @@ class _Run:
             ctx.node_id = node.id
             started = time.perf_counter()
             step = self.engine.steps.get(node.type, _step_unknown)
+            if TTL_KEY in node.data:
+                step = cached_step(step)
             interceptors = self.engine.interceptors
             recording = self.recording
             if recording is not None:

@@ -55,6 +55,10 @@ class HostTable:
     def awaitable_names(self) -> list[str]:
         return sorted(self._awaitable)
 
+    def get(self, name: str) -> HostImpl | None:
+        """The function registered as ``name`` (called directly: no counting, no interceptor)."""
+        return self._functions.get(name)
+
     def items(self) -> list[tuple[str, HostImpl]]:
         return sorted(self._functions.items())
 
