@@ -1239,6 +1239,15 @@ class LimitsConfig(_Section):
             "(`await`, `Promise.all`); starting one more throws an error the script may catch."
         ),
     )
+    parallel_branches: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description=(
+            "Branches of `parallel` nodes running at once in one worker (their thread pool, "
+            "sized when first used); a node's `max_concurrency` lowers it for that node."
+        ),
+    )
     sleep_max_ms: int = Field(
         default=5000, ge=0, description="Longest single `sleep()` a script may ask for."
     )

@@ -25,6 +25,7 @@ from nflow._ids import new_wid
 from nflow.engine._cache import TTL_KEY, StepCache, cached_step
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
+from nflow.engine._parallel import JOIN_TYPE, BranchPool, step_join, step_parallel
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
 from nflow.engine._results import (
     Execution,
@@ -86,6 +87,8 @@ class Engine:
         self.history: HistorySink | None = None
         # Results of nodes with cache_ttl_seconds (engine/_cache.py).
         self.step_cache = StepCache()
+        # The threads parallel nodes run their branches on (engine/_parallel.py).
+        self.branches = BranchPool()
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -107,6 +110,8 @@ class Engine:
         observer: StepObserver | None = None,
         recording: RunRecording | None = None,
         parent_run: str | None = None,
+        branch: bool = False,
+        deadline: float | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -118,7 +123,11 @@ class Engine:
 
         ``recording`` records the run (replays and re-runs give their own); else the run is
         recorded when ``history``'s policy collects its app, and written if the policy keeps
-        it. ``parent_run``: the run that forked this one."""
+        it. ``parent_run``: the run that forked this one.
+
+        ``branch``: a branch of a parallel node (isolated), which stops at the first join
+        node and leaves its payload in the execution; ``deadline`` (monotonic) caps its time.
+        """
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -138,7 +147,10 @@ class Engine:
             services=services,
             version=playbook.version,
             process=process,
-            deadline=time.monotonic() + limits.request_timeout_seconds,
+            deadline=min(
+                time.monotonic() + limits.request_timeout_seconds,
+                deadline if deadline is not None else float("inf"),
+            ),
             isolated=isolated,
             max_host_calls=limits.max_host_calls,
             templates=catalog.templates if catalog is not None else services.templates,
@@ -168,6 +180,7 @@ class Engine:
             recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
+        run.branch = branch
         run.observer = observer
         # A light recording costs nothing per step: its steps come from the trace.
         run.recording = recording if recording is not None and not recording.light else None
@@ -278,6 +291,7 @@ class _Run:
         self.plans = catalog.plans if catalog is not None else engine.plans
         self.observer: StepObserver | None = None
         self.recording: RunRecording | None = None
+        self.branch = False
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -305,6 +319,9 @@ class _Run:
                     f"which is not in app {self.playbook.name!r}",
                     node=self.prev,
                 )
+            if self.branch and node.type == JOIN_TYPE:
+                self.execution.joined_at = node.id
+                break
             merged = dict(payload)
             for key, value in form.items():
                 if key != "break" and key != JOURNEY_KEY:
@@ -353,7 +370,8 @@ class _Run:
                 self.execution.suspended = True
                 return
             self.prev = node.id
-            next_id = (node.outputs.get(result.next) or "") if result.next else ""
+            next_id = result.goto or ((node.outputs.get(result.next) or "") if result.next else "")
+        self.execution.payload = payload
         if not ctx.isolated:
             ctx.sessions.clear(FORM_SESSION)
 
@@ -586,6 +604,8 @@ BUILTIN_STEPS: Mapping[str, StepFunction] = {
     "js": step_js,
     "wasm": step_wasm,
     "gorutine": _step_fork,
+    "parallel": step_parallel,
+    "join": step_join,
     "starter": _step_starter,
     "dromedary": _step_legacy_plugin,
     "dromedary_callback": _step_legacy_plugin,
