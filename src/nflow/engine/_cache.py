@@ -139,6 +139,9 @@ class StepCache:
 
 
 def _redis(ctx: RunContext, command: str, key: str, value: bytes = b"", ttl: float = 0) -> Any:
+    # The client library loads here, outside the timed call, the first time it is used.
+    import redis.asyncio  # noqa: F401
+
     from nflow.plugins import worker_redis
 
     config = ctx.services.config
