@@ -148,9 +148,12 @@ def version_record(
 def is_blocking(playbook: Playbook, starter: Starter, modules: Mapping[str, str | None]) -> bool:
     custom = registered_steps()
     for node_id in playbook.reachable(starter.node.id):
-        if playbook.nodes[node_id].type in custom:
+        node = playbook.nodes[node_id]
+        if node.type in custom:
             return True  # a Python step's wait must not hold up the server's loop
-        data = playbook.nodes[node_id].data
+        if node.type == "parallel" or "cache_ttl_seconds" in node.data:
+            return True  # waits for its branches; a cache lookup may wait on Redis
+        data = node.data
         for source in (data.get("code"), modules.get(str(data.get("script", "")))):
             if isinstance(source, str) and BLOCKING_CALLS.search(source):
                 return True

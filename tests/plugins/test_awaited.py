@@ -150,3 +150,16 @@ def test_awaited_redis_calls_keep_the_go_redis_shape(
   c.JSON(200, {a: a.val(), b: b.val(), gone: gone.err(), after: redis_get("k1").err()});
 }""")
     assert out == {"a": "v1", "b": "v2", "gone": "redis: nil", "after": "redis: nil"}
+
+
+def test_awaited_database_queries(rt: PluginRuntime) -> None:
+    store = rt.runtime.store
+    rt.loop.run_until_complete(rt.runtime.store_call(store.put_query("answer", "SELECT 42 AS n")))
+    out = rt.run("""async function main(){
+  const [a, b] = await Promise.all([db_query_async("answer", []), db_query_async("answer", [])]);
+  let missing = "";
+  try { await db_query_async("nope", []); } catch (e) { missing = e.message; }
+  c.JSON(200, {a: a, b: b, missing: missing});
+}""")
+    assert out["a"] == out["b"] == [{"n": 42}]
+    assert "no query named 'nope'" in out["missing"]
