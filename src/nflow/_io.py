@@ -8,15 +8,23 @@ it without deadlocking; the server awaits the same loop through :meth:`IoLoop.ru
 
 from __future__ import annotations
 
-__all__ = ["IoLoop"]
+__all__ = ["IO_WAIT", "IoLoop", "IoWait"]
 
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Waits for a submitted call's future (with call()'s timeout) instead of blocking the thread.
+IoWait = Callable[[concurrent.futures.Future[Any], float | None], Any]
+# Set only inside a host call that a script awaits (in that call's own greenlet context): the
+# call hands its future to whoever runs it, so several calls of one step wait at once on one
+# thread (see nflow.jsapi._async).
+IO_WAIT: ContextVar[IoWait | None] = ContextVar("nflow_io_wait", default=None)
 
 
 class IoLoop:
@@ -40,11 +48,18 @@ class IoLoop:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def call(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run ``coro`` on the I/O loop and block this thread until it finishes."""
+        """Run ``coro`` on the I/O loop and block this thread until it finishes.
+
+        Raises TimeoutError after ``timeout`` seconds (the call is then cancelled). Inside an
+        awaited host call, the waiting is handed to :data:`IO_WAIT` with the same contract.
+        """
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("IoLoop.call from the I/O thread itself would deadlock")
         future = self.submit(coro)
+        wait = IO_WAIT.get()
+        if wait is not None:
+            return wait(future, timeout)  # type: ignore[no-any-return]
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

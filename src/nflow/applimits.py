@@ -48,6 +48,8 @@ class RunLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_response_bytes: int = 10 * 1024 * 1024
     max_host_calls: int = 100_000
+    max_concurrent_host_calls: int = 16
+    parallel_branches: int = 4
     sleep_max_ms: int = 5000
     max_memory_mb: int = 128
 
@@ -61,6 +63,8 @@ class RunLimits:
             max_body_bytes=lim.max_body_bytes,
             max_response_bytes=lim.max_response_bytes,
             max_host_calls=lim.max_host_calls,
+            max_concurrent_host_calls=lim.max_concurrent_host_calls,
+            parallel_branches=lim.parallel_branches,
             sleep_max_ms=lim.sleep_max_ms,
             max_memory_mb=config.vm_pool.max_memory_mb,
         )

@@ -49,7 +49,7 @@ log = logging.getLogger("nflow")
 # a worker thread, so the wait does not hold up the server's event loop.
 BLOCKING_CALLS = re.compile(
     r"\b(validate_user|get_user|validate_token|get_token|sleep|http_\w+|send_mail\w*|"
-    r"openai|ollama|gemini|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
+    r"openai\w*|ollama\w*|gemini\w*|llm\w*|redis_\w+|send_otp|check_otp|db_\w+|query\w*|rule_run)\b"
 )
 # A file changed this close to when it was read may change again within the same mtime tick.
 _RACY_SECONDS = 2.0
@@ -148,9 +148,12 @@ def version_record(
 def is_blocking(playbook: Playbook, starter: Starter, modules: Mapping[str, str | None]) -> bool:
     custom = registered_steps()
     for node_id in playbook.reachable(starter.node.id):
-        if playbook.nodes[node_id].type in custom:
+        node = playbook.nodes[node_id]
+        if node.type in custom:
             return True  # a Python step's wait must not hold up the server's loop
-        data = playbook.nodes[node_id].data
+        if node.type == "parallel" or "cache_ttl_seconds" in node.data:
+            return True  # waits for its branches; a cache lookup may wait on Redis
+        data = node.data
         for source in (data.get("code"), modules.get(str(data.get("script", "")))):
             if isinstance(source, str) and BLOCKING_CALLS.search(source):
                 return True

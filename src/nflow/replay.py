@@ -40,7 +40,7 @@ from nflow.engine import Execution
 from nflow.engine._record import CLOCK_CALL, UNRECORDED, WRITERS, RunRecording
 from nflow.errors import ExecutionError, NflowError
 from nflow.history import Codec, HistoryReader, HistoryWriter, HostCall, RunRecord, StepRecord
-from nflow.jsapi import HostError, RunContext, RunKilled, Sessions
+from nflow.jsapi import SETTLED_CALL, HostError, RunContext, RunKilled, Sessions
 from nflow.playbook import Playbook, parse_playbook
 from nflow.runtime import Runtime
 from nflow.security import KeyRing
@@ -371,6 +371,9 @@ def _quiet(config: Config) -> Config:
         update={
             "history": config.history.model_copy(update={"mode": "off", "apps": {}}),
             "tracker": config.tracker.model_copy(update={"enabled": False}),
+            # Cache lookups are answered from the record; a result stored after a recorded
+            # miss stays in the replay's own memory.
+            "cache": config.cache.model_copy(update={"backend": "memory"}),
         }
     )
 
@@ -477,12 +480,13 @@ class _Rerunning(RunRecording):
     def __init__(self, parent: str, calls: Sequence[HostCall], codec: Codec) -> None:
         super().__init__(kind="rerun", parent=parent)
         self.codec = codec
-        self.pool = [c for c in calls if c.function != CLOCK_CALL]
+        # Which awaited calls returned together is the live run's own timing, never served.
+        self.pool = [c for c in calls if c.function not in (CLOCK_CALL, SETTLED_CALL)]
         self.served = 0
         self.live = 0
 
     def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object:
-        if name in WRITERS:
+        if name in WRITERS or name == SETTLED_CALL:
             return super().around(name, args, call)
         if self.pool:
             shown = self.codec.comparable(list(args))

@@ -53,7 +53,7 @@ from nflow.errors import NflowError, ScriptError
 
 # The node types the engine runs itself; a custom step cannot take one of these names.
 KNOWN_NODE_TYPES = frozenset(
-    {"starter", "js", "wasm", "gorutine", "dromedary", "dromedary_callback"}
+    {"starter", "js", "wasm", "gorutine", "parallel", "join", "dromedary", "dromedary_callback"}
 )
 
 if TYPE_CHECKING:

@@ -52,6 +52,7 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "vm_pool.max_memory_mb",
     "limits.max_stack_kb",
     "limits.isolate_seconds",
+    "limits.parallel_branches",
     "monitor.enabled",
     "rate_limit.enabled",
     "rate_limit.backend",

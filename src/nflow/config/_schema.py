@@ -1236,6 +1236,24 @@ class LimitsConfig(_Section):
     max_host_calls: int = Field(
         default=100_000, ge=1, description="Host-function calls per execution."
     )
+    max_concurrent_host_calls: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description=(
+            "Host calls one step may have in flight at once through the `*_async` functions "
+            "(`await`, `Promise.all`); starting one more throws an error the script may catch."
+        ),
+    )
+    parallel_branches: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description=(
+            "Branches of `parallel` nodes running at once in one worker (their thread pool, "
+            "sized when first used); a node's `max_concurrency` lowers it for that node."
+        ),
+    )
     sleep_max_ms: int = Field(
         default=5000, ge=0, description="Longest single `sleep()` a script may ask for."
     )
@@ -1642,6 +1660,46 @@ class ReleasesConfig(_Section):
     )
 
 
+class CacheConfig(_Section):
+    """``[cache]``: where the results of nodes with ``cache_ttl_seconds`` are kept."""
+
+    backend: Annotated[Literal["memory", "redis", "off"], BeforeValidator(_lower)] = Field(
+        default="memory",
+        description=(
+            "`memory`: each worker keeps its own (a bounded LRU); `redis`: one cache shared by "
+            "every worker and instance, on the `[redis]` server; `off`: nodes are never cached."
+        ),
+    )
+    max_entries: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Results one worker keeps in memory (`memory` backend); the least used go first."
+        ),
+    )
+    max_entry_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description=(
+            "A step result (payload and response writes, as JSON) larger than this is not cached."
+        ),
+    )
+    key_prefix: str = Field(
+        default="stepcache:",
+        description=(
+            "Added after `[redis] prefix` to the key of each cached result (`redis` backend)."
+        ),
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Longest wait for Redis on a lookup or a store; on a failure or a timeout the step "
+            "runs as on a miss and its result is not stored (logged)."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1685,6 +1743,7 @@ class Config(_Section):
     history: HistoryConfig = HistoryConfig()
     api: ApiConfig = ApiConfig()
     releases: ReleasesConfig = ReleasesConfig()
+    cache: CacheConfig = CacheConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -64,6 +64,11 @@ class VMProvider:
         self._live: set[NflowVM] = set()
         self._live_lock = threading.Lock()
 
+    @property
+    def host(self) -> HostTable:
+        """The host functions every runtime binds."""
+        return self._host
+
     def get(self, memory_mb: int | None = None) -> NflowVM:
         """This thread's runtime for ``memory_mb`` (the server's heap limit when None).
 

@@ -104,16 +104,21 @@ class RunRecording:
         if name in WRITERS:
             self._writes.append({"function": name, "args": list(args)})
             return call()
+        # The call's place is taken when it starts: calls a script awaits return in any
+        # order, and a replay makes them in the order they started.
+        calls = self._calls
+        slot = len(calls)
+        calls.append((name, args, None, "cancelled", 0.0))
         t0 = _perf()
         try:
             result = call()
         except HostError as exc:
-            self._calls.append((name, args, None, str(exc), _perf() - t0))
+            calls[slot] = (name, args, None, str(exc), _perf() - t0)
             raise
         except Exception as exc:
-            self._calls.append((name, args, None, f"{type(exc).__name__}: {exc}", _perf() - t0))
+            calls[slot] = (name, args, None, f"{type(exc).__name__}: {exc}", _perf() - t0)
             raise
-        self._calls.append((name, args, result, None, _perf() - t0))
+        calls[slot] = (name, args, result, None, _perf() - t0)
         return result
 
     # --- steps --------------------------------------------------------------------------

@@ -30,10 +30,13 @@ from nflow.playbook import Node
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """What a step decided: the output to follow ("" ends the flow) and the new payload."""
+    """What a step decided: the output to follow ("" ends the flow) and the new payload.
+
+    ``goto``: a node to go on at instead of an output's (a parallel node's join)."""
 
     next: str
     payload: dict[str, Any]
+    goto: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ class Execution:
     forks: list[str] = field(default_factory=list)
     # What the execution history recorded of the run (None when it was not recorded).
     record: RunRecord | None = None
+    # A branch of a parallel node: its payload at the end, and the join node it reached.
+    payload: dict[str, Any] | None = None
+    joined_at: str = ""
 
 
 # Cross-cutting work around each step (tracing spans, ``-v`` node lines): called with the

@@ -22,8 +22,10 @@ import orjson
 
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
+from nflow.engine._cache import TTL_KEY, StepCache, cached_step
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
+from nflow.engine._parallel import JOIN_TYPE, BranchPool, step_join, step_parallel
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
 from nflow.engine._results import (
     Execution,
@@ -83,6 +85,10 @@ class Engine:
         self.host_interceptors: Callable[[RunContext], HostCallInterceptor | None] | None = None
         # The execution history's writer; a run is recorded when its policy collects the app.
         self.history: HistorySink | None = None
+        # Results of nodes with cache_ttl_seconds (engine/_cache.py).
+        self.step_cache = StepCache()
+        # The threads parallel nodes run their branches on (engine/_parallel.py).
+        self.branches = BranchPool()
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -104,6 +110,8 @@ class Engine:
         observer: StepObserver | None = None,
         recording: RunRecording | None = None,
         parent_run: str | None = None,
+        branch: bool = False,
+        deadline: float | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -115,7 +123,11 @@ class Engine:
 
         ``recording`` records the run (replays and re-runs give their own); else the run is
         recorded when ``history``'s policy collects its app, and written if the policy keeps
-        it. ``parent_run``: the run that forked this one."""
+        it. ``parent_run``: the run that forked this one.
+
+        ``branch``: a branch of a parallel node (isolated), which stops at the first join
+        node and leaves its payload in the execution; ``deadline`` (monotonic) caps its time.
+        """
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -135,7 +147,10 @@ class Engine:
             services=services,
             version=playbook.version,
             process=process,
-            deadline=time.monotonic() + limits.request_timeout_seconds,
+            deadline=min(
+                time.monotonic() + limits.request_timeout_seconds,
+                deadline if deadline is not None else float("inf"),
+            ),
             isolated=isolated,
             max_host_calls=limits.max_host_calls,
             templates=catalog.templates if catalog is not None else services.templates,
@@ -163,6 +178,7 @@ class Engine:
             recording.attach(ctx)
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
+        run.branch = branch
         run.observer = observer
         run.recording = recording
         vm = self.vms.get(limits.max_memory_mb)
@@ -271,6 +287,7 @@ class _Run:
         self.plans = catalog.plans if catalog is not None else engine.plans
         self.observer: StepObserver | None = None
         self.recording: RunRecording | None = None
+        self.branch = False
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -298,6 +315,9 @@ class _Run:
                     f"which is not in app {self.playbook.name!r}",
                     node=self.prev,
                 )
+            if self.branch and node.type == JOIN_TYPE:
+                self.execution.joined_at = node.id
+                break
             merged = dict(payload)
             for key, value in form.items():
                 if key != "break" and key != JOURNEY_KEY:
@@ -310,6 +330,8 @@ class _Run:
             ctx.node_id = node.id
             started = time.perf_counter()
             step = self.engine.steps.get(node.type, _step_unknown)
+            if TTL_KEY in node.data:
+                step = cached_step(step)
             interceptors = self.engine.interceptors
             recording = self.recording
             if recording is not None:
@@ -344,7 +366,8 @@ class _Run:
                 self.execution.suspended = True
                 return
             self.prev = node.id
-            next_id = (node.outputs.get(result.next) or "") if result.next else ""
+            next_id = result.goto or ((node.outputs.get(result.next) or "") if result.next else "")
+        self.execution.payload = payload
         if not ctx.isolated:
             ctx.sessions.clear(FORM_SESSION)
 
@@ -577,6 +600,8 @@ BUILTIN_STEPS: Mapping[str, StepFunction] = {
     "js": step_js,
     "wasm": step_wasm,
     "gorutine": _step_fork,
+    "parallel": step_parallel,
+    "join": step_join,
     "starter": _step_starter,
     "dromedary": _step_legacy_plugin,
     "dromedary_callback": _step_legacy_plugin,

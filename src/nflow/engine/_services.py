@@ -29,6 +29,10 @@ class RunMetrics(SecurityMetrics, Protocol):
 
     def run_finished(self, app: str, ok: bool, nodes: Sequence[TraceEntry]) -> None: ...
 
+    def step_cache(self, app: str, hit: bool) -> None:
+        """A node of ``app`` with ``cache_ttl_seconds`` was looked up in the step cache."""
+        ...
+
 
 class ForkFunction(Protocol):
     """Starts a fork node's background branch: a run of its own from ``start``."""

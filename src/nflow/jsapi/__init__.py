@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nflow.jsapi._async import SETTLED_CALL
 from nflow.jsapi._context import (
     HostCallInterceptor,
     HostError,
@@ -16,6 +17,7 @@ from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
 from nflow.jsapi._vm import NflowVM, quote, user_line
 
 __all__ = [
+    "SETTLED_CALL",
     "HostCallInterceptor",
     "HostError",
     "HostLimitExceeded",

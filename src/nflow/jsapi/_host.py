@@ -26,6 +26,9 @@ class HostTable:
 
     def __init__(self) -> None:
         self._functions: dict[str, HostImpl] = {}
+        # Functions that also get a ``<name>_async`` twin returning a Promise: those whose
+        # waiting happens in IoLoop.call, so several can wait at once (jsapi/_async.py).
+        self._awaitable: set[str] = set()
 
     def register(self, name: str, fn: HostImpl, *, replace: bool = False) -> None:
         if name in self._functions and not replace:
@@ -39,8 +42,22 @@ class HostTable:
 
         return decorate
 
+    def allow_await(self, *names: str) -> None:
+        """Give each of ``names`` (registered, waiting on the I/O loop) an awaitable twin."""
+        for name in names:
+            if name not in self._functions or "." in name:
+                raise ValueError(f"{name!r} is not a registered global host function")
+            self._awaitable.add(name)
+
     def names(self) -> list[str]:
         return sorted(self._functions)
+
+    def awaitable_names(self) -> list[str]:
+        return sorted(self._awaitable)
+
+    def get(self, name: str) -> HostImpl | None:
+        """The function registered as ``name`` (called directly: no counting, no interceptor)."""
+        return self._functions.get(name)
 
     def items(self) -> list[tuple[str, HostImpl]]:
         return sorted(self._functions.items())
@@ -48,9 +65,11 @@ class HostTable:
     def merged(self, others: Iterable[HostTable]) -> HostTable:
         table = HostTable()
         table._functions.update(self._functions)
+        table._awaitable.update(self._awaitable)
         for other in others:
             for name, fn in other._functions.items():
                 table.register(name, fn, replace=True)
+            table._awaitable.update(other._awaitable)
         return table
 
     def entry(self, name: str, caller: HostCaller) -> Callable[..., object]:

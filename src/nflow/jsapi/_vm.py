@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from nflow.jsapi._context import RunContext
+from nflow.jsapi._async import AwaitedCalls
+from nflow.jsapi._context import HostError, RunContext
 from nflow.jsapi._host import HostTable
 from nflow.sandbox import EngineLimits, JsError, JsRuntime, JsTimeout, new_runtime
 
@@ -30,6 +31,7 @@ _PRELUDE_FRAMES = frozenset(
         "toBytes",
         "<anonymous>",
         "run",
+        "settle",
         "<eval>",
         "JSON",
         "JSONPretty",
@@ -101,8 +103,15 @@ class NflowVM:
         # recorder sees what the script read (env, url_base ...).
         self._rt.bind("__h_req", host.entry(REQUEST_VALUE, self))
         self._rt.bind("__h_err", self._take_error)
-        prelude = _PRELUDE.replace("__NF_TOKEN__", self._qtoken).replace(
-            "__NF_NAMES__", orjson.dumps(host.names()).decode()
+        awaitable = host.awaitable_names()
+        self._awaited = AwaitedCalls({name: host.entry(name, self) for name in awaitable}, self)
+        self._settled: list[list[object]] = []
+        self._rt.bind("__h_async", self._start_awaited)
+        self._rt.bind("__h_settled", self._take_settled)
+        prelude = (
+            _PRELUDE.replace("__NF_TOKEN__", self._qtoken)
+            .replace("__NF_NAMES__", orjson.dumps(host.names()).decode())
+            .replace("__NF_AWAITABLE__", orjson.dumps(awaitable).decode())
         )
         self._rt.eval(prelude, timeout=10.0)
         self._steps: set[str] = set()
@@ -120,6 +129,32 @@ class NflowVM:
     def _take_error(self) -> str | None:
         error, self.host_error = self.host_error, None
         return error
+
+    def _start_awaited(self, name: str, args: list[Any]) -> int:
+        try:
+            return self._awaited.start(name, args)
+        except HostError as exc:
+            self.host_error = str(exc)
+            raise
+
+    def _take_settled(self) -> list[list[object]]:
+        settled, self._settled = self._settled, []
+        return settled
+
+    def _settle_awaited(self, deadline: float) -> None:
+        """Run the step on until none of its awaited host calls is left: each wait hands
+        the calls that returned to their promises, whose jobs may start more."""
+        awaited = self._awaited
+        try:
+            while awaited.pending:
+                self._settled = awaited.next_batch(deadline)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JsTimeout("script exceeded its time limit")
+                self._rt.drain(f"__nf.settle({self._qtoken})", timeout=remaining)
+        finally:
+            self._settled = []
+            awaited.cancel()
 
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx
@@ -218,13 +253,20 @@ class NflowVM:
             self.label = f"node {node_key.partition(':')[2]} of run {ctx.wid}"
         try:
             try:
-                result = self._rt.drain(code, timeout=timeout)
+                try:
+                    result = self._rt.drain(code, timeout=timeout)
+                except BaseException:
+                    self._awaited.cancel()
+                    raise
+                if self._awaited.pending:
+                    self._settle_awaited(self.deadline)
                 self._fresh = False
                 if result is None:  # run() refused: the previous run left the runtime dirty
                     self.broken = True
                     raise DirtyRuntime()
                 if not isinstance(result, list):  # the job queue was drained: read the result
-                    result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+                    remaining = max(0.001, self.deadline - time.monotonic())
+                    result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=remaining)
             except (JsError, JsTimeout):
                 if clock and ctx is not None:
                     ctx.tape = self._tape()
@@ -248,17 +290,25 @@ class NflowVM:
     def run_auth(self, key: str, *, preset: str, timeout: float) -> str:
         ctx = self.ctx
         seed, clock = (ctx.seed, ctx.clock) if ctx is not None else (0, "")
+        deadline = time.monotonic() + timeout
         try:
-            drained = self._rt.drain(
-                f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)},{seed >> 32},"
-                f"{seed & 0xFFFFFFFF},{quote(clock) if clock else '0'})",
-                timeout=timeout,
-            )
+            try:
+                drained = self._rt.drain(
+                    f"__nf.auth({self._qtoken},{quote(key)},{quote(preset)},{seed >> 32},"
+                    f"{seed & 0xFFFFFFFF},{quote(clock) if clock else '0'})",
+                    timeout=timeout,
+                )
+            except BaseException:
+                self._awaited.cancel()
+                raise
+            if self._awaited.pending:
+                self._settle_awaited(deadline)
             self._fresh = False
             if drained is None:
                 self.broken = True
                 raise DirtyRuntime()
-            result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+            remaining = max(0.001, deadline - time.monotonic())
+            result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=remaining)
         finally:
             if clock and ctx is not None:
                 ctx.tape = self._tape()

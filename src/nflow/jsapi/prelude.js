@@ -7,7 +7,7 @@
 //     record R that is replaced wholesale between requests, so nothing leaks across them.
 //  3. Compile each step once per runtime (define) and run it (run), returning next+payload.
 //
-// __NF_TOKEN__ and __NF_NAMES__ are substituted by the host; the token never appears in a
+// __NF_TOKEN__, __NF_NAMES__ and __NF_AWAITABLE__ are substituted by the host; the token never appears in a
 // function that guests can call .toString() on.
 (function () {
   "use strict";
@@ -20,8 +20,12 @@
     G;
   const REQ = G.__h_req;
   const ERR = G.__h_err;
+  const ASYNC_START = G.__h_async;
+  const SETTLED = G.__h_settled;
   delete G.__h_req;
   delete G.__h_err;
+  delete G.__h_async;
+  delete G.__h_settled;
   // Host functions are bound one by one as "__h:<name>"; keep them here, out of reach.
   const HOST = Object.create(null);
   for (const name of HOST_NAMES) {
@@ -693,6 +697,33 @@
           return call(name, Array.prototype.slice.call(arguments));
         };
   }
+  // <name>_async(...) starts host function <name> and returns a Promise of its result, so
+  // a step can wait on several at once (Promise.all). The host settles the promises (see
+  // settle below) as the calls return. Starting one that cannot start (too many in flight)
+  // throws at once.
+  const AWAITABLE = __NF_AWAITABLE__;
+  const PromiseNew = G.Promise;
+  const awaiting = new MapCtor(); // call id -> [resolve, reject, is a redis call]
+  function startAwaited(name, args, redis) {
+    let id;
+    try {
+      id = ASYNC_START(name, args);
+    } catch (e) {
+      const m = ERR();
+      if (m !== null && m !== undefined) throw new ErrorCtor(m);
+      throw e;
+    }
+    touched = true;
+    return new PromiseNew(function (resolve, reject) {
+      awaiting.set(id, [resolve, reject, redis]);
+    });
+  }
+  for (const name of AWAITABLE) {
+    const redis = name.startsWith("redis_");
+    globals[name + "_async"] = function () {
+      return startAwaited(name, Array.prototype.slice.call(arguments), redis);
+    };
+  }
   for (const name of O.keys(globals)) {
     defineGlobal(name, { value: globals[name], writable: false, enumerable: false });
   }
@@ -797,6 +828,7 @@
   function reset() {
     R = O.create(null);
     rid++;
+    awaiting.clear();
     // A script may also have sealed the global object or swapped its prototype (which is
     // where lookups of undeclared names go): both would reach the next request.
     if (getPrototypeOf(G) !== BASE_PROTO || !O.isExtensible(G)) return false;
@@ -855,6 +887,21 @@
       // Never settles: the host runs the job queue until it is empty, inside this evaluation
       // and under its time limit, so no job of this step (an awaited main(), a stray .then)
       // can run later, during another request. take() then reads the result.
+      return NEVER;
+    },
+    // The awaited host calls that returned (the host's batch): settle their promises;
+    // the host then runs the jobs that follow, as for run().
+    settle(token) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      const batch = SETTLED();
+      for (let i = 0; i < batch.length; i++) {
+        const item = batch[i];
+        const w = awaiting.get(item[0]);
+        if (w === undefined) continue;
+        awaiting.delete(item[0]);
+        if (item[1]) w[0](w[2] ? redisCmd(item[2]) : item[2]);
+        else w[1](new ErrorCtor(item[2]));
+      }
       return NEVER;
     },
     take(token) {

@@ -290,6 +290,18 @@ class _Instruments:
             ["limit"],
             registry=reg,
         )
+        self.cache_hits = Counter(
+            "nflow_cache_hits_total",
+            "Steps of nodes with cache_ttl_seconds served from the step cache, by app.",
+            ["app"],
+            registry=reg,
+        )
+        self.cache_misses = Counter(
+            "nflow_cache_misses_total",
+            "Steps of nodes with cache_ttl_seconds that ran (not in the step cache), by app.",
+            ["app"],
+            registry=reg,
+        )
         self.ratelimit_rejections = Counter(
             "nflow_ratelimit_rejections_total",
             "Requests rejected by the rate limiter (429).",
@@ -779,6 +791,11 @@ class Metrics:
         for node in nodes:
             node_key = (app, node.type)
             (observers.get(node_key) or nodes_queues.observer(node_key))(node.duration_ms)
+
+    def step_cache(self, app: str, hit: bool) -> None:
+        """A cached node's lookup (``nflow_cache_hits_total`` / ``nflow_cache_misses_total``)."""
+        with self._r.lock:
+            self._count("cache_hits" if hit else "cache_misses", (app,))
 
     def process_started(self) -> None:
         """A workflow process (wid) was created (``nflow_processes_total``)."""

@@ -22,6 +22,7 @@ __all__ = [
     "redis",
     "rules",
     "run_rules",
+    "worker_redis",
 ]
 
 import asyncio
@@ -33,7 +34,7 @@ from nflow.plugins._http import HttpPolicy, http
 from nflow.plugins._llm import LlmSettings, llm
 from nflow.plugins._mail import MailPolicy, mail, wait_background_mail
 from nflow.plugins._policies import plugin_policies
-from nflow.plugins._redis import close_redis, redis
+from nflow.plugins._redis import close_redis, redis, worker_redis
 from nflow.plugins._rules import rules, run_rules
 
 PLUGIN_TABLES: list[HostTable] = [http, mail, llm, redis, db, rules]

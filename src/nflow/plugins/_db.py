@@ -414,3 +414,7 @@ def db_exec(ctx: RunContext, query: object, params: object = None, database: obj
     """Run a named INSERT/UPDATE/DELETE: ``{rows_affected: n}``."""
     count = _call(ctx, "db_exec", query, params, database, rows=False)
     return {"rows_affected": count}
+
+
+# Every db function waits in IoLoop.call: scripts may also await several at once.
+db.allow_await(*db.names())

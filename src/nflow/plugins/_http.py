@@ -213,3 +213,6 @@ def _register(method: str) -> None:
 
 for _method in ("GET", "DELETE", "POST", "PUT", "PATCH"):
     _register(_method)
+
+# Every http function waits in IoLoop.call: scripts may also await several at once.
+http.allow_await(*http.names())

@@ -392,3 +392,7 @@ def gemini(
         api_key=_legacy_str(name, "apiKey", api_key),
     )
     return complete(ctx, call)
+
+
+# Every llm function waits in IoLoop.call: scripts may also await several at once.
+llm.allow_await(*llm.names())

@@ -21,7 +21,7 @@ One client per worker: it is created lazily on the worker's I/O loop and cached 
 
 from __future__ import annotations
 
-__all__ = ["REDIS_NIL", "close_redis", "redis"]
+__all__ = ["REDIS_NIL", "close_redis", "redis", "worker_redis"]
 
 import asyncio
 import math
@@ -91,6 +91,12 @@ async def _client(settings: tuple[str, str, int]) -> aioredis.Redis:
     )
     _clients[loop] = _Entry(settings, client)
     return client
+
+
+async def worker_redis(host: str, password: str, db: int) -> aioredis.Redis:
+    """The worker's client for ``host`` (the one scripts use), on the running loop; for
+    nflow's own keys beside the scripts' (the step cache)."""
+    return await _client((host, password, db))
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -248,3 +254,7 @@ def redis_del(ctx: RunContext, *keys: object) -> dict[str, Any]:
         return _ok(0)
     removed = int(_run(ctx, "redis_del", "delete", *names))
     return _ok(removed)
+
+
+# Every redis function waits in IoLoop.call: scripts may also await several at once.
+redis.allow_await(*redis.names())
