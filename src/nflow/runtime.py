@@ -258,6 +258,7 @@ class Runtime:
             services=self.services,
             vms=VMProvider(host=self.host, limits=limits, watchdog=self.watchdog),
         )
+        self.engine.compiled_flows = config.vm_pool.compiled_flows
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
         self.services.auth_trigger = _auth_trigger(config)
         if config.security.encrypt_sensitive_data:

@@ -22,6 +22,7 @@ import orjson
 
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
+from nflow.engine._chains import FlowPlan, flow_plan, run_chain
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
@@ -83,6 +84,21 @@ class Engine:
         self.host_interceptors: Callable[[RunContext], HostCallInterceptor | None] | None = None
         # The execution history's writer; a run is recorded when its policy collects the app.
         self.history: HistorySink | None = None
+        # Chains of js nodes run in one entry into the sandbox (see engine._chains); False
+        # runs every node on its own. Compiled plans by app digest, for runs without a catalog.
+        self.compiled_flows = True
+        self.flows: dict[str, FlowPlan] = {}
+
+    def flow_plan(self, run: _Run, playbook: Playbook) -> FlowPlan:
+        """The compiled flow of ``playbook`` as ``run`` sees it, made once per version."""
+        catalog = run.catalog
+        flows: dict[str, Any] = catalog.flows if catalog is not None else self.flows
+        found = flows.get(playbook.digest)
+        if found is None:
+            if len(flows) > 10_000:
+                flows.clear()
+            found = flows[playbook.digest] = flow_plan(run, playbook)
+        return found
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -104,6 +120,7 @@ class Engine:
         observer: StepObserver | None = None,
         recording: RunRecording | None = None,
         parent_run: str | None = None,
+        per_node: bool = False,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -115,7 +132,10 @@ class Engine:
 
         ``recording`` records the run (replays and re-runs give their own); else the run is
         recorded when ``history``'s policy collects its app, and written if the policy keeps
-        it. ``parent_run``: the run that forked this one."""
+        it. ``parent_run``: the run that forked this one.
+
+        ``per_node`` runs every node on its own (a checkpoint after each, say): chains of js
+        nodes otherwise run in one entry into the sandbox (see ``compiled_flows``)."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -171,6 +191,17 @@ class Engine:
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
+        if (
+            self.compiled_flows
+            and not per_node
+            and observer is None
+            and run.recording is None
+            and not self.interceptors
+            and services.tracker is None
+            and not ctx.clock
+            and self.steps.get("js") is step_js
+        ):
+            run.flow = self.flow_plan(run, playbook)
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)
@@ -275,6 +306,8 @@ class _Run:
         self.plans = catalog.plans if catalog is not None else engine.plans
         self.observer: StepObserver | None = None
         self.recording: RunRecording | None = None
+        # The compiled flow of this version, when this run may use chains (see _chains).
+        self.flow: FlowPlan | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -318,22 +351,31 @@ class _Run:
             recording = self.recording
             if recording is not None:
                 recording.begin(node.id, node.type, node.name, merged)
-            try:
-                if interceptors:
-                    result = _intercepted(
-                        interceptors,
-                        ctx,
-                        node,
-                        functools.partial(step, self.engine, self, node, merged),
-                    )
-                else:
-                    result = step(self.engine, self, node, merged)
-            except ExecutionError as exc:
-                self._trace(node, "", started, str(exc))
-                if recording is not None:
-                    recording.end(None, None, exc)
-                raise
-            self._trace(node, result.next, started)
+            flow = self.flow
+            if flow is not None and node.id in flow.entries:
+                # A chain of js nodes in one entry into the sandbox; it traces each node.
+                node, result, ran = run_chain(
+                    self, flow, node, merged, limits.max_steps - steps + 1, self.execution.trace
+                )
+                steps += ran - 1
+                started = time.perf_counter()
+            else:
+                try:
+                    if interceptors:
+                        result = _intercepted(
+                            interceptors,
+                            ctx,
+                            node,
+                            functools.partial(step, self.engine, self, node, merged),
+                        )
+                    else:
+                        result = step(self.engine, self, node, merged)
+                except ExecutionError as exc:
+                    self._trace(node, "", started, str(exc))
+                    if recording is not None:
+                        recording.end(None, None, exc)
+                    raise
+                self._trace(node, result.next, started)
             if recording is not None:
                 recording.end(result.next, result.payload, None)
             payload = result.payload
