@@ -416,3 +416,49 @@ def test_form_and_login_wizards_go_alike_compiled_and_node_by_node(tmp_path: Pat
     assert seen[0] == seen[1]
     # the wizard reached its end: its last page is JSON with the fields
     assert seen[0][6][0] == 200 and b"paso_codigo" in seen[0][6][1]
+
+
+# warm runtimes -----------------------------------------------------------------------------
+def _two_apps(tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    small = chain(
+        f"function main(){{ payload.tag = '{tag}'; }}",
+        "function main(){ c.JSON(200, payload); }",
+    )
+    small["nflow_limits"] = {"max_memory_mb": 32}
+    big = app_doc(
+        s=starter("s", "/big", "b1"),
+        b1=js("b1", f"function main(){{ payload.tag = '{tag}'; }}", output_1="b2"),
+        b2=js("b2", "function main(){ c.JSON(200, payload); }"),
+    )
+    return small, big
+
+
+def test_runtimes_are_warm_per_heap_limit_at_start_and_after_a_reload(
+    make: MakeHarness, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import orjson
+
+    small, big = _two_apps("v1")
+    h = make(small, big, toml=NO_HISTORY)
+    engine = h.runtime.engine
+    for version in ("v1", "v2"):
+        catalog = h.runtime.catalog
+        assert h.runtime.warmed == 2, "one runtime per heap limit: 32 MB and the server's"
+        for playbook in catalog.playbooks:
+            memory = engine.services.limits_for(playbook).max_memory_mb
+            vm = engine.vms.get(memory)
+            assert vm.has_flow(catalog.flows[playbook.digest].key), (version, playbook.name)
+        created = engine.vms.created
+        before = entries(h)
+        assert h.request("GET", "/t").json() == {"tag": version}
+        assert h.request("GET", "/big").json() == {"tag": version}
+        assert engine.vms.created == created, "no runtime was made on the request path"
+        assert entries(h) - before == 2
+        # a reload with new versions of both apps
+        small, big = _two_apps("v2")
+        for i, doc in enumerate((small, big)):
+            (h.tmp_path / f"app{i}.json").write_bytes(orjson.dumps(doc))
+        h.run(h.runtime.reload())
+        h.run(asyncio.sleep(0.05))  # the warm-up runs on the loop, after the swap

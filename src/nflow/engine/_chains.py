@@ -27,7 +27,7 @@ ends is stopped at the evaluation's limit, and the error names it.
 
 from __future__ import annotations
 
-__all__ = ["FlowPlan", "flow_plan", "run_chain"]
+__all__ = ["FlowPlan", "define", "flow_plan", "run_chain"]
 
 import hashlib
 import itertools
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from nflow.engine._js import JsRun, source_for, step_failure
+from nflow.engine._js import JsRun, node_source, step_failure
 from nflow.engine._results import StepResult, TraceEntry
 from nflow.errors import ExecutionError, ModuleNotFound, ScriptTimeout
 from nflow.jsapi import HostLimitExceeded, NflowVM, RunContext, RunKilled
@@ -76,20 +76,20 @@ def _chainable(node: Node, source: str) -> bool:
     return not any(word in source for word in _ASYNC_WORDS)
 
 
-def flow_plan(run: JsRun, playbook: Playbook) -> FlowPlan:
-    """The plan of ``playbook`` with the modules ``run`` sees."""
+def flow_plan(playbook: Playbook, modules: Mapping[str, str | None], vm: NflowVM) -> FlowPlan:
+    """The plan of ``playbook`` with ``modules`` (``vm`` checks the sources' syntax)."""
     chosen: list[tuple[Node, str]] = []
     for node in playbook.nodes.values():
         if node.type != "js":
             continue
         try:
-            source = source_for(run, node)
+            source = node_source(node, modules)
         except ModuleNotFound:
             continue  # the node fails as it always does, in the loop
         if not _chainable(node, source):
             continue
         try:
-            run.vm.check_syntax(source)
+            vm.check_syntax(source)
         except JsError:
             continue  # it fails when it is reached, alone, naming itself
         chosen.append((node, source))

@@ -152,13 +152,17 @@ def plan(run: JsRun, node: Node) -> tuple[str, str]:
 
 
 def source_for(run: JsRun, node: Node) -> str:
+    return node_source(node, run.modules)
+
+
+def node_source(node: Node, modules: Mapping[str, str | None]) -> str:
+    """The script a js node runs: its own code, or the module it names."""
     data = node.data
     code = data.get("code")
     if isinstance(code, str) and code.strip():
         return code
     script = data.get("script")
     if isinstance(script, str) and script:
-        modules = run.modules
         if script not in modules:
             raise ModuleNotFound(
                 f"node {node.label} uses module {script!r}, which is not in the modules "

@@ -22,7 +22,7 @@ import orjson
 
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
-from nflow.engine._chains import FlowPlan, flow_plan, run_chain
+from nflow.engine._chains import FlowPlan, define, flow_plan, run_chain
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
@@ -91,14 +91,42 @@ class Engine:
 
     def flow_plan(self, run: _Run, playbook: Playbook) -> FlowPlan:
         """The compiled flow of ``playbook`` as ``run`` sees it, made once per version."""
-        catalog = run.catalog
+        return self._flow_plan(run.catalog, playbook, run.modules, run.vm)
+
+    def _flow_plan(
+        self,
+        catalog: Catalog | None,
+        playbook: Playbook,
+        modules: Mapping[str, str | None],
+        vm: NflowVM,
+    ) -> FlowPlan:
         flows: dict[str, Any] = catalog.flows if catalog is not None else self.flows
         found = flows.get(playbook.digest)
         if found is None:
             if len(flows) > 10_000:
                 flows.clear()
-            found = flows[playbook.digest] = flow_plan(run, playbook)
+            found = flows[playbook.digest] = flow_plan(playbook, modules, vm)
         return found
+
+    def warm(self, catalog: Catalog) -> int:
+        """Make this thread's runtimes ready for ``catalog``'s apps before a request needs
+        them: one per heap limit the apps use, each with every app's compiled flow defined
+        (its js nodes' steps compiled). Returns how many runtimes it prepared."""
+        warmed: set[int] = set()
+        for playbook in catalog.playbooks:
+            memory = self.services.limits_for(playbook).max_memory_mb
+            vm = self.vms.get(memory)
+            if vm.ctx is not None:
+                continue  # serving a run on this thread (a nested call): leave it alone
+            warmed.add(id(vm))
+            plan = self._flow_plan(catalog, playbook, catalog.modules, vm)
+            try:
+                define(vm, plan, playbook.name)
+            except (JsError, JsTimeout):
+                # A step that fails to compile in the runtime fails when it runs, naming its
+                # node; the rest is ready.
+                log.warning("app %r: its compiled flow could not be prepared", playbook.name)
+        return len(warmed)
 
     # public -----------------------------------------------------------------------------
     def run(
