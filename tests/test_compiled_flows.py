@@ -125,7 +125,16 @@ BRANCHING["drawflow"]["Home"]["data"]["n2"]["outputs"]["output_2"] = {
 
 @pytest.mark.parametrize(
     "url",
-    ["/t", "/t?a=x", "/t?a=y&b=2", "/t?a=x&stop=1", "/t?a=x&break=false", "/t?1=one&a=x"],
+    [
+        "/t",
+        "/t?a=x",
+        "/t?a=y&b=2",
+        "/t?a=x&stop=1",
+        "/t?a=x&break=false",
+        "/t?1=one&a=x",
+        # names of Object.prototype's properties are plain payload keys
+        "/t?a=x&__proto__=p&constructor=c&propertyIsEnumerable=e&__defineGetter__=g",
+    ],
 )
 def test_routing_payload_and_form_match_per_node_execution(make: MakeHarness, url: str) -> None:
     compiled, per_node = make(BRANCHING), make(BRANCHING, compiled=False)

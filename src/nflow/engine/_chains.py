@@ -7,11 +7,14 @@ evaluation, and each runtime defines them once as a table (``__nf.chain`` in the
 From a node of that table, :func:`run_chain` enters the runtime once; the JavaScript side runs
 the node, follows its output while it leads to another node of the table, and hands each
 node the payload the engine's loop would have given it (its payload, plus what the form
-session holds beyond it). Between two nodes it calls back into the host, which keeps what the
-loop keeps per node: the node trace with each node's duration, the node the run is at (for
-logs, host calls and the process list), the time limit of each node, a killed run, the step
-limit, and a run out of time. A node's error, timeout or memory limit names that node, as
-when it runs alone.
+session holds beyond it). It marks when each node started and which output led to it, so the
+host rebuilds the node trace (one entry per node, with its own duration) when the chain
+returns, and tells the host which node runs before that node's first host call or console
+line (for logs, the process list and host calls), so nothing crosses between nodes that make
+none. A break, an output leading elsewhere, the step limit, a node past its own time limit
+or the run out of time end the chain; the loop then goes on as after any node (a killed run
+is stopped there, or at its next host call). A node's error, timeout or memory limit names
+that node, as when it runs alone.
 
 What a chain never holds, so those nodes run one by one in the loop: a node whose source
 could leave a promise job behind (``async``, ``await``, ``import``) or that is cached

@@ -824,20 +824,28 @@
   // evaluation (see flow()). Each entry is a table of [step function, node values, node id,
   // {output: index of the target in this table}].
   const flows = new MapCtor();
-  // Own properties only, whatever the key ("__proto__" included), in insertion order.
+  // Own properties only, whatever the key: "__proto__" and the names of Object.prototype's
+  // (frozen) properties are defined, as a plain assignment would not make them own.
   function put(obj, key, value) {
-    defineProperty(obj, key, { value: value, writable: true, enumerable: true, configurable: true });
+    if (key in ObjectProto) {
+      defineProperty(obj, key, { value: value, writable: true, enumerable: true, configurable: true });
+    } else {
+      obj[key] = value;
+    }
   }
   // A finished step's result, plus (for a compiled flow) the JSON of the payloads of the
   // nodes before it, merged in order, for the form session ("" when there were none).
   function finishFlow() {
+    return flowDone(finish());
+  }
+  function flowDone(out) {
     untold = -1;
-    const out = finish();
     if (out.length < 3) out.push(null);
     out.push(R.__delta === null ? "" : jsonStringify(R.__delta), R.__marks, R.__overran);
     return out;
   }
-  const hasOwn = O.prototype.hasOwnProperty;
+  const ObjectProto = O.prototype;
+  const hasOwn = ObjectProto.hasOwnProperty;
   // Forget the previous request: new records for nflow's globals and the request's
   // implicit globals, and delete any global property it added. Every global that existed at
   // start is permanent, so an unchanged count means nothing was added. A property a script
@@ -943,11 +951,13 @@
       setClock(0);
       const table = flows.get(key);
       const session = form ? jsonParse(form) : O.create(null);
+      let sessionSize = form ? O.keys(session).length : 0;
       let started = nativePerfNow();
       const deadlineMs = started + leftMs;
       const marks = [started];
       R.__marks = marks;
       R.__overran = 0;
+      R.__delta = null;
       let delta = null;
       let index = entry;
       let input = payload ? jsonParse(payload) : {};
@@ -964,7 +974,6 @@
         R.__flow_app = n[3];
         R.current_box = n[4];
         R.prev_box = before;
-        R.__delta = delta;
         touched = false;
         const out = e[0]();
         const pending = thenable(out);
@@ -972,33 +981,40 @@
           watch(R, out, pending);
           return NEVER;
         }
-        const result = finishFlow();
+        const result = finish();
         const next = result[0];
-        if (count >= budget || next === "") return result;
+        if (count >= budget || next === "") return flowDone(result);
         const target = e[3][next];
-        if (target === undefined) return result;
+        if (target === undefined) return flowDone(result);
         const output = jsonParse(result[1]);
         const brk = output["break"];
-        if (brk === true || brk === "true") return result;
+        if (brk === true || brk === "true") return flowDone(result);
         const now = nativePerfNow();
         if (now - started > limitMs) {
-          result[5] = R.__overran = 1;
-          return result;
+          R.__overran = 1;
+          return flowDone(result);
         }
-        if (now >= deadlineMs) return result;
+        if (now >= deadlineMs) return flowDone(result);
+        // The loop updates the form session with each payload, and the next node gets the
+        // payload plus what the session holds beyond it.
         const keys = O.keys(output);
-        if (keys.length) {
-          if (delta === null) delta = O.create(null);
-          for (const k of keys) {
+        const size = keys.length;
+        if (size) {
+          if (delta === null) R.__delta = delta = O.create(null);
+          for (let i = 0; i < size; i++) {
+            const k = keys[i];
+            if (!hasOwn.call(session, k)) sessionSize++;
             put(session, k, output[k]);
             put(delta, k, output[k]);
           }
         }
         let extra = false;
-        for (const k of O.keys(session)) {
-          if (k === "break" || k === "nflow_journey" || hasOwn.call(output, k)) continue;
-          put(output, k, session[k]);
-          extra = true;
+        if (sessionSize > size) {
+          for (const k of O.keys(session)) {
+            if (k === "break" || k === "nflow_journey" || hasOwn.call(output, k)) continue;
+            put(output, k, session[k]);
+            extra = true;
+          }
         }
         // Each node gets a payload of its own, as when the engine hands it over as JSON.
         input = extra ? jsonParse(jsonStringify(output)) : jsonParse(result[1]);
