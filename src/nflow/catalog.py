@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from nflow._io import IoLoop
 from nflow.appversion import used_sources, version_content
@@ -92,6 +93,8 @@ class Catalog:
     queries: dict[str, str] = field(default_factory=dict)
     # Step plans (source, runtime key) by (app digest, node): valid for these modules only.
     plans: Plans = field(default_factory=dict)
+    # Compiled flows (nflow.engine's FlowPlan) by app digest: valid for these modules only.
+    flows: dict[str, Any] = field(default_factory=dict)
     files: tuple[Source, ...] = ()
     stored: tuple[Source, ...] = ()
     marker: str = ""
@@ -458,6 +461,7 @@ class _Builder:
             queries=queries,
             # Plans hold module sources: reusable only while the modules stay the same.
             plans=old.plans if self.hot and not modules_changed else {},
+            flows=old.flows if self.hot and not modules_changed else {},
             files=tuple(files),
             stored=tuple(apps),
             marker=marker,

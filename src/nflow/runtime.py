@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ["RANDOM_SESSION_SECRET", "Isolation", "RunLimits", "Runtime", "Services"]
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -216,6 +217,10 @@ class Runtime:
         # Which version of a released app a request runs; made at open.
         self.releases: Releases | None = None
         self.history: HistoryWriter | None = None
+        # The loop requests run on: a new catalog's runtimes are warmed on its thread.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.warm_on_reload = True  # False: the first requests prepare runtimes (benchmarks)
+        self.warmed = 0  # runtimes prepared by the last warm-up (see warm())
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -258,6 +263,7 @@ class Runtime:
             services=self.services,
             vms=VMProvider(host=self.host, limits=limits, watchdog=self.watchdog),
         )
+        self.engine.compiled_flows = config.vm_pool.compiled_flows
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="nflow-run")
         self.services.auth_trigger = _auth_trigger(config)
         if config.security.encrypt_sensitive_data:
@@ -304,7 +310,9 @@ class Runtime:
             ),
             on_version=metrics.version_request if metrics is not None else None,
         )
+        self._loop = asyncio.get_running_loop()
         await self.reload()
+        self.warm()
         self.is_open = True
 
     def _history_writer(self) -> HistoryWriter | None:
@@ -486,6 +494,26 @@ class Runtime:
         self.engine.plans = catalog.plans
         self.problems = list(catalog.problems)
         self.services.app_limits = self._app_limits(catalog.playbooks)
+        loop = self._loop
+        if self.is_open and loop is not None and self.warm_on_reload:
+            # Reloads install from other threads; runtimes belong to the loop's thread. A
+            # closed loop (RuntimeError) has nothing left to serve.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._warm, catalog)
+
+    def warm(self) -> None:
+        """Prepare this thread's JS runtimes for the catalog served now (call it on the loop's
+        thread): one per heap limit the apps use, with their compiled flows defined, so the
+        first request after a start or a reload does not pay for them."""
+        self._warm(self.catalog)
+
+    def _warm(self, catalog: Catalog) -> None:
+        if catalog is not self.catalog:
+            return  # a newer reload replaced it meanwhile; its own warm-up follows
+        try:
+            self.warmed = self.engine.warm(catalog)
+        except Exception:  # a warm-up only saves time: requests prepare what they need
+            log.exception("warming the JS runtimes failed; requests prepare them instead")
 
     def apply_config(self, config: Config, changed: Iterable[str] = ()) -> None:
         """Serve with ``config`` from now on, for what can change live (SIGHUP): limits, env,

@@ -550,6 +550,15 @@ class VmPoolConfig(_Section):
             "(`[apps.<name>.limits]`)."
         ),
     )
+    compiled_flows: bool = Field(
+        default=True,
+        description=(
+            "Run chains of `js` nodes in one entry into the JS runtime instead of one per node "
+            "(each node keeps its payload, routing, errors, limits and trace). A run with a "
+            "debug session, tracing or the tracker, or that the history records in full, runs "
+            "node by node anyway; `false` runs every node on its own."
+        ),
+    )
     max_execution_seconds: float = Field(
         default=30.0,
         gt=0,

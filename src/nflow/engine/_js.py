@@ -8,7 +8,7 @@ carrying the limit it hit when it hit one.
 
 from __future__ import annotations
 
-__all__ = ["JsRun", "VMProvider", "js_limit", "step_js"]
+__all__ = ["JsRun", "VMProvider", "js_limit", "step_failure", "step_js"]
 
 import dataclasses
 import threading
@@ -111,6 +111,13 @@ class VMProvider:
         busy = sum(1 for vm in live if vm.ctx is not None)
         return {"idle": len(live) - busy, "busy": busy}
 
+    def entries(self) -> int:
+        """Evaluations that ran steps, over every live runtime: one per node run on its own,
+        one per compiled chain of nodes."""
+        with self._live_lock:
+            live = list(self._live)
+        return sum(vm.entries for vm in live)
+
     def _close(self, vm: NflowVM) -> None:
         with self._live_lock:
             self._live.discard(vm)
@@ -150,13 +157,17 @@ def plan(run: JsRun, node: Node) -> tuple[str, str]:
 
 
 def source_for(run: JsRun, node: Node) -> str:
+    return node_source(node, run.modules)
+
+
+def node_source(node: Node, modules: Mapping[str, str | None]) -> str:
+    """The script a js node runs: its own code, or the module it names."""
     data = node.data
     code = data.get("code")
     if isinstance(code, str) and code.strip():
         return code
     script = data.get("script")
     if isinstance(script, str) and script:
-        modules = run.modules
         if script not in modules:
             raise ModuleNotFound(
                 f"node {node.label} uses module {script!r}, which is not in the modules "
@@ -179,6 +190,41 @@ def register_node(run: JsRun, node: Node, key: str) -> None:
             app=run.playbook.name,
             box=node.id,
         )
+
+
+def step_failure(run: JsRun, node: Node, exc: Exception, timeout: float) -> ExecutionError:
+    """What ``node`` failing with ``exc`` (raised by its runtime) is to the engine: the error
+    naming the node (and its line), carrying the limit it hit when it hit one."""
+    ctx = run.ctx
+    if isinstance(exc, JsMemoryError):
+        run.vm.broken = True
+        return ExecutionError(
+            f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
+            node=node.id,
+            limit="memory",
+        )
+    if isinstance(exc, JsError):
+        line = js_user_line(exc)
+        where = f" (line {line})" if line else ""
+        return ScriptError(
+            f"{exc.name}: {exc.message} in node {node.label}{where}",
+            node=node.id,
+            name=exc.name,
+            line=line,
+            limit=js_limit(exc),
+            stack=exc.stack,
+        )
+    if isinstance(exc, JsTimeout):
+        return ScriptTimeout(
+            f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
+            node=node.id,
+        )
+    if isinstance(exc, RunKilled):
+        return ProcessKilled(f"run {ctx.wid} was killed", node=node.id)
+    if isinstance(exc, HostLimitExceeded):
+        return ExecutionError(str(exc), node=node.id, limit="host_calls")
+    # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
+    return ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError")
 
 
 def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> StepResult:
@@ -205,36 +251,8 @@ def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> 
             next_out, out_json = vm.run_step(
                 key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
             )
-    except JsMemoryError:
-        run.vm.broken = True
-        raise ExecutionError(
-            f"memory limit of the JS runtime reached in node {node.label} (vm_pool.max_memory_mb)",
-            node=node.id,
-            limit="memory",
-        ) from None
-    except JsError as exc:
-        line = js_user_line(exc)
-        where = f" (line {line})" if line else ""
-        raise ScriptError(
-            f"{exc.name}: {exc.message} in node {node.label}{where}",
-            node=node.id,
-            name=exc.name,
-            line=line,
-            limit=js_limit(exc),
-            stack=exc.stack,
-        ) from None
-    except JsTimeout:
-        raise ScriptTimeout(
-            f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
-            node=node.id,
-        ) from None
-    except RunKilled:
-        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
-    except HostLimitExceeded as exc:
-        raise ExecutionError(str(exc), node=node.id, limit="host_calls") from None
-    except (TypeError, ValueError) as exc:
-        # jsbox could not convert a value crossing the boundary (e.g. a huge or cyclic one).
-        raise ScriptError(f"{exc} in node {node.label}", node=node.id, name="TypeError") from None
+    except (JsError, JsTimeout, RunKilled, HostLimitExceeded, TypeError, ValueError) as exc:
+        raise step_failure(run, node, exc, timeout) from None
     try:
         new_payload = orjson.loads(out_json)
     except orjson.JSONDecodeError:

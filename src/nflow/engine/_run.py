@@ -23,6 +23,7 @@ import orjson
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
 from nflow.engine._cache import TTL_KEY, StepCache, cached_step
+from nflow.engine._chains import FlowPlan, define, flow_plan, run_chain
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._parallel import JOIN_TYPE, BranchPool, step_join, step_parallel
@@ -89,6 +90,49 @@ class Engine:
         self.step_cache = StepCache()
         # The threads parallel nodes run their branches on (engine/_parallel.py).
         self.branches = BranchPool()
+        # Chains of js nodes run in one entry into the sandbox (see engine._chains); False
+        # runs every node on its own. Compiled plans by app digest, for runs without a catalog.
+        self.compiled_flows = True
+        self.flows: dict[str, FlowPlan] = {}
+
+    def flow_plan(self, run: _Run, playbook: Playbook) -> FlowPlan:
+        """The compiled flow of ``playbook`` as ``run`` sees it, made once per version."""
+        return self._flow_plan(run.catalog, playbook, run.modules, run.vm)
+
+    def _flow_plan(
+        self,
+        catalog: Catalog | None,
+        playbook: Playbook,
+        modules: Mapping[str, str | None],
+        vm: NflowVM,
+    ) -> FlowPlan:
+        flows: dict[str, Any] = catalog.flows if catalog is not None else self.flows
+        found = flows.get(playbook.digest)
+        if found is None:
+            if len(flows) > 10_000:
+                flows.clear()
+            found = flows[playbook.digest] = flow_plan(playbook, modules, vm)
+        return found
+
+    def warm(self, catalog: Catalog) -> int:
+        """Make this thread's runtimes ready for ``catalog``'s apps before a request needs
+        them: one per heap limit the apps use, each with every app's compiled flow defined
+        (its js nodes' steps compiled). Returns how many runtimes it prepared."""
+        warmed: set[int] = set()
+        for playbook in catalog.playbooks:
+            memory = self.services.limits_for(playbook).max_memory_mb
+            vm = self.vms.get(memory)
+            if vm.ctx is not None:
+                continue  # serving a run on this thread (a nested call): leave it alone
+            warmed.add(id(vm))
+            plan = self._flow_plan(catalog, playbook, catalog.modules, vm)
+            try:
+                define(vm, plan, playbook.name)
+            except (JsError, JsTimeout):
+                # A step that fails to compile in the runtime fails when it runs, naming its
+                # node; the rest is ready.
+                log.warning("app %r: its compiled flow could not be prepared", playbook.name)
+        return len(warmed)
 
     # public -----------------------------------------------------------------------------
     def run(
@@ -112,6 +156,7 @@ class Engine:
         parent_run: str | None = None,
         branch: bool = False,
         deadline: float | None = None,
+        per_node: bool = False,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -127,7 +172,9 @@ class Engine:
 
         ``branch``: a branch of a parallel node (isolated), which stops at the first join
         node and leaves its payload in the execution; ``deadline`` (monotonic) caps its time.
-        """
+
+        ``per_node`` runs every node on its own (a checkpoint after each, say): chains of js
+        nodes otherwise run in one entry into the sandbox (see ``compiled_flows``)."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -184,6 +231,17 @@ class Engine:
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
+        if (
+            self.compiled_flows
+            and not per_node
+            and observer is None
+            and run.recording is None
+            and not self.interceptors
+            and services.tracker is None
+            and not ctx.clock
+            and self.steps.get("js") is step_js
+        ):
+            run.flow = self.flow_plan(run, playbook)
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)
@@ -288,6 +346,8 @@ class _Run:
         self.observer: StepObserver | None = None
         self.recording: RunRecording | None = None
         self.branch = False
+        # The compiled flow of this version, when this run may use chains (see _chains).
+        self.flow: FlowPlan | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -336,22 +396,31 @@ class _Run:
             recording = self.recording
             if recording is not None:
                 recording.begin(node.id, node.type, node.name, merged)
-            try:
-                if interceptors:
-                    result = _intercepted(
-                        interceptors,
-                        ctx,
-                        node,
-                        functools.partial(step, self.engine, self, node, merged),
-                    )
-                else:
-                    result = step(self.engine, self, node, merged)
-            except ExecutionError as exc:
-                self._trace(node, "", started, str(exc))
-                if recording is not None:
-                    recording.end(None, None, exc)
-                raise
-            self._trace(node, result.next, started)
+            flow = self.flow
+            if flow is not None and node.id in flow.entries:
+                # A chain of js nodes in one entry into the sandbox; it traces each node.
+                node, result, ran = run_chain(
+                    self, flow, node, merged, limits.max_steps - steps + 1, self.execution.trace
+                )
+                steps += ran - 1
+                started = time.perf_counter()
+            else:
+                try:
+                    if interceptors:
+                        result = _intercepted(
+                            interceptors,
+                            ctx,
+                            node,
+                            functools.partial(step, self.engine, self, node, merged),
+                        )
+                    else:
+                        result = step(self.engine, self, node, merged)
+                except ExecutionError as exc:
+                    self._trace(node, "", started, str(exc))
+                    if recording is not None:
+                        recording.end(None, None, exc)
+                    raise
+                self._trace(node, result.next, started)
             if recording is not None:
                 recording.end(result.next, result.payload, None)
             payload = result.payload

@@ -8,6 +8,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -108,6 +110,10 @@ class NflowVM:
         self._settled: list[list[object]] = []
         self._rt.bind("__h_async", self._start_awaited)
         self._rt.bind("__h_settled", self._take_settled)
+        # Told which node of a compiled flow runs, before its first host call or console
+        # line: the flow's runner, set for one evaluation.
+        self.on_node: Callable[[int], None] | None = None
+        self._rt.bind("__h_at", self._at)
         prelude = (
             _PRELUDE.replace("__NF_TOKEN__", self._qtoken)
             .replace("__NF_NAMES__", orjson.dumps(host.names()).decode())
@@ -118,11 +124,14 @@ class NflowVM:
         self._sync_steps: set[str] = set()
         self._clock_steps: set[str] = set()
         self._nodes: set[str] = set()
+        self._flows: set[str] = set()
         # Watched by nflow.watchdog: the monotonic deadline of the evaluation running now.
         self.deadline = 0.0
         self.label = "a JS runtime"
         self._fresh = True
         self.runs = 0
+        # Evaluations that ran steps (one per node, or one per compiled chain of nodes).
+        self.entries = 0
         self.broken = False
 
     # host entry points ------------------------------------------------------------------
@@ -155,6 +164,11 @@ class NflowVM:
         finally:
             self._settled = []
             awaited.cancel()
+
+    def _at(self, index: int) -> None:
+        on_node = self.on_node
+        if on_node is not None:
+            on_node(index)
 
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx
@@ -249,6 +263,7 @@ class NflowVM:
             f"{quote(clock) if clock else '0'})"
         )
         self.deadline = time.monotonic() + timeout
+        self.entries += 1
         if ctx is not None:
             self.label = f"node {node_key.partition(':')[2]} of run {ctx.wid}"
         try:
@@ -278,6 +293,77 @@ class NflowVM:
         if clock and ctx is not None:
             ctx.tape = result[2] if len(result) > 2 else self._tape()
         return str(result[0]), str(result[1])
+
+    def has_flow(self, key: str) -> bool:
+        return key in self._flows
+
+    def define_flow(self, key: str, spec_json: str) -> None:
+        """Define compiled flow ``key`` from steps and nodes this runtime already has."""
+        self._rt.eval(f"__nf.chain({self._qtoken},{quote(key)},{quote(spec_json)});0", timeout=5.0)
+        self._flows.add(key)
+
+    def run_flow(
+        self,
+        key: str,
+        entry: int,
+        *,
+        payload_json: str,
+        prev: str,
+        form_json: str,
+        budget: int,
+        step_seconds: float,
+        timeout: float,
+        label: str,
+        on_node: Callable[[int], None],
+    ) -> FlowResult:
+        """Run compiled flow ``key`` from its node ``entry``, at most ``budget`` nodes, in one
+        evaluation of at most ``timeout`` seconds; a node that ran longer than
+        ``step_seconds`` ends the flow (``overran``). ``on_node(index)`` is told which node
+        runs before its first host call or console line."""
+        fresh = "1" if self._fresh else "0"
+        ctx = self.ctx
+        seed = ctx.seed if ctx is not None else 0
+        payload = quote(payload_json) if payload_json else '""'
+        form = quote(form_json) if form_json else '""'
+        code = (
+            f"__nf.flow({self._qtoken},{fresh},{quote(key)},{entry},{payload},{quote(prev)},"
+            f"{form},{budget},{step_seconds * 1000.0!r},{timeout * 1000.0!r},"
+            f"{seed >> 32},{seed & 0xFFFFFFFF})"
+        )
+        self.deadline = time.monotonic() + timeout
+        self.entries += 1
+        if ctx is not None:
+            self.label = f"{label} of run {ctx.wid}"
+        self.on_node = on_node
+        try:
+            result = self._rt.drain(code, timeout=timeout)
+            self._fresh = False
+            if result is None:  # flow() refused: the previous run left the runtime dirty
+                self.broken = True
+                raise DirtyRuntime()
+            if not isinstance(result, list):  # the job queue was drained: read the result
+                result = self._rt.eval(f"__nf.take({self._qtoken})", timeout=timeout)
+        finally:
+            self.deadline = 0.0
+            self.on_node = None
+        if not isinstance(result, list):
+            raise JsError("Error", "the step did not finish: a promise it waited for never settled")
+        marks = result[4]
+        return FlowResult(
+            next=str(result[0]),
+            payload_json=str(result[1]),
+            delta_json=str(result[3]),
+            marks=marks if isinstance(marks, list) else [],
+            overran=bool(result[5]),
+        )
+
+    def flow_marks(self) -> list[Any]:
+        """The marks of the flow that ran last (after it failed); [] when unknown."""
+        try:
+            marks = self._rt.eval(f"__nf.marks({self._qtoken})", timeout=1.0)
+        except Exception:
+            return []
+        return marks if isinstance(marks, list) else []
 
     def _tape(self) -> list[Any] | None:
         """The clock tape of the step that ran last; None when the runtime cannot say."""
@@ -332,6 +418,21 @@ class NflowVM:
 
     def close(self) -> None:
         self._rt.close()
+
+
+@dataclass(frozen=True, slots=True)
+class FlowResult:
+    """What one evaluation of a compiled flow gives back; see ``__nf.flow`` in prelude.js."""
+
+    next: str
+    payload_json: str
+    # The payloads of the nodes before the last, merged in order, as JSON ("" if none).
+    delta_json: str
+    # [start, then per node after the first: its table index, the output that led there,
+    # its start], times in milliseconds on one clock.
+    marks: list[Any]
+    # The last node ran past its time limit and the flow stopped after it.
+    overran: bool
 
 
 class DirtyRuntime(Exception):

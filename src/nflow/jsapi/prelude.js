@@ -22,10 +22,13 @@
   const ERR = G.__h_err;
   const ASYNC_START = G.__h_async;
   const SETTLED = G.__h_settled;
+  // Tells the host which node of a compiled flow runs now (see flow() below).
+  const AT = G.__h_at;
   delete G.__h_req;
   delete G.__h_err;
   delete G.__h_async;
   delete G.__h_settled;
+  delete G.__h_at;
   // Host functions are bound one by one as "__h:<name>"; keep them here, out of reach.
   const HOST = Object.create(null);
   for (const name of HOST_NAMES) {
@@ -58,7 +61,34 @@
   // A host error a script may see (HostError) comes back with its message; anything else
   // (a kill, a limit, a bug) is rethrown as is, so it ends the run unless the script catches
   // it, and then only shows "host function failed".
+  // In a compiled flow the host learns which node runs only when it needs to know: before a
+  // host call or a console line of a node it was not told about yet (-1: it knows).
+  let untold = -1;
+  function tell() {
+    const index = untold;
+    untold = -1;
+    AT(index);
+  }
+  const nativeConsole = G.console;
+  if (nativeConsole !== undefined) {
+    const told = {};
+    for (const name of O.keys(nativeConsole)) {
+      const fn = nativeConsole[name];
+      told[name] =
+        typeof fn !== "function"
+          ? fn
+          : {
+              [name]() {
+                if (untold >= 0) tell();
+                return fn.apply(nativeConsole, arguments);
+              },
+            }[name];
+    }
+    G.console = told;
+  }
+
   function call(name, args) {
+    if (untold >= 0) tell();
     const fn = HOST[name];
     try {
       return fn.apply(undefined, args);
@@ -821,6 +851,32 @@
   }
   const steps = new MapCtor();
   const nodes = new MapCtor();
+  // Compiled flows: the js nodes of an app version that run one after another inside one
+  // evaluation (see flow()). Each entry is a table of [step function, node values, node id,
+  // {output: index of the target in this table}].
+  const flows = new MapCtor();
+  // Own properties only, whatever the key: "__proto__" and the names of Object.prototype's
+  // (frozen) properties are defined, as a plain assignment would not make them own.
+  function put(obj, key, value) {
+    if (key in ObjectProto) {
+      defineProperty(obj, key, { value: value, writable: true, enumerable: true, configurable: true });
+    } else {
+      obj[key] = value;
+    }
+  }
+  // A finished step's result, plus (for a compiled flow) the JSON of the payloads of the
+  // nodes before it, merged in order, for the form session ("" when there were none).
+  function finishFlow() {
+    return flowDone(finish());
+  }
+  function flowDone(out) {
+    untold = -1;
+    if (out.length < 3) out.push(null);
+    out.push(R.__delta === null ? "" : jsonStringify(R.__delta), R.__marks, R.__overran);
+    return out;
+  }
+  const ObjectProto = O.prototype;
+  const hasOwn = ObjectProto.hasOwnProperty;
   // Forget the previous request: new records for nflow's globals and the request's
   // implicit globals, and delete any global property it added. Every global that existed at
   // start is permanent, so an unchanged count means nothing was added. A property a script
@@ -829,6 +885,7 @@
     R = O.create(null);
     rid++;
     awaiting.clear();
+    untold = -1;
     // A script may also have sealed the global object or swapped its prototype (which is
     // where lookups of undeclared names go): both would reach the next request.
     if (getPrototypeOf(G) !== BASE_PROTO || !O.isExtensible(G)) return false;
@@ -879,6 +936,8 @@
       R.__flow_app = n[3];
       R.current_box = n[4];
       R.prev_box = prev;
+      R.__delta = undefined;
+      untold = -1;
       touched = false;
       const out = fn();
       const pending = thenable(out);
@@ -913,7 +972,110 @@
         const next = R.next;
         return next === undefined || next === null ? "" : StringCtor(next);
       }
+      if (R.__delta !== undefined) return finishFlow();
       return finish();
+    },
+    // Define a compiled flow from its steps and nodes (already defined by define/node):
+    // spec is the JSON of [[step key, node key, node id, {output: table index}], ...].
+    chain(token, key, spec) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      const table = [];
+      for (const e of jsonParse(spec)) table.push([steps.get(e[0]), nodes.get(e[1]), e[2], e[3]]);
+      flows.set(key, table);
+    },
+    // Run the compiled flow key from table index entry: each node as run() would run it, then,
+    // while the node's output leads to another node of the table, that node, with the payload
+    // the engine's loop would give it (the node's payload, plus what the form session holds
+    // beyond it, "break" and the journey aside). At most budget nodes; a node that ran past
+    // limitMs, or past the run's time (leftMs from now), ends the flow.
+    // Returns [next, payload JSON, null, form delta JSON, marks, overran] of the last node run
+    // (see finishFlow), or NEVER when that node reached a promise (then take() returns it).
+    // marks: [start time, then per next node: its index, the output that led there, time].
+    flow(token, fresh, key, entry, payload, prev, form, budget, limitMs, leftMs, hi, lo) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      if (fresh && !reset()) return null;
+      if (fresh) seedLater(hi, lo);
+      setClock(0);
+      const table = flows.get(key);
+      const session = form ? jsonParse(form) : O.create(null);
+      let sessionSize = form ? O.keys(session).length : 0;
+      let started = nativePerfNow();
+      const deadlineMs = started + leftMs;
+      const marks = [started];
+      R.__marks = marks;
+      R.__overran = 0;
+      R.__delta = null;
+      let delta = null;
+      let index = entry;
+      let input = payload ? jsonParse(payload) : {};
+      let before = prev;
+      for (let count = 1; ; count++) {
+        const e = table[index];
+        const n = e[1];
+        R.payload = input;
+        R.next = "output_1";
+        R.__node = n;
+        R.nflow_data = undefined;
+        R.__outputs = undefined;
+        R.__flow_name = n[2];
+        R.__flow_app = n[3];
+        R.current_box = n[4];
+        R.prev_box = before;
+        touched = false;
+        const out = e[0]();
+        const pending = thenable(out);
+        if (touched || pending) {
+          watch(R, out, pending);
+          return NEVER;
+        }
+        const result = finish();
+        const next = result[0];
+        if (count >= budget || next === "") return flowDone(result);
+        const target = e[3][next];
+        if (target === undefined) return flowDone(result);
+        const output = jsonParse(result[1]);
+        const brk = output["break"];
+        if (brk === true || brk === "true") return flowDone(result);
+        const now = nativePerfNow();
+        if (now - started > limitMs) {
+          R.__overran = 1;
+          return flowDone(result);
+        }
+        if (now >= deadlineMs) return flowDone(result);
+        // The loop updates the form session with each payload, and the next node gets the
+        // payload plus what the session holds beyond it.
+        const keys = O.keys(output);
+        const size = keys.length;
+        if (size) {
+          if (delta === null) R.__delta = delta = O.create(null);
+          for (let i = 0; i < size; i++) {
+            const k = keys[i];
+            if (!hasOwn.call(session, k)) sessionSize++;
+            put(session, k, output[k]);
+            put(delta, k, output[k]);
+          }
+        }
+        let extra = false;
+        if (sessionSize > size) {
+          for (const k of O.keys(session)) {
+            if (k === "break" || k === "nflow_journey" || hasOwn.call(output, k)) continue;
+            put(output, k, session[k]);
+            extra = true;
+          }
+        }
+        // Each node gets a payload of its own, as when the engine hands it over as JSON.
+        input = extra ? jsonParse(jsonStringify(output)) : jsonParse(result[1]);
+        before = e[2];
+        index = target;
+        untold = target;
+        started = now;
+        marks.push(target, next, now);
+      }
+    },
+    // The marks of the flow that ran last (read after it failed).
+    marks(token) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      return R.__marks === undefined ? null : R.__marks;
     },
     auth(token, key, preset, hi, lo, clock) {
       if (token !== TOKEN) throw new TypeError("not allowed");
