@@ -223,8 +223,8 @@ def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> 
             f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
             node=node.id,
         ) from None
-    except RunKilled:
-        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
+    except RunKilled as exc:  # killed, or a durable run parked (RunParked says so)
+        raise ProcessKilled(str(exc), node=node.id) from None
     except HostLimitExceeded as exc:
         raise ExecutionError(str(exc), node=node.id, limit="host_calls") from None
     except (TypeError, ValueError) as exc:

@@ -26,6 +26,7 @@ from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
 from nflow.engine._results import (
+    Checkpointer,
     Execution,
     NodeInterceptor,
     StepObserver,
@@ -104,6 +105,7 @@ class Engine:
         observer: StepObserver | None = None,
         recording: RunRecording | None = None,
         parent_run: str | None = None,
+        checkpoint: Checkpointer | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -115,7 +117,8 @@ class Engine:
 
         ``recording`` records the run (replays and re-runs give their own); else the run is
         recorded when ``history``'s policy collects its app, and written if the policy keeps
-        it. ``parent_run``: the run that forked this one."""
+        it. ``parent_run``: the run that forked this one. ``checkpoint`` makes the run
+        durable (see Checkpointer)."""
         services = self.services
         limits = services.limits_for(playbook)
         wid = wid or new_wid()
@@ -166,6 +169,7 @@ class Engine:
         execution = Execution(wid=wid, app=playbook.name, response=Response())
         run = _Run(self, playbook, ctx, execution, catalog)
         run.observer = observer
+        run.checkpoint = checkpoint
         # A light recording costs nothing per step: its steps come from the trace.
         run.recording = recording if recording is not None and not recording.light else None
         vm = self.vms.get(limits.max_memory_mb)
@@ -174,6 +178,8 @@ class Engine:
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)
+            if checkpoint is not None:
+                checkpoint.begin(ctx)
             if recording is not None:
                 form = sessions.values.get(FORM_SESSION)
                 journey = form.get(JOURNEY_KEY) if form else None
@@ -275,6 +281,7 @@ class _Run:
         self.plans = catalog.plans if catalog is not None else engine.plans
         self.observer: StepObserver | None = None
         self.recording: RunRecording | None = None
+        self.checkpoint: Checkpointer | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -344,6 +351,8 @@ class _Run:
             if payload:
                 form.update(payload)
                 ctx.sessions.mark(FORM_SESSION)
+            if self.checkpoint is not None:
+                self.checkpoint.node_done(ctx, node, result.next, payload)
             if _truthy_break(payload.get("break")):
                 self.execution.suspended = True
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nflow.jsapi._context import (
+    DurableContext,
     HostCallInterceptor,
     HostError,
     HostServices,
@@ -12,10 +13,11 @@ from nflow.jsapi._context import (
     Sessions,
     security_event,
 )
-from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
+from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled, RunParked
 from nflow.jsapi._vm import NflowVM, quote, user_line
 
 __all__ = [
+    "DurableContext",
     "HostCallInterceptor",
     "HostError",
     "HostLimitExceeded",
@@ -25,6 +27,7 @@ __all__ = [
     "Policies",
     "RunContext",
     "RunKilled",
+    "RunParked",
     "SecurityMetrics",
     "Sessions",
     "quote",
