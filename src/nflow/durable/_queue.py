@@ -180,14 +180,24 @@ class Queue:
 
     # claiming and leases -----------------------------------------------------------------
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
-        """Up to ``limit`` due runs, now leased to ``owner``."""
+        """Up to ``limit`` due runs, now leased to ``owner``: runs of dead instances first
+        (they were accepted earliest and hold partial work), then due waits, then the queue,
+        each oldest first."""
         now = now_us()
-        due = select(runs.c.id, runs.c.status, runs.c.owner).where(runs.c.run_at <= now)
-        due = due.order_by(runs.c.run_at).limit(limit)
-        if self.postgres:
-            due = due.with_for_update(skip_locked=True)
         async with self._tx("claim runs") as conn:
-            found = (await conn.execute(due)).all()
+            found: list[Any] = []
+            for status in ("running", "waiting", "queued"):
+                due = (
+                    select(runs.c.id, runs.c.status, runs.c.owner)
+                    .where(runs.c.status == status, runs.c.run_at <= now)
+                    .order_by(runs.c.run_at)
+                    .limit(limit - len(found))
+                )
+                if self.postgres:
+                    due = due.with_for_update(skip_locked=True)
+                found.extend((await conn.execute(due)).all())
+                if len(found) >= limit:
+                    break
             if not found:
                 return []
             previous = {row.id: row.owner for row in found if row.status == "running"}

@@ -2,8 +2,8 @@
 
 Times are microseconds since the Unix epoch in BIGINT columns, as in the execution history.
 ``run_at`` is when a worker should next look at a run: when a queued or waiting run is due,
-or when a running run's lease lapses (renewed with the lease). Ended runs have none, so the
-claim query walks one index over live work only.
+or when a running run's lease lapses (renewed with the lease). Ended runs have none; claims
+walk the (status, run_at) index over due work only.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ runs = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("ended_at", BigInteger),
-    Index("ix_nflow_durable_runs_run_at", "run_at"),
+    Index("ix_nflow_durable_runs_due", "status", "run_at"),
     Index("ix_nflow_durable_runs_ended", "ended_at"),
 )
 

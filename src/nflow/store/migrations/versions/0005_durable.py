@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         sa.Column("ended_at", sa.BigInteger),
     )
-    op.create_index("ix_nflow_durable_runs_run_at", "nflow_durable_runs", ["run_at"])
+    op.create_index("ix_nflow_durable_runs_due", "nflow_durable_runs", ["status", "run_at"])
     op.create_index("ix_nflow_durable_runs_ended", "nflow_durable_runs", ["ended_at"])
     op.create_table(
         "nflow_durable_steps",
