@@ -395,7 +395,7 @@ class Runtime:
             # Runs still executing are queued again for another instance (or the next start).
             self.durable = None
             await asyncio.to_thread(durable.close, 10.0)
-            await self._io.run(durable.store.close())
+            await self._io.run(durable.close_store())
         if self.is_open:
             await self.sessions.close()
         if self._pool is not None:

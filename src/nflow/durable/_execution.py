@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from nflow._io import IoLoop
-from nflow.errors import ProcessKilled
+from nflow.errors import ExecutionError, ProcessKilled
 from nflow.jsapi import HostError, RunContext, RunKilled, RunParked
 from nflow.playbook import Node
 
@@ -135,7 +135,39 @@ class DurableExecution:
         next_id = "" if stop or not next_out else node.outputs.get(next_out) or ""
         seq = self._seq + 1
         final = not next_id
-        committed = self._io.call(
+        try:
+            committed = self._checkpoint(ctx, node, next_id, seq, payload, final)
+        except Exception as exc:
+            # The database is unreachable: this execution stops here, and the run resumes
+            # from its last checkpoint once its lease lapses.
+            self.lost = True
+            raise ExecutionError(
+                f"durable run {self.run_id}: checkpoint after node {node.id} failed ({exc})",
+                node=node.id,
+            ) from None
+        if not committed:
+            self.lost = True
+            raise ProcessKilled(
+                f"durable run {self.run_id} stopped after node {node.id}: it was cancelled, "
+                "or another instance took it over",
+                node=node.id,
+            )
+        self._seq = seq
+        self._effects = 0
+        self.node_attempt = 1
+        self.node = next_id
+        self.completed = final
+
+    def _checkpoint(
+        self,
+        ctx: RunContext,
+        node: Node,
+        next_id: str,
+        seq: int,
+        payload: dict[str, Any],
+        final: bool,
+    ) -> bool:
+        committed: bool = self._io.call(
             self._queue.checkpoint(
                 run_id=self.run_id,
                 owner=self._owner,
@@ -151,15 +183,4 @@ class DurableExecution:
             ),
             timeout=_CALL_TIMEOUT,
         )
-        if not committed:
-            self.lost = True
-            raise ProcessKilled(
-                f"durable run {self.run_id} stopped after node {node.id}: it was cancelled, "
-                "or another instance took it over",
-                node=node.id,
-            )
-        self._seq = seq
-        self._effects = 0
-        self.node_attempt = 1
-        self.node = next_id
-        self.completed = final
+        return committed

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nflow.store import Store
 
+from ._pg import PgPath
 from ._tables import runs, signals, steps, waits
 
 STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
@@ -109,6 +110,26 @@ class WaitOutcome:
     timed_out: bool = False
 
 
+def _claimed(r: Mapping[str, Any], previous_owner: str | None) -> Claimed:
+    return Claimed(
+        id=r["id"],
+        app=r["app"],
+        version=r["version"],
+        kind=r["kind"],
+        parent_id=r["parent_id"],
+        request=r["request"],
+        vars=r["vars"],
+        sessions=r["sessions"],
+        next_node=r["next_node"],
+        payload=r["payload"],
+        writer=r["writer"],
+        steps=r["steps"],
+        attempts=r["attempts"],
+        node_attempts=r["node_attempts"],
+        previous_owner=previous_owner,
+    )
+
+
 _CLAIM_COLUMNS = (
     runs.c.id,
     runs.c.app,
@@ -130,19 +151,14 @@ _CLAIM_COLUMNS = (
 class Queue:
     """The durable queue on ``store`` (opened by the caller, on the I/O loop)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, fast: PgPath | None = None) -> None:
+        """``fast``: claims and checkpoints through asyncpg (PostgreSQL only)."""
         self.store = store
         self.postgres = store.dialect == "postgresql"
+        self.fast = fast
 
     def _tx(self, operation: str) -> Any:
         return self.store.transaction(f"durable runs: {operation}", write=True)
-
-    async def _relaxed(self, conn: AsyncConnection) -> None:
-        # A checkpoint must survive the death of nflow, not of PostgreSQL itself: without
-        # waiting for the WAL flush it costs about half as much (measured in the research).
-        # Accepting a run (enqueue) keeps the full guarantee.
-        if self.postgres:
-            await conn.execute(text("SET LOCAL synchronous_commit = off"))
 
     def _fenced(self, run_id: str, owner: str, attempt: int) -> Any:
         return and_(
@@ -153,91 +169,91 @@ class Queue:
         )
 
     # accepting ---------------------------------------------------------------------------
-    async def enqueue(self, run: NewRun) -> None:
+    async def enqueue(self, batch: Sequence[NewRun]) -> None:
+        """Commit ``batch`` to the queue in one transaction, flushed to disk before it
+        returns: an accepted run survives PostgreSQL's crash too."""
         now = now_us()
-        async with self._tx("accept a run") as conn:
+        async with self._tx("accept runs") as conn:
+            if self.postgres:
+                await conn.execute(text("SET LOCAL synchronous_commit = on"))
             await conn.execute(
-                insert(runs).values(
-                    id=run.id,
-                    app=run.app,
-                    version=run.version,
-                    kind=run.kind,
-                    parent_id=run.parent_id,
-                    status="queued",
-                    request=run.request,
-                    vars=run.vars,
-                    sessions=run.sessions,
-                    next_node=run.next_node,
-                    payload=run.payload,
-                    steps=0,
-                    attempts=0,
-                    node_attempts=0,
-                    run_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
+                insert(runs),
+                [
+                    {
+                        "id": run.id,
+                        "app": run.app,
+                        "version": run.version,
+                        "kind": run.kind,
+                        "parent_id": run.parent_id,
+                        "status": "queued",
+                        "request": run.request,
+                        "vars": run.vars,
+                        "sessions": run.sessions,
+                        "next_node": run.next_node,
+                        "payload": run.payload,
+                        "steps": 0,
+                        "attempts": 0,
+                        "node_attempts": 0,
+                        "run_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for run in batch
+                ],
             )
 
     # claiming and leases -----------------------------------------------------------------
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
-        """Up to ``limit`` due runs, now leased to ``owner``: runs of dead instances first
-        (they were accepted earliest and hold partial work), then due waits, then the queue,
-        each oldest first."""
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, *, sweep: bool
+    ) -> list[Claimed]:
+        """Up to ``limit`` due runs, now leased to ``owner``, oldest first. With ``sweep``,
+        first the runs of dead instances (their leases lapsed; they hold partial work) and
+        the waits that are due, then the queue."""
         now = now_us()
+        values = {
+            "status": "running",
+            "owner": owner,
+            "run_at": now + int(lease_seconds * 1_000_000),
+            "attempts": runs.c.attempts + 1,
+            "node_attempts": runs.c.node_attempts + 1,
+            "wait_signal": None,
+            "updated_at": now,
+        }
+        claimed: list[Claimed] = []
+        fast = self.fast
+        if fast is not None and not sweep:
+            rows = await fast.claim(owner, limit, now + int(lease_seconds * 1_000_000), now)
+            return [_claimed(r, None) for r in rows]
         async with self._tx("claim runs") as conn:
-            found: list[Any] = []
-            for status in ("running", "waiting", "queued"):
+            for status in ("running", "waiting", "queued") if sweep else ("queued",):
+                room = limit - len(claimed)
+                if room <= 0:
+                    break
                 due = (
-                    select(runs.c.id, runs.c.status, runs.c.owner)
+                    select(runs.c.id, runs.c.owner)
                     .where(runs.c.status == status, runs.c.run_at <= now)
                     .order_by(runs.c.run_at)
-                    .limit(limit - len(found))
+                    .limit(room)
                 )
                 if self.postgres:
                     due = due.with_for_update(skip_locked=True)
-                found.extend((await conn.execute(due)).all())
-                if len(found) >= limit:
-                    break
-            if not found:
-                return []
-            previous = {row.id: row.owner for row in found if row.status == "running"}
-            ids = [row.id for row in found]
-            rows = (
-                await conn.execute(
-                    update(runs)
-                    .where(runs.c.id.in_(ids))
-                    .values(
-                        status="running",
-                        owner=owner,
-                        run_at=now + int(lease_seconds * 1_000_000),
-                        attempts=runs.c.attempts + 1,
-                        node_attempts=runs.c.node_attempts + 1,
-                        wait_signal=None,
-                        updated_at=now,
+                previous: dict[str, str] = {}
+                if status == "running":
+                    # Whose lease lapsed is worth a log line: read it before it is replaced.
+                    found = (await conn.execute(due)).all()
+                    if not found:
+                        continue
+                    previous = {row.id: row.owner for row in found}
+                    where = runs.c.id.in_(list(previous))
+                else:
+                    where = runs.c.id.in_(due.with_only_columns(runs.c.id))
+                rows = (
+                    await conn.execute(
+                        update(runs).where(where).values(**values).returning(*_CLAIM_COLUMNS)
                     )
-                    .returning(*_CLAIM_COLUMNS)
-                )
-            ).all()
-        return [
-            Claimed(
-                id=r.id,
-                app=r.app,
-                version=r.version,
-                kind=r.kind,
-                parent_id=r.parent_id,
-                request=r.request,
-                vars=r.vars,
-                sessions=r.sessions,
-                next_node=r.next_node,
-                payload=r.payload,
-                writer=r.writer,
-                steps=r.steps,
-                attempts=r.attempts,
-                node_attempts=r.node_attempts,
-                previous_owner=previous.get(r.id),
-            )
-            for r in rows
-        ]
+                ).all()
+                claimed.extend(_claimed(r._mapping, previous.get(r.id)) for r in rows)
+        return claimed
 
     async def heartbeat(
         self, owner: str, held: Sequence[tuple[str, int]], lease_seconds: float
@@ -248,7 +264,6 @@ class Queue:
         until = now_us() + int(lease_seconds * 1_000_000)
         kept: set[str] = set()
         async with self._tx("renew leases") as conn:
-            await self._relaxed(conn)
             result = await conn.execute(
                 update(runs)
                 .where(
@@ -284,6 +299,22 @@ class Queue:
         """Commit node ``seq`` as done (and the run as completed when ``response`` is given);
         False when this execution no longer holds the run."""
         now = now_us()
+        fast = self.fast
+        if fast is not None:
+            return await fast.checkpoint(
+                run_id=run_id,
+                owner=owner,
+                attempt=attempt,
+                seq=seq,
+                node=node,
+                next_node=next_node,
+                now=now,
+                payload=payload,
+                sessions=sessions,
+                writer=writer,
+                run_at=now + int(lease_seconds * 1_000_000),
+                response=response,
+            )
         values: dict[str, Any] = {
             "next_node": next_node,
             "payload": payload,
@@ -302,7 +333,6 @@ class Queue:
         else:
             values["run_at"] = now + int(lease_seconds * 1_000_000)
         async with self._tx("checkpoint") as conn:
-            await self._relaxed(conn)
             result = await conn.execute(
                 update(runs).where(self._fenced(run_id, owner, attempt)).values(**values)
             )

@@ -119,12 +119,18 @@ class DurableWorker:
         loop = asyncio.get_running_loop()
         next_beat = 0.0
         next_prune = time.monotonic() + 5.0
+        next_sweep = 0.0
         while not self._stopping:
             claimed: list[Claimed] = []
             free = self._concurrency - len(self._active)
             try:
                 if free > 0:
-                    claimed = await self.queue.claim(self.owner, free, self._lease)
+                    # Lapsed leases and due waits are looked for once per poll interval; the
+                    # queue itself at every free slot.
+                    sweep = time.monotonic() >= next_sweep
+                    if sweep:
+                        next_sweep = time.monotonic() + self._poll
+                    claimed = await self.queue.claim(self.owner, free, self._lease, sweep=sweep)
                     for claim in claimed:
                         self._start(loop, claim)
                 now = time.monotonic()
@@ -136,6 +142,12 @@ class DurableWorker:
                     await self._prune()
             except StoreError as exc:
                 log.warning("durable worker: %s; trying again in 1 s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                # asyncpg's own errors, or a bug: the loop must outlive them, or this
+                # process would stop taking work while still serving.
+                log.exception("durable worker: unexpected error; trying again in 1 s")
                 await asyncio.sleep(1.0)
                 continue
             if claimed and len(claimed) == free:
