@@ -302,3 +302,18 @@ def test_with_only_durable_on_the_rest_of_the_api_stays_off(durable: Harness) ->
     assert durable.request("GET", f"{API}/runs").status == 404
     r = durable.request("GET", f"{API}/runs/whatever", client="10.1.2.3:4000")
     assert r.status == 403  # the management API's access rules apply
+
+
+def test_nflow_check_names_bad_durable_settings(tmp_path: Path, capsys: Any) -> None:
+    doc = four_nodes()
+    data = doc["drawflow"]["Home"]["data"]
+    data["s"]["data"]["async"] = "maybe"
+    data["b"]["data"]["max_attempts"] = 0
+    data["c"]["data"]["retry_backoff_ms"] = "soon"
+    path = tmp_path / "app.json"
+    path.write_bytes(orjson.dumps(doc))
+    assert cli(["check", str(path), "--no-db"]) == 1
+    out = capsys.readouterr().out
+    assert "async must be true or false, got 'maybe'" in out
+    assert "max_attempts must be a whole number of at least 1, got 0" in out
+    assert "retry_backoff_ms must be a whole number of at least 0, got 'soon'" in out

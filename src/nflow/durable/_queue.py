@@ -378,8 +378,11 @@ class Queue:
         error: str,
         node: str,
         retry_in_ms: int | None,
+        given_back: bool = False,
     ) -> bool:
-        """A node failed: queue the run again after ``retry_in_ms``, or mark it failed."""
+        """A node failed: queue the run again after ``retry_in_ms``, or mark it failed.
+        ``given_back``: it did not fail, this instance is stopping; the attempt is not
+        counted."""
         now = now_us()
         values: dict[str, Any] = {
             "error": error,
@@ -391,6 +394,8 @@ class Queue:
             values.update(status="failed", run_at=None, ended_at=now)
         else:
             values.update(status="queued", run_at=now + retry_in_ms * 1000)
+            if given_back:
+                values["node_attempts"] = runs.c.node_attempts - 1
         async with self._tx("record a failure") as conn:
             result = await conn.execute(
                 update(runs).where(self._fenced(run_id, owner, attempt)).values(**values)

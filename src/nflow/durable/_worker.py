@@ -281,6 +281,7 @@ class DurableWorker:
                     error=f"interrupted by a shutdown at node {error.node}",
                     node=error.node,
                     retry_in_ms=0,
+                    given_back=True,
                 )
             )
             return
@@ -336,16 +337,27 @@ def _policy(config: DurableConfig, app: str, node: Node | None) -> tuple[int, in
         attempts = own.max_attempts if own.max_attempts is not None else attempts
         backoff = own.retry_backoff_ms if own.retry_backoff_ms is not None else backoff
     if node is not None:
-        attempts = _int(node.data.get("max_attempts"), attempts, low=1)
-        backoff = _int(node.data.get("retry_backoff_ms"), backoff, low=0)
+        attempts = _int(node, "max_attempts", attempts, low=1)
+        backoff = _int(node, "retry_backoff_ms", backoff, low=0)
     return attempts, backoff
 
 
-def _int(value: object, default: int, *, low: int) -> int:
-    if isinstance(value, bool) or value is None or value == "":
+def _int(node: Node, name: str, default: int, *, low: int) -> int:
+    value = node.data.get(name)
+    if value is None or value == "":
         return default
     try:
+        if isinstance(value, bool | float):
+            raise ValueError(value)
         number = int(str(value))
     except ValueError:
+        # nflow check reports it as an error; a run in flight goes on with the default.
+        log.warning(
+            "node %s: %s must be a whole number, got %r; using %d",
+            node.id,
+            name,
+            value,
+            default,
+        )
         return default
     return max(low, number)
