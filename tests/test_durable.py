@@ -4,6 +4,7 @@ cancellation, idempotency keys; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -317,3 +318,81 @@ def test_nflow_check_names_bad_durable_settings(tmp_path: Path, capsys: Any) -> 
     assert "async must be true or false, got 'maybe'" in out
     assert "max_attempts must be a whole number of at least 1, got 0" in out
     assert "retry_backoff_ms must be a whole number of at least 0, got 'soon'" in out
+
+
+def test_delete_stops_a_run_while_it_executes(db_url: str, tmp_path: Path) -> None:
+    doc = app_doc(
+        s=starter("s", "/long", "a", method="POST", **{"async": True}),
+        a=js(
+            "a",
+            "function main(){ for (let i = 1; i <= 100; i++) { set_env('ticks', String(i));"
+            " sleep(50) } c.JSON(200, {}) }",
+        ),
+    )
+    h = Harness(db_url, tmp_path, apps=[doc], toml=DURABLE + "lease_seconds = 1.5\n")
+    env = h.runtime.services.env
+    try:
+        run_id = h.request("POST", "/long", json={}).json()["run_id"]
+        deadline = time.monotonic() + 10
+        while int(env.get("ticks", "0")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = h.request("DELETE", f"{API}/runs/{run_id}", headers=JSON_CLIENT)
+        assert r.status == 200 and r.json()["status"] == "cancelled", r.text
+        # The executing instance learns it at its next lease renewal and stops the node.
+        last, deadline = "", time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if env["ticks"] == last:
+                break
+            last = env["ticks"]
+        assert env["ticks"] == last and int(last) < 100
+        assert h.request("GET", f"{API}/runs/{run_id}").json()["status"] == "cancelled"
+    finally:
+        h.close()
+
+
+def test_a_retried_node_sends_its_mail_with_the_same_message_id(
+    db_url: str, tmp_path: Path
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+
+    class Recorder:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Recorder(), hostname="127.0.0.1", port=port, ready_timeout=5.0)
+    controller.start()
+    doc = app_doc(
+        s=starter("s", "/mail", "a", method="POST", **{"async": True}),
+        a=js(
+            "a",
+            f"function main(){{ mail_config('127.0.0.1', {port}, 'robot@example.com', '');"
+            " send_mail('ana@example.com', 'hi', 'hello');"
+            " if (run_info().attempt < 2) throw new Error('after the mail'); c.JSON(200, {}) }",
+        ),
+    )
+    toml = DURABLE + '\n[http]\nallowed_hosts = ["127.0.0.1"]\n'
+    h = Harness(db_url, tmp_path, apps=[doc], toml=toml)
+    try:
+        run_id = h.request("POST", "/mail", json={}).json()["run_id"]
+        wait_status(h, run_id, {"completed"})
+        ids = [
+            line.split(b":", 1)[1].strip()
+            for message in received
+            for line in message.splitlines()
+            if line.lower().startswith(b"message-id:")
+        ]
+        assert ids == [f"<{run_id}.1.1@example.com>".encode()] * 2
+    finally:
+        h.close()
+        controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
