@@ -280,6 +280,30 @@ class Queue:
                     kept.add(row.id)
         return kept
 
+    async def taken_away(self, owner: str, held: Sequence[tuple[str, int]]) -> list[str]:
+        """Of ``held`` (run id, attempt), the runs cancelled or now leased by another
+        execution; not those that simply ended or parked meanwhile."""
+        if not held:
+            return []
+        attempts = dict(held)
+        async with self.store.transaction("durable runs: leases") as conn:
+            rows = (
+                await conn.execute(
+                    select(runs.c.id, runs.c.status, runs.c.owner, runs.c.attempts).where(
+                        runs.c.id.in_(list(attempts))
+                    )
+                )
+            ).all()
+        return [
+            row.id
+            for row in rows
+            if row.status == "cancelled"
+            or (
+                row.status == "running"
+                and (row.owner != owner or row.attempts != attempts.get(row.id))
+            )
+        ]
+
     # progress ----------------------------------------------------------------------------
     async def checkpoint(
         self,

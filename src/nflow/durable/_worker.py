@@ -190,10 +190,14 @@ class DurableWorker:
     async def _heartbeat(self) -> None:
         held = [(c.id, c.attempts) for c in self._active.values()]
         kept = await self.queue.heartbeat(self.owner, held, self._lease)
+        missing = [(run_id, attempt) for run_id, attempt in held if run_id not in kept]
+        if not missing:
+            return
+        # Most of these just ended (or parked) while the renewal was under way.
         processes = self.host.engine.services.processes
-        for run_id, _ in held:
+        for run_id in await self.queue.taken_away(self.owner, missing):
             claim = self._active.get(run_id)
-            if run_id not in kept and claim is not None:
+            if claim is not None:
                 log.warning(
                     "durable run %s: cancelled or taken over; stopping it here",
                     run_id,
