@@ -3,7 +3,9 @@ cancellation, idempotency keys; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import http.server
+import secrets
 import socket
 import threading
 import time
@@ -396,3 +398,39 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_with_encryption_on_what_a_run_carries_is_sealed_at_rest(
+    db_url: str, tmp_path: Path
+) -> None:
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    toml = (
+        DURABLE + f'\n[security]\nenable_encryption = true\nencryption_key = "{key}"\n'
+        "encrypt_sensitive_data = true\n"
+    )
+    h = Harness(db_url, tmp_path, apps=[four_nodes()], toml=toml)
+    try:
+        r = h.request("POST", "/order", json={"item": "card 4111111111111111"})
+        run_id = r.json()["run_id"]
+        done = wait_status(h, run_id, {"completed"})
+        assert orjson.loads(done["response"]["body"])["item"] == "card 4111111111111111"
+
+        async def raw() -> Any:
+            from sqlalchemy import text
+
+            async with h.runtime.store.transaction("read") as conn:
+                return (
+                    await conn.execute(
+                        text(
+                            "SELECT request, sessions, payload, response"
+                            " FROM nflow_durable_runs WHERE id = :id"
+                        ),
+                        {"id": run_id},
+                    )
+                ).one()
+
+        row = h.run(h.runtime.store_call(raw()))
+        assert all(value.startswith("enc:v1:") for value in row)
+        assert "4111" not in "".join(row)
+    finally:
+        h.close()

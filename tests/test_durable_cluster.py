@@ -20,12 +20,14 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from conftest import PG_DEFAULT, PG_ENV
 from harness import app_doc, js, starter
 from nflow.store import Store
 from test_server import Server
 
 API = "/_nflow/api"
+# The server conftest.py uses (tests/conftest.py: NFLOW_TEST_PG); its name is ambiguous to
+# import from here, since tests/plugins has a conftest of its own.
+ADMIN = os.environ.get("NFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 NODES = ("a", "b", "c", "d")
 
 
@@ -77,7 +79,7 @@ def _libpq(url: str) -> str:
 @pytest.fixture
 def fresh_pg() -> Iterator[str]:
     """A database of its own for this test (SQLAlchemy URL), dropped afterwards."""
-    admin = os.environ.get(PG_ENV, PG_DEFAULT)
+    admin = ADMIN
     name = f"nflow_durable_{os.getpid()}_{secrets.token_hex(4)}"
 
     async def admin_sql(sql: str) -> None:

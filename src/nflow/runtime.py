@@ -314,7 +314,11 @@ class Runtime:
         await self.reload()
         if config.durable.enabled:
             durable = DurableRuns(
-                url=self.database_url, io=self._io, host=self, config=config.durable
+                url=self.database_url,
+                io=self._io,
+                host=self,
+                config=config.durable,
+                keyring=self.services.keyring,
             )
             await self._io.run(durable.open())
             self.durable = durable

@@ -28,6 +28,7 @@ import asyncio
 from nflow._http import Request
 from nflow._io import IoLoop
 from nflow.config import DurableConfig
+from nflow.security import KeyRing
 from nflow.store import Store, normalise_url
 
 from ._codec import encode_request, encode_sessions
@@ -52,7 +53,15 @@ class DurableRuns:
     be awaited from any loop through ``io.run``.
     """
 
-    def __init__(self, *, url: str, io: IoLoop, host: RunHost, config: DurableConfig) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        io: IoLoop,
+        host: RunHost,
+        config: DurableConfig,
+        keyring: KeyRing | None = None,
+    ) -> None:
         # A pool of its own: checkpoints never wait behind the apps' queries, nor they behind
         # checkpoints.
         # Every statement here is on the run's path: no ping round trip per transaction (a
@@ -71,7 +80,7 @@ class DurableRuns:
             libpq = normalise_url(url).set(drivername="postgresql")
             dsn = libpq.render_as_string(hide_password=False)
             fast = PgPath(dsn, config.concurrency + 2)
-        self.queue = Queue(self.store, fast=fast)
+        self.queue = Queue(self.store, fast=fast, keyring=keyring)
         self.worker = DurableWorker(queue=self.queue, io=io, host=host, config=config)
         self._pending: list[tuple[NewRun, asyncio.Future[None]]] = []
         self._flushing = False

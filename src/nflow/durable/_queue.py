@@ -21,6 +21,7 @@ __all__ = [
     "now_us",
 ]
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import orjson
 from sqlalchemy import and_, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nflow.security import KeyRing, field_aad, is_encrypted
 from nflow.store import Store
 
 from ._pg import PgPath
@@ -151,11 +153,44 @@ _CLAIM_COLUMNS = (
 class Queue:
     """The durable queue on ``store`` (opened by the caller, on the I/O loop)."""
 
-    def __init__(self, store: Store, *, fast: PgPath | None = None) -> None:
-        """``fast``: claims and checkpoints through asyncpg (PostgreSQL only)."""
+    def __init__(
+        self, store: Store, *, fast: PgPath | None = None, keyring: KeyRing | None = None
+    ) -> None:
+        """``fast``: claims and checkpoints through asyncpg (PostgreSQL only). ``keyring``:
+        with ``[security] encrypt_sensitive_data``, what a run carries (request, sessions,
+        payload, response so far, signal bodies) is sealed at rest, bound to its column."""
         self.store = store
         self.postgres = store.dialect == "postgresql"
         self.fast = fast
+        self.keyring = keyring
+
+    def _seal(self, column: str, value: str | None) -> str | None:
+        if value is None or self.keyring is None:
+            return value
+        return str(self.keyring.encrypt(value, aad=field_aad("nflow_durable_runs", column)))
+
+    def _open(self, column: str, value: str | None) -> str | None:
+        if value is None or self.keyring is None or not is_encrypted(value):
+            return value
+        return str(self.keyring.decrypt(value, aad=field_aad("nflow_durable_runs", column)))
+
+    def _sealed(self, column: str, value: str) -> str:
+        return self._seal(column, value) or ""
+
+    def _opened(self, column: str, value: str) -> str:
+        return self._open(column, value) or ""
+
+    def _claimed(self, r: Mapping[str, Any], previous_owner: str | None) -> Claimed:
+        claim = _claimed(r, previous_owner)
+        if self.keyring is None:
+            return claim
+        return dataclasses.replace(
+            claim,
+            request=self._opened("request", claim.request),
+            sessions=self._opened("sessions", claim.sessions),
+            payload=self._opened("payload", claim.payload),
+            writer=self._open("writer", claim.writer),
+        )
 
     def _tx(self, operation: str) -> Any:
         return self.store.transaction(f"durable runs: {operation}", write=True)
@@ -186,11 +221,11 @@ class Queue:
                         "kind": run.kind,
                         "parent_id": run.parent_id,
                         "status": "queued",
-                        "request": run.request,
+                        "request": self._sealed("request", run.request),
                         "vars": run.vars,
-                        "sessions": run.sessions,
+                        "sessions": self._sealed("sessions", run.sessions),
                         "next_node": run.next_node,
-                        "payload": run.payload,
+                        "payload": self._sealed("payload", run.payload),
                         "steps": 0,
                         "attempts": 0,
                         "node_attempts": 0,
@@ -223,7 +258,7 @@ class Queue:
         fast = self.fast
         if fast is not None and not sweep:
             rows = await fast.claim(owner, limit, now + int(lease_seconds * 1_000_000), now)
-            return [_claimed(r, None) for r in rows]
+            return [self._claimed(r, None) for r in rows]
         async with self._tx("claim runs") as conn:
             for status in ("running", "waiting", "queued") if sweep else ("queued",):
                 room = limit - len(claimed)
@@ -252,7 +287,7 @@ class Queue:
                         update(runs).where(where).values(**values).returning(*_CLAIM_COLUMNS)
                     )
                 ).all()
-                claimed.extend(_claimed(r._mapping, previous.get(r.id)) for r in rows)
+                claimed.extend(self._claimed(r._mapping, previous.get(r.id)) for r in rows)
         return claimed
 
     async def heartbeat(
@@ -323,6 +358,10 @@ class Queue:
         """Commit node ``seq`` as done (and the run as completed when ``response`` is given);
         False when this execution no longer holds the run."""
         now = now_us()
+        payload = self._sealed("payload", payload)
+        sessions = self._sealed("sessions", sessions)
+        writer = self._seal("writer", writer)
+        response = self._seal("response", response)
         fast = self.fast
         if fast is not None:
             return await fast.checkpoint(
@@ -378,6 +417,7 @@ class Queue:
     async def complete(self, run_id: str, owner: str, attempt: int, response: str) -> bool:
         """The run ended without a node to checkpoint last (an auth trigger stopped it)."""
         now = now_us()
+        response = self._sealed("response", response)
         async with self._tx("complete") as conn:
             result = await conn.execute(
                 update(runs)
@@ -497,7 +537,7 @@ class Queue:
                 )
             ).first()
             if found is not None and found.outcome is not None:
-                outcome = orjson.loads(found.outcome)
+                outcome = orjson.loads(self._opened("signal", found.outcome))
                 return WaitOutcome(
                     parked=False, value=outcome.get("body"), timed_out=outcome.get("timeout", False)
                 )
@@ -523,7 +563,11 @@ class Queue:
                 )
             ).first()
             if oldest is not None or until <= now:
-                body = orjson.loads(oldest.body) if oldest is not None else None
+                body = (
+                    orjson.loads(self._opened("signal", oldest.body))
+                    if oldest is not None
+                    else None
+                )
                 record = {"body": body} if oldest is not None else {"body": None, "timeout": True}
                 if oldest is not None:
                     await conn.execute(
@@ -532,7 +576,7 @@ class Queue:
                 await conn.execute(
                     update(waits)
                     .where(waits.c.run_id == run_id, waits.c.key == key)
-                    .values(outcome=orjson.dumps(record).decode())
+                    .values(outcome=self._sealed("signal", orjson.dumps(record).decode()))
                 )
                 return WaitOutcome(parked=False, value=body, timed_out=oldest is None)
             if not await self._park(conn, run_id, owner, attempt, until, name):
@@ -549,7 +593,11 @@ class Queue:
                 return None
             if found.status in ENDED:
                 return str(found.status)
-            await conn.execute(insert(signals).values(run_id=run_id, name=name, body=body, at=now))
+            await conn.execute(
+                insert(signals).values(
+                    run_id=run_id, name=name, body=self._sealed("signal", body), at=now
+                )
+            )
             if found.status == "waiting" and found.wait_signal == name:
                 await conn.execute(
                     update(runs)
@@ -575,7 +623,7 @@ class Queue:
             steps=row.steps,
             next_node=row.next_node,
             waiting_for=row.wait_signal,
-            response=orjson.loads(row.response) if row.response else None,
+            response=orjson.loads(self._opened("response", row.response)) if row.response else None,
             error=row.error,
             error_node=row.error_node,
             created_at=row.created_at,
