@@ -26,7 +26,8 @@ from nflow.errors import (
     ScriptError,
     ScriptTimeout,
 )
-from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled
+from nflow.errors import RunParked as Parked
+from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, RunParked
 from nflow.jsapi import user_line as js_user_line
 from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook
@@ -223,8 +224,10 @@ def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> 
             f"node {node.label} ran longer than its time limit of {timeout:.3g}s",
             node=node.id,
         ) from None
-    except RunKilled as exc:  # killed, or a durable run parked (RunParked says so)
-        raise ProcessKilled(str(exc), node=node.id) from None
+    except RunParked as exc:  # a durable run waits: the durable queue wakes it
+        raise Parked(str(exc), node=node.id) from None
+    except RunKilled:
+        raise ProcessKilled(f"run {ctx.wid} was killed", node=node.id) from None
     except HostLimitExceeded as exc:
         raise ExecutionError(str(exc), node=node.id, limit="host_calls") from None
     except (TypeError, ValueError) as exc:

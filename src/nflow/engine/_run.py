@@ -40,6 +40,7 @@ from nflow.errors import (
     ExecutionError,
     ModuleNotFound,
     ProcessKilled,
+    RunParked,
     ScriptError,
     ScriptTimeout,
     StepLimitExceeded,
@@ -492,8 +493,9 @@ class _Run:
             body = {"error": exc.message, "node": exc.node}
             if isinstance(exc, UnknownNodeType):
                 body = {"error": "Type node not found", "type": exc.node_type, "node": exc.node}
-        log.warning(
-            "run failed: %s",
+        log.log(
+            logging.INFO if isinstance(exc, RunParked) else logging.WARNING,
+            "run parked: %s" if isinstance(exc, RunParked) else "run failed: %s",
             exc.message,
             extra={"wid": ctx.wid, "app": ctx.app, "node": exc.node, "status": exc.status},
         )
