@@ -110,7 +110,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return _runs_replay(args)
     if args.action == "rerun":
         return _runs_rerun(args)
+    if args.action == "retry":
+        return _runs_retry(args)
     return _runs_prune(args)
+
+
+def _runs_retry(args: argparse.Namespace) -> int:
+    """A failed durable run, queued again from its last checkpoint (any instance runs it)."""
+    from nflow.durable import Queue
+
+    store = _store(args, migrate=True)
+
+    async def run() -> str | None:
+        await store.open()
+        try:
+            result: str | None = await Queue(store).retry(args.run)
+            return result
+        finally:
+            await store.close()
+
+    status = asyncio.run(run())
+    if status is None:
+        print(f"no durable run {args.run!r}", file=sys.stderr, flush=True)
+        return 2
+    if status != "queued":
+        print(
+            f"run {args.run} is {status}: only a failed run can be retried",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    print(f"run {args.run} queued again from its last checkpoint", flush=True)
+    return 0
 
 
 def _runs_replay(args: argparse.Namespace) -> int:
@@ -423,6 +454,13 @@ def add_data_commands(sub: Any) -> None:
         help="make every host call live (default: from the record where the call matches)",
     )
     r.add_argument("--json", action="store_true", help="a JSON object")
+    r.add_argument("--config")
+    r = rsub.add_parser(
+        "retry",
+        help="queue a failed durable run again from its last checkpoint, its node's attempts "
+        "counted afresh (exit 1: the run has not failed, 2: no such run)",
+    )
+    r.add_argument("run", help="the durable run's id")
     r.add_argument("--config")
     r = rsub.add_parser("prune", help="delete runs beyond history.retention_days / max_runs")
     r.add_argument("--older-than-days", type=float, help="instead of history.retention_days")

@@ -371,6 +371,27 @@ class ResponseWriter:
                 return value
         return ""
 
+    def body(self) -> bytes:
+        """What was written so far."""
+        return b"".join(self._body)
+
+    def restore(
+        self,
+        *,
+        status: int,
+        content_type: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        committed: bool,
+    ) -> None:
+        """Take back what a run had written before it was checkpointed (durable runs)."""
+        self.status = status
+        self.content_type = content_type
+        self.headers = list(headers)
+        self._body = [body] if body else []
+        self._size = len(body)
+        self.committed = committed
+
     def finish(self, extra_headers: Mapping[str, str] | None = None) -> Response:
         headers = list(self.headers)
         if self.content_type:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["check_playbook", "custom_step_problems", "module_problems", "wasm_problems"]
+__all__ = [
+    "check_playbook",
+    "custom_step_problems",
+    "durable_problems",
+    "module_problems",
+    "wasm_problems",
+]
 
 from collections.abc import Mapping
 
@@ -116,6 +122,52 @@ def check_playbook(
     problems.extend(security_problems(playbook, modules=modules, security=security))
     problems.extend(custom_step_problems(playbook))
     problems.extend(wasm_problems(playbook, modules))
+    problems.extend(durable_problems(playbook))
+    return problems
+
+
+# Node data read by durable runs: the smallest value each may take.
+_DURABLE_NUMBERS = {"max_attempts": 1, "retry_backoff_ms": 0}
+
+
+def durable_problems(playbook: Playbook) -> list[Problem]:
+    """Durable-run settings in node data that are not what they must be: ``async`` on a
+    starter (true or false), ``max_attempts`` and ``retry_backoff_ms`` (whole numbers)."""
+    problems: list[Problem] = []
+    for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
+        data = node.data
+        if node.type == "starter" and data.get("async", False) not in (
+            True,
+            False,
+            "true",
+            "false",
+        ):
+            problems.append(
+                Problem(
+                    "error",
+                    f"async must be true or false, got {data['async']!r}",
+                    tab=node.tab,
+                    node=node.id,
+                    field="async",
+                )
+            )
+        for name, low in _DURABLE_NUMBERS.items():
+            if name not in data:
+                continue
+            value = data[name]
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if isinstance(value, str) and value.strip().isdigit():
+                whole, value = True, int(value)
+            if not whole or value < low:
+                problems.append(
+                    Problem(
+                        "error",
+                        f"{name} must be a whole number of at least {low}, got {data[name]!r}",
+                        tab=node.tab,
+                        node=node.id,
+                        field=name,
+                    )
+                )
     return problems
 
 

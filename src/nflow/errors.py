@@ -13,6 +13,7 @@ __all__ = [
     "PlaybookError",
     "Problem",
     "ProcessKilled",
+    "RunParked",
     "ScriptError",
     "ScriptTimeout",
     "StepLimitExceeded",
@@ -144,3 +145,8 @@ class ProcessKilled(ExecutionError):
     """The run was stopped with ``wkill`` or the debug API."""
 
     status = 499
+
+
+class RunParked(ProcessKilled):
+    """A durable run stopped to wait (a long ``sleep``, ``wait_for_signal``); the durable
+    queue resumes it. Not a failure."""

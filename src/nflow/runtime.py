@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from nflow._http import BodyLimit, Request, Response, json_response
+from nflow._ids import new_wid
 from nflow._io import IoLoop
 from nflow.applimits import (
     RunLimits,
@@ -33,7 +36,8 @@ from nflow.applimits import (
     server_limits,
 )
 from nflow.catalog import Catalog, CatalogSources, build_catalog
-from nflow.config import Config, secret_references
+from nflow.config import Config, DurableConfig, secret_references
+from nflow.durable import DurableRuns, NewRun, encode_request, encode_sessions, wants_async
 from nflow.engine import (
     Breakpoint,
     DebugSession,
@@ -46,11 +50,12 @@ from nflow.engine import (
     VMProvider,
     is_auth_entry,
 )
-from nflow.errors import ConfigError, ExecutionError, Problem
+from nflow.errors import ConfigError, ExecutionError, Problem, StoreError
 from nflow.golang.json import dumps as go_json
 from nflow.history import HistoryPolicy, HistoryWriter
 from nflow.jsapi import HostTable, Policies, Sessions
 from nflow.jsapi._core import core
+from nflow.jsapi._durable import durable as waits
 from nflow.jsapi._templates import templates
 from nflow.jsapi._users import users
 from nflow.observability import Metrics, get_metrics
@@ -193,7 +198,7 @@ class Runtime:
         self.serve_stored_apps = serve_stored_apps
         self.example_if_empty = example_if_empty
         self._threads = threads or max(4, min(32, self.config.vm_pool.max_size))
-        self.host = core.merged([users, templates, twilio, *PLUGIN_TABLES, *hosts])
+        self.host = core.merged([users, templates, twilio, waits, *PLUGIN_TABLES, *hosts])
         # Everything a request needs from the loaded apps, swapped whole by reload().
         self.catalog = Catalog()
         self.reload_lock = threading.Lock()
@@ -221,6 +226,8 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.warm_on_reload = True  # False: the first requests prepare runtimes (benchmarks)
         self.warmed = 0  # runtimes prepared by the last warm-up (see warm())
+        # Async runs, checkpoints and durable waits, when [durable] is enabled.
+        self.durable: DurableRuns | None = None
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -312,6 +319,16 @@ class Runtime:
         )
         self._loop = asyncio.get_running_loop()
         await self.reload()
+        if config.durable.enabled:
+            durable = DurableRuns(
+                url=self.database_url,
+                io=self._io,
+                host=self,
+                config=config.durable,
+                keyring=self.services.keyring,
+            )
+            await self._io.run(durable.open())
+            self.durable = durable
         self.warm()
         self.is_open = True
 
@@ -385,6 +402,12 @@ class Runtime:
             self.isolator.close()
         # Paused runs hold threads and JS runtimes: abort them before the pool goes.
         await asyncio.to_thread(self.debug_sessions.close)
+        durable = self.durable
+        if durable is not None and self._io is not None:
+            # Runs still executing are queued again for another instance (or the next start).
+            self.durable = None
+            await asyncio.to_thread(durable.close, 10.0)
+            await self._io.run(durable.close_store())
         if self.is_open:
             await self.sessions.close()
         if self._pool is not None:
@@ -591,7 +614,13 @@ class Runtime:
         route = self._route(request)
         if isinstance(route, Response):
             return route
-        response = await self._handle(request, route)
+        if not route.resume and (
+            flag(route.match.starter.node.data.get("async"))
+            or (self.durable is not None and wants_async(request))
+        ):
+            response = await self._accept(request, route)
+        else:
+            response = await self._handle(request, route)
         version = route.version
         if version:
             response.version = version
@@ -656,6 +685,84 @@ class Runtime:
         for cookie in cookies:
             response.headers.append(("set-cookie", cookie))
         return response
+
+    async def _accept(self, request: Request, route: _Route) -> Response:
+        """An async start: the run is committed to the durable queue, then answered 202."""
+        match = route.match
+        playbook = match.playbook
+        durable = self.durable
+        if durable is None:
+            response = json_response(
+                503,
+                {
+                    "code": 503,
+                    "message": f"starter {match.starter.pattern} of app {playbook.name!r} is "
+                    "async (data.async) but durable runs are off: set [durable] enabled = true",
+                },
+            )
+            response.app = playbook.name
+            return response
+        loaded = (
+            await self.sessions.load(request) if request.has_cookies else LoadedSessions(Sessions())
+        )
+        run = NewRun(
+            id=new_wid(),
+            app=playbook.name,
+            version=playbook.version or playbook.digest,
+            kind="request",
+            request=encode_request(
+                request, endpoint=match.endpoint, auth=is_auth_entry(match.starter.node)
+            ),
+            vars=orjson.dumps(dict(match.vars)).decode(),
+            sessions=encode_sessions(loaded.sessions),
+            next_node=match.starter.first,
+        )
+        try:
+            await self.io.run(durable.accept(run))
+        except StoreError as exc:
+            log.error("async run not accepted: %s", exc, extra={"app": playbook.name})
+            response = json_response(
+                503, {"code": 503, "message": f"the run was not accepted: {exc}"}
+            )
+            response.app = playbook.name
+            return response
+        status_url = f"/_nflow/api/runs/{run.id}"
+        response = json_response(202, {"run_id": run.id, "status_url": status_url})
+        response.headers.append(("location", status_url))
+        response.app = playbook.name
+        response.route = match.starter.pattern
+        response.wid = run.id
+        return response
+
+    # durable runs (nflow.durable.RunHost) -------------------------------------------------
+    def durable_config(self) -> DurableConfig:
+        return self.config.durable
+
+    def durable_playbook(self, app: str, version: str) -> tuple[Playbook, Catalog | None] | None:
+        """The app at ``version``: served now, or still loaded for a release; else the
+        version served now (an app changed while the run waited), with a warning."""
+        catalogs: list[Catalog] = [self.catalog]
+        releases = self.releases
+        if releases is not None and app in releases.plans:
+            catalogs.extend(c.catalog for c in releases.plans[app].choices if c.catalog)
+        current: Playbook | None = None
+        for catalog in catalogs:
+            for playbook in catalog.playbooks:
+                if playbook.name != app:
+                    continue
+                if version in (playbook.version, playbook.digest):
+                    return playbook, catalog
+                if catalog is self.catalog:
+                    current = playbook
+        if current is None:
+            return None
+        log.warning(
+            "durable run of app %r: version %s is no longer loaded; running the version served now",
+            app,
+            version,
+            extra={"app": app},
+        )
+        return current, self.catalog
 
     def _limit_hit(self, route: _Route, limit: str, wid: str) -> None:
         """A run of ``route`` ended on ``limit``: isolate the route, count it for quarantine."""
@@ -880,6 +987,21 @@ class Runtime:
         catalog: Catalog | None = None,
         parent_run: str | None = None,
     ) -> None:
+        durable = self.durable
+        if durable is not None:
+            self._durable_fork(
+                durable,
+                playbook,
+                start,
+                request,
+                endpoint,
+                vars,
+                sessions,
+                payload,
+                wid,
+                parent_run,
+            )
+            return
         pool = self._pool
         if pool is None:
             log.error("fork %s dropped: the runtime is closed", wid)
@@ -918,6 +1040,37 @@ class Runtime:
         with self._forks_lock:
             self._forks.add(future)
         future.add_done_callback(self._fork_done)
+
+    def _durable_fork(
+        self,
+        durable: DurableRuns,
+        playbook: Playbook,
+        start: str,
+        request: Request,
+        endpoint: str,
+        vars: Mapping[str, str],
+        sessions: Sessions,
+        payload: dict[str, Any],
+        wid: str,
+        parent_run: str | None,
+    ) -> None:
+        """A gorutine branch as a durable run, committed before the forking run goes on."""
+        run = NewRun(
+            id=wid,
+            app=playbook.name,
+            version=playbook.version or playbook.digest,
+            kind="fork",
+            parent_id=parent_run,
+            request=encode_request(request, endpoint=endpoint, auth=False),
+            vars=orjson.dumps(dict(vars)).decode(),
+            sessions=encode_sessions(sessions),
+            next_node=start,
+            payload=orjson.dumps(payload, default=str).decode(),
+        )
+        try:
+            self.io.call(durable.accept(run), timeout=30.0)
+        except (StoreError, TimeoutError) as exc:
+            raise ExecutionError(f"background branch {wid} not accepted: {exc}") from None
 
     def _fork_done(self, future: Future[Any]) -> None:
         with self._forks_lock:

@@ -58,6 +58,11 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "rate_limit.backend",
     "tracker.*",
     # The history writer: its queue, batches and redaction (mode and sample rates are live).
+    # The durable queue's workers and leases (retry and wait settings are read per run).
+    "durable.enabled",
+    "durable.concurrency",
+    "durable.lease_seconds",
+    "durable.poll_interval_ms",
     "history.queue_size",
     "history.batch_size",
     "history.flush_interval_ms",

@@ -1709,6 +1709,90 @@ class CacheConfig(_Section):
     )
 
 
+class DurableAppConfig(_Section):
+    """``[durable.apps."<app name>"]``: one app's own retry policy for its durable runs."""
+
+    max_attempts: int | None = Field(
+        default=None, ge=1, description="This app's `durable.max_attempts`; unset: the server's."
+    )
+    retry_backoff_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="This app's `durable.retry_backoff_ms`; unset: the server's.",
+    )
+
+
+class DurableConfig(_Section):
+    """``[durable]``: async runs that survive the death of the instance running them."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            'Run async starters (`"async": true` in a starter\'s data), requests sent with '
+            "`Prefer: respond-async` and `gorutine` background branches from a queue in the "
+            "database, checkpointed after every node; serve `/_nflow/api/runs/{id}`."
+        ),
+    )
+    concurrency: int = Field(
+        default=8, ge=1, le=256, description="Durable runs one worker process executes at once."
+    )
+    lease_seconds: float = Field(
+        default=6.0,
+        ge=1.0,
+        description=(
+            "A running run's lease, renewed every third of it; once it lapses (the instance "
+            "died) any instance takes the run over from its last checkpoint."
+        ),
+    )
+    poll_interval_ms: int = Field(
+        default=250,
+        ge=10,
+        description="How often an idle worker looks for queued, due or abandoned runs.",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Attempts of one node before the run is `failed`; a node's data may set its own "
+            "`max_attempts`."
+        ),
+    )
+    retry_backoff_ms: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Wait before the first retry of a failed node, doubled for each further one (at "
+            "most 5 minutes); a node's data may set its own `retry_backoff_ms`."
+        ),
+    )
+    park_sleep_ms: int = Field(
+        default=2000,
+        ge=0,
+        description=(
+            "In a durable run, `sleep(ms)` longer than this parks the run (no worker held) "
+            "instead of sleeping; shorter sleeps sleep."
+        ),
+    )
+    max_wait_seconds: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="The longest durable `sleep` or `wait_for_signal` a script may ask for.",
+    )
+    keep_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Ended runs (completed, failed, cancelled) are deleted after this.",
+    )
+    apps: dict[str, DurableAppConfig] = Field(
+        default_factory=dict,
+        description=(
+            'One app\'s own retry policy: `[durable.apps."<name>"]` with `max_attempts` and/or '
+            "`retry_backoff_ms`."
+        ),
+        json_schema_extra={"doc_type": "table of app name → table"},
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1753,6 +1837,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     releases: ReleasesConfig = ReleasesConfig()
     cache: CacheConfig = CacheConfig()
+    durable: DurableConfig = DurableConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -22,6 +22,7 @@ from nflow.engine._debug import (
 )
 from nflow.engine._js import VMProvider, js_limit
 from nflow.engine._results import (
+    Checkpointer,
     Execution,
     NodeInterceptor,
     StepObserver,
@@ -37,6 +38,7 @@ from nflow.engine._services import EngineServices, ForkFunction, RunMetrics
 __all__ = [
     "Breakpoint",
     "BreakpointError",
+    "Checkpointer",
     "Condition",
     "DebugSession",
     "DebugSessions",

@@ -26,7 +26,8 @@ from nflow.errors import (
     ScriptError,
     ScriptTimeout,
 )
-from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled
+from nflow.errors import RunParked as Parked
+from nflow.jsapi import HostLimitExceeded, HostTable, NflowVM, RunContext, RunKilled, RunParked
 from nflow.jsapi import user_line as js_user_line
 from nflow.jsapi._vm import DirtyRuntime
 from nflow.playbook import Node, Playbook
@@ -251,6 +252,8 @@ def step_js(engine: object, run: JsRun, node: Node, payload: dict[str, Any]) -> 
             next_out, out_json = vm.run_step(
                 key, node_key, payload_json=payload_json, prev=run.prev, timeout=timeout
             )
+    except RunParked as exc:  # a durable run waits: the durable queue wakes it
+        raise Parked(str(exc), node=node.id) from None
     except (JsError, JsTimeout, RunKilled, HostLimitExceeded, TypeError, ValueError) as exc:
         raise step_failure(run, node, exc, timeout) from None
     try:

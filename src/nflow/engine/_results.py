@@ -90,6 +90,22 @@ class StepObserver(Protocol):
     ) -> None: ...
 
 
+class Checkpointer(Protocol):
+    """Makes one run durable: given to ``Engine.run(checkpoint=...)`` for that run only.
+
+    ``begin`` is called once the run's context is ready, before its first node (a resumed
+    run takes back its sessions and what it had written); ``node_done`` after each node,
+    before the next starts, with the output it took and the payload it left: the run's state
+    is committed there. Either may raise an ExecutionError to end the run (its lease is lost).
+    """
+
+    def begin(self, ctx: RunContext) -> None: ...
+
+    def node_done(
+        self, ctx: RunContext, node: Node, next_out: str, payload: dict[str, Any]
+    ) -> None: ...
+
+
 class UnknownNodeType(ExecutionError):
     def __init__(self, node: Node) -> None:
         super().__init__(f"node {node.label} has unknown type {node.type!r}", node=node.id)

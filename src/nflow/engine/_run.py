@@ -29,6 +29,7 @@ from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._parallel import JOIN_TYPE, BranchPool, step_join, step_parallel
 from nflow.engine._record import AUTH_NODE, HistorySink, RunRecording
 from nflow.engine._results import (
+    Checkpointer,
     Execution,
     NodeInterceptor,
     StepObserver,
@@ -42,6 +43,7 @@ from nflow.errors import (
     ExecutionError,
     ModuleNotFound,
     ProcessKilled,
+    RunParked,
     ScriptError,
     ScriptTimeout,
     StepLimitExceeded,
@@ -157,6 +159,7 @@ class Engine:
         branch: bool = False,
         deadline: float | None = None,
         per_node: bool = False,
+        checkpoint: Checkpointer | None = None,
     ) -> Execution:
         """Run ``playbook`` from ``start``. ``catalog`` is the loaded version the request was
         routed with: module sources, templates and named queries come from it for the whole
@@ -168,7 +171,8 @@ class Engine:
 
         ``recording`` records the run (replays and re-runs give their own); else the run is
         recorded when ``history``'s policy collects its app, and written if the policy keeps
-        it. ``parent_run``: the run that forked this one.
+        it. ``parent_run``: the run that forked this one. ``checkpoint`` makes the run
+        durable (see Checkpointer): its nodes then run one by one.
 
         ``branch``: a branch of a parallel node (isolated), which stops at the first join
         node and leaves its payload in the execution; ``deadline`` (monotonic) caps its time.
@@ -228,12 +232,14 @@ class Engine:
         run.branch = branch
         run.observer = observer
         run.recording = recording
+        run.checkpoint = checkpoint
         vm = self.vms.get(limits.max_memory_mb)
         run.vm = vm
         vm.start(ctx)
         if (
             self.compiled_flows
             and not per_node
+            and checkpoint is None
             and observer is None
             and run.recording is None
             and not self.interceptors
@@ -245,6 +251,8 @@ class Engine:
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)
+            if checkpoint is not None:
+                checkpoint.begin(ctx)
             if recording is not None:
                 form = sessions.values.get(FORM_SESSION)
                 journey = form.get(JOURNEY_KEY) if form else None
@@ -348,6 +356,7 @@ class _Run:
         self.branch = False
         # The compiled flow of this version, when this run may use chains (see _chains).
         self.flow: FlowPlan | None = None
+        self.checkpoint: Checkpointer | None = None
 
     def loop(self, first: str, initial: dict[str, Any] | None) -> None:
         ctx = self.ctx
@@ -431,6 +440,8 @@ class _Run:
             if payload:
                 form.update(payload)
                 ctx.sessions.mark(FORM_SESSION)
+            if self.checkpoint is not None:
+                self.checkpoint.node_done(ctx, node, result.next, payload)
             if _truthy_break(payload.get("break")):
                 self.execution.suspended = True
                 return
@@ -571,8 +582,9 @@ class _Run:
             body = {"error": exc.message, "node": exc.node}
             if isinstance(exc, UnknownNodeType):
                 body = {"error": "Type node not found", "type": exc.node_type, "node": exc.node}
-        log.warning(
-            "run failed: %s",
+        log.log(
+            logging.INFO if isinstance(exc, RunParked) else logging.WARNING,
+            "run parked: %s" if isinstance(exc, RunParked) else "run failed: %s",
             exc.message,
             extra={"wid": ctx.wid, "app": ctx.app, "node": exc.node, "status": exc.status},
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nflow.jsapi._async import SETTLED_CALL
 from nflow.jsapi._context import (
+    DurableContext,
     HostCallInterceptor,
     HostError,
     HostServices,
@@ -13,11 +14,12 @@ from nflow.jsapi._context import (
     Sessions,
     security_event,
 )
-from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled
+from nflow.jsapi._host import HostLimitExceeded, HostTable, RunKilled, RunParked
 from nflow.jsapi._vm import NflowVM, quote, user_line
 
 __all__ = [
     "SETTLED_CALL",
+    "DurableContext",
     "HostCallInterceptor",
     "HostError",
     "HostLimitExceeded",
@@ -27,6 +29,7 @@ __all__ = [
     "Policies",
     "RunContext",
     "RunKilled",
+    "RunParked",
     "SecurityMetrics",
     "Sessions",
     "quote",

@@ -136,6 +136,46 @@ class HostCallInterceptor(Protocol):
     def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object: ...
 
 
+class DurableContext(Protocol):
+    """What host functions see of a durable run (async start or durable background branch).
+
+    Waits may end the node early: a wait that cannot be answered now parks the run (the
+    durable queue wakes it on any instance) by raising, and the node runs again from its
+    start when the run resumes; the same wait, reached again, is then over.
+    """
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int:
+        """1 for the node's first execution, 2 for its first retry ..."""
+        ...
+
+    @property
+    def park_sleep_ms(self) -> int:
+        """``sleep`` longer than this parks the run."""
+        ...
+
+    def step_key(self) -> str:
+        """The idempotency key of the node running now: the same on every attempt."""
+        ...
+
+    def effect_key(self) -> str:
+        """A key for the next outgoing effect of this node (HTTP call, mail): the n-th
+        effect of a node gets the same key on every attempt."""
+        ...
+
+    def sleep(self, ms: int) -> None:
+        """Return once ``ms`` have passed since the node first asked; else park the run."""
+        ...
+
+    def wait_for_signal(self, name: str, timeout_ms: int) -> tuple[bool, Any]:
+        """``(True, body)`` once signal ``name`` came, ``(False, None)`` after the timeout;
+        else park the run."""
+        ...
+
+
 @dataclass(slots=True)
 class RunContext:
     """One execution (a request, or a background fork of one)."""
@@ -177,6 +217,8 @@ class RunContext:
     tape: list[Any] | None = None
     # When a list, console.* lines of the run are appended to it (execution history).
     console: list[str] | None = None
+    # Set in durable runs only: run id, attempt, idempotency keys and durable waits.
+    durable: DurableContext | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -218,6 +218,11 @@ def new_uuid(ctx: RunContext) -> str:
 def sleep(ctx: RunContext, ms: object) -> None:
     if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
         raise HostError("sleep(ms) expects a non-negative number of milliseconds")
+    durable = ctx.durable
+    if durable is not None and ms > durable.park_sleep_ms:
+        # A durable run parks instead: no thread is held, any instance resumes it.
+        durable.sleep(int(ms))
+        return
     limit_ms = ctx.limits.sleep_max_ms
     if ms > limit_ms:
         raise HostError(f"sleep({ms}) is longer than limits.sleep_max_ms ({limit_ms} ms)")

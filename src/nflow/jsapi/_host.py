@@ -140,6 +140,14 @@ class RunKilled(Exception):
         super().__init__(f"run {wid} was killed")
 
 
+class RunParked(RunKilled):
+    """A durable run waits (a long ``sleep``, ``wait_for_signal``): the node stops here and
+    runs again from its start when the run is woken."""
+
+    def __init__(self, wid: str, reason: str) -> None:
+        Exception.__init__(self, f"run {wid} parked: {reason}")
+
+
 def is_signature_error(exc: TypeError) -> bool:
     text = str(exc)
     return "positional argument" in text or "required" in text or "takes" in text

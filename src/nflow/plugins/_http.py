@@ -173,6 +173,11 @@ def _call(
     timeout = _timeout(ctx, policy, name, url)
     content = None if method in ("GET", "DELETE") and body is None else _body(name, body)
     pairs = _headers(name, headers)
+    durable = ctx.durable
+    if durable is not None and not any(k.lower() == "idempotency-key" for k, _ in pairs):
+        # The node may run again (its instance died, or it failed and is retried): the
+        # same key on every attempt lets the service answer the repeat from its first call.
+        pairs.append(("Idempotency-Key", durable.effect_key()))
     coro = fetch(method, url, content=content, headers=pairs, policy=policy, timeout=timeout)
     try:
         # The coroutine enforces the timeout itself; the margin only covers scheduling.

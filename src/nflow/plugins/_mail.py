@@ -429,6 +429,14 @@ def _prepare(
         raise HostError(problem)
     policy = ctx.services.policies.get(MailPolicy)
     message, recipients = build_message(settings, to, subject, msg, format, attach, policy)
+    durable = ctx.durable
+    if durable is not None:
+        # A retried node sends the same Message-ID: receivers and relays that deduplicate
+        # on it deliver the mail once.
+        domain = settings.from_.rpartition("@")[2].strip("> ") or "nflow.invalid"
+        key = durable.effect_key().replace(":", ".")
+        del message["Message-ID"]
+        message["Message-ID"] = f"<{key}@{domain}>"
     return settings, message, recipients, policy
 
 

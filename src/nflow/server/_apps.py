@@ -68,7 +68,7 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
-        self.api = config.api.enabled
+        self.api = config.api.enabled or config.durable.enabled
         self.rate_config = config.rate_limit
         self.peer_keys = runtime.peer_keys.known(config.rate_limit)
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)

@@ -49,7 +49,9 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
         )
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
-    if config.api.enabled and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+    if (config.api.enabled or config.durable.enabled) and (
+        path == API_PREFIX or path.startswith(API_PREFIX + "/")
+    ):
         from nflow.server import api
 
         return await api.handle(runtime, request)

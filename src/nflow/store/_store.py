@@ -223,9 +223,21 @@ class Store:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 5, echo: bool = False, migrate: bool = True
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        echo: bool = False,
+        migrate: bool = True,
+        pre_ping: bool = True,
+        pg_settings: dict[str, str] | None = None,
     ) -> None:
+        """``pre_ping``: test each PostgreSQL connection as it leaves the pool (one round
+        trip per transaction; without it a connection the server dropped fails one
+        transaction). ``pg_settings``: PostgreSQL settings for every connection."""
         self._url = normalise_url(url)
+        self._pre_ping = pre_ping
+        self._pg_settings = dict(pg_settings or {})
         self._migrate = migrate
         self._dialect = "sqlite" if self._url.get_backend_name() == "sqlite" else "postgresql"
         self._pool_size = pool_size
@@ -263,8 +275,10 @@ class Store:
         else:
             kwargs["pool_size"] = self._pool_size
         if self._dialect == "postgresql":
-            kwargs["pool_pre_ping"] = True
+            kwargs["pool_pre_ping"] = self._pre_ping
             kwargs["connect_args"] = {"timeout": _PG_CONNECT_TIMEOUT}
+            if self._pg_settings:
+                kwargs["connect_args"]["server_settings"] = self._pg_settings
         engine = create_async_engine(self._url, **kwargs)
         if self._dialect == "sqlite":
             _sqlite_transactions(engine)

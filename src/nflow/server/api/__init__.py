@@ -50,6 +50,8 @@ async def _route(runtime: Runtime, request: Request) -> Response:
         params = route.match(sub)
         if params is None:
             continue
+        if not route.durable and not runtime.config.api.enabled:
+            continue  # only [durable] is on: its routes alone are served
         if route.debug and not runtime.config.debug.enabled:
             debug_off = True
             continue

@@ -144,6 +144,7 @@ class Route:
     body: type | None = None
     errors: tuple[int, ...] = ()
     debug: bool = False  # needs [debug] enabled
+    durable: bool = False  # also served when only [durable] is enabled
     description: str = ""
 
     @property

@@ -18,6 +18,7 @@ from nflow.history import (
 )
 
 from ._core import ApiCall, ApiError, ok
+from ._durable import run_state
 
 
 async def _read(call: ApiCall, work: Any) -> Any:
@@ -63,6 +64,11 @@ async def run_list(call: ApiCall) -> Response:
 
 
 async def run(call: ApiCall) -> Response:
+    durable = await run_state(call)
+    if durable is not None:
+        return durable
+    if not call.runtime.config.api.enabled:
+        raise ApiError(404, f"no durable run {call.params['id']!r}")
     run_id = call.params["id"]
 
     async def work(reader: HistoryReader) -> Any:

@@ -12,7 +12,7 @@ import msgspec
 from nflow._http import Response
 from nflow.history import JSON_SHAPES, RUN_STATUSES, Stats
 
-from . import _debug, _runs
+from . import _debug, _durable, _runs
 from ._core import CLIENT_HEADER, PREFIX, ApiCall, Param, Route, ok
 
 _SINCE = Param(
@@ -86,11 +86,44 @@ ROUTES: tuple[Route, ...] = (
         "/runs/{id}",
         _runs.run,
         "getRun",
-        "One run with every step",
-        response=JSON_SHAPES[1],
+        "One run with every step, or a durable run's state and response",
+        schema={
+            "anyOf": [
+                {"$ref": "#/components/schemas/Run"},
+                {"$ref": "#/components/schemas/DurableRun"},
+            ]
+        },
         errors=(400, 404),
+        durable=True,
         description="The same object as `nflow runs show RUN --json`. `id` may be a unique "
-        "prefix of 6 characters or more.",
+        "prefix of 6 characters or more. For a durable run (an async start or a durable "
+        "background branch; the full id), its state: `status`, `attempts` and, once "
+        "completed, `response`, with the history's fields when it was recorded. Served "
+        "whenever `[durable] enabled`, even with the rest of the API off.",
+    ),
+    Route(
+        "DELETE",
+        "/runs/{id}",
+        _durable.run_cancel,
+        "cancelRun",
+        "Cancel a durable run that has not ended",
+        response=_durable.DurableRun,
+        errors=(404, 409, 415),
+        durable=True,
+        description="A run executing on some instance stops at its next host call or node.",
+    ),
+    Route(
+        "POST",
+        "/runs/{id}/signals/{name}",
+        _durable.run_signal,
+        "signalRun",
+        "Deliver a signal (its JSON body) to a durable run",
+        response=_durable.DurableSignal,
+        status=202,
+        errors=(400, 404, 409, 415),
+        durable=True,
+        description="A run parked in `wait_for_signal(name, …)` resumes with the body; a "
+        "signal sent before the run waits for it is kept for it.",
     ),
     Route(
         "GET",
@@ -164,7 +197,7 @@ _ERRORS = {
     403: "Client not allowed, or a change without the client header",
     404: "No such thing",
     405: "Method not allowed on this path",
-    409: "The session is in no state for this",
+    409: "The session or run is in no state for this",
     413: "Request body too large",
     415: "A change must be sent as application/json",
     429: "Too many debug sessions",
@@ -252,7 +285,13 @@ def _version() -> str:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route; the shapes' schemas come from their Structs."""
-    shapes = {*JSON_SHAPES, _debug.DebugSessionState, _debug.NewDebugSession}
+    shapes = {
+        *JSON_SHAPES,
+        _debug.DebugSessionState,
+        _debug.NewDebugSession,
+        _durable.DurableRun,
+        _durable.DurableSignal,
+    }
     _, components = msgspec.json.schema_components(
         sorted(shapes, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
     )
