@@ -797,8 +797,9 @@ class RateLimitConfig(_Section):
     backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = Field(
         default="memory",
         description=(
-            "Bucket store: per worker process in memory, or in Redis shared by all workers "
-            "(needs `redis.host` when enabled; Go fell back to memory silently)."
+            "Bucket store: `memory` is one table in shared memory for all workers of one "
+            "`nflow serve` (each instance has its own), `redis` is shared by every worker of "
+            "every instance (needs `redis.host` when enabled; Go fell back to memory silently)."
         ),
     )
     cleanup_interval: int = Field(

@@ -21,6 +21,7 @@ from nflow.ratelimit._bucket import (
     RateLimiter,
 )
 from nflow.ratelimit._redis import RedisRateLimiter
+from nflow.ratelimit._shared import SharedMemoryRateLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -43,18 +44,26 @@ def bucket_parameters(config: RateLimitConfig) -> tuple[float, int]:
 
 
 def limiter_from_config(
-    config: RateLimitConfig, *, redis: Redis | None = None, redis_prefix: str = "nflow:"
+    config: RateLimitConfig,
+    *,
+    redis: Redis | None = None,
+    redis_prefix: str = "nflow:",
+    shared_table: str | None = None,
 ) -> RateLimiter:
     """The limiter ``config.backend`` asks for.
 
     The Redis backend needs ``redis`` (a ``redis.asyncio.Redis``); its keys are
-    ``<redis_prefix>ratelimit:<key>``, so pass ``[redis] prefix``.
+    ``<redis_prefix>ratelimit:<key>``, so pass ``[redis] prefix``. The memory backend keeps
+    its buckets in the table file ``shared_table`` when given (every worker of one server
+    shares it, see :func:`create_table`), else in this process.
     """
     rate, capacity = bucket_parameters(config)
     if config.backend == "redis":
         if redis is None:
             raise ValueError('rate_limit.backend = "redis" needs a Redis client ([redis] host)')
         return RedisRateLimiter(redis, redis_prefix + "ratelimit:", rate, capacity)
+    if shared_table:
+        return SharedMemoryRateLimiter(shared_table, rate, capacity)
     return MemoryRateLimiter(rate, capacity)
 
 

@@ -105,6 +105,7 @@ def serve(
     from granian.http import HTTP1Settings
 
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
+    from nflow.ratelimit._shared import create_table
     from nflow.server._master import Supervisor
     from nflow.watchdog import EXIT_NOTES_ENV
 
@@ -112,6 +113,10 @@ def serve(
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
+    # The memory rate limiter's buckets, one table for every worker (removed with the
+    # directory): a limit holds per server, not per worker.
+    rate_table = os.path.join(metrics_dir, "ratelimit.table")
+    create_table(rate_table)
 
     os.environ[SPEC_ENV] = orjson.dumps(
         {
@@ -123,6 +128,7 @@ def serve(
             "master": os.getpid(),
             # Without [session] secret every worker must still seal cookies with one key.
             "session_secret": session_secret,
+            "rate_table": rate_table,
         }
     ).decode()
     server = Supervisor(

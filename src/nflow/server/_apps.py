@@ -15,6 +15,7 @@ from nflow.logs import access_log
 from nflow.ratelimit import (
     Decision,
     MemoryRateLimiter,
+    SharedMemoryRateLimiter,
     allowed_headers,
     rejection,
 )
@@ -60,7 +61,12 @@ class _Plan:
         monitor = config.monitor
         self.config = config
         self.limiter = runtime.limiter
-        self.memory_limiter = self.limiter if isinstance(self.limiter, MemoryRateLimiter) else None
+        # A limiter that decides without awaiting (this process's buckets or the shared table)
+        self.memory_limiter = (
+            self.limiter
+            if isinstance(self.limiter, MemoryRateLimiter | SharedMemoryRateLimiter)
+            else None
+        )
         own: set[str] = set()
         if monitor.enabled:
             own.update((monitor.health_check_path, monitor.health_check_path + "/ready"))
