@@ -1,5 +1,5 @@
-"""Rate limits of real ``nflow serve`` processes: exact per client across the workers of one
-server (the shared table) and across two servers (Redis).
+"""Rate limits of a real ``nflow serve``: exact per client across the workers of one server
+(the shared table). Two servers sharing Redis are in test_cluster.
 
 The requests go round keep-alive connections to every worker (each connection first asks
 ``/debug/info`` which worker it reached), so each worker serves its share.
@@ -8,8 +8,6 @@ The requests go round keep-alive connections to every worker (each connection fi
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import socket
 import time
 from pathlib import Path
@@ -104,22 +102,3 @@ def test_one_client_gets_exactly_its_limit_from_a_server_with_two_workers(
         srv.stop()
     assert (got.count(200), got.count(429)) == (30, 20)
     assert got[:30] == [200] * 30
-
-
-def test_one_client_gets_exactly_its_limit_from_two_servers_sharing_redis(
-    tmp_path: Path, redis_prefix: str
-) -> None:
-    host = os.environ.get("NFLOW_TEST_REDIS", "127.0.0.1:6379")
-    prefix = redis_prefix + secrets.token_hex(4) + ":"
-    config = LIMIT + f'backend = "redis"\n[redis]\nhost = "{host}"\nprefix = "{prefix}"\n' + DEBUG
-    write_app(tmp_path / "a", config)
-    write_app(tmp_path / "b", config)
-    servers = [start(tmp_path / "a"), start(tmp_path / "b")]
-    try:
-        # Four connections: each worker of each server serves a quarter of the requests.
-        connections = [c for srv in servers for c in one_connection_per_worker(srv, 2)]
-        got = statuses(connections, 52)
-    finally:
-        for srv in servers:
-            srv.stop()
-    assert (got.count(200), got.count(429)) == (30, 22)

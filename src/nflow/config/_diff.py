@@ -56,6 +56,9 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "rate_limit.enabled",
     "rate_limit.backend",
     "tracker.*",
+    # The cluster heartbeat and change listener start with each worker.
+    "cluster.heartbeat_seconds",
+    "cluster.notify",
     # The history writer: its queue, batches and redaction (mode and sample rates are live).
     "history.queue_size",
     "history.batch_size",

@@ -45,6 +45,7 @@ __all__ = [
     "create_table",
     "is_excluded",
     "limiter_from_config",
+    "proxied_client",
     "rejection",
 ]
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         client_ip,
         is_excluded,
         limiter_from_config,
+        proxied_client,
         rejection,
     )
 
@@ -77,6 +79,7 @@ _HTTP_NAMES = frozenset(
         "client_ip",
         "is_excluded",
         "limiter_from_config",
+        "proxied_client",
         "rejection",
     )
 )

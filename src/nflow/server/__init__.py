@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import secrets
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,11 @@ def ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _reachable_host(host: str) -> str:
+    # A wildcard bind says nothing to another instance: the host name does.
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+
+
 @dataclass(frozen=True, slots=True)
 class MasterSettings:
     """What the master process of ``nflow serve`` needs of the configuration, as plain values.
@@ -129,6 +136,15 @@ def serve(
             # Without [session] secret every worker must still seal cookies with one key.
             "session_secret": session_secret,
             "rate_table": rate_table,
+            # This instance in the cluster table (nflow.cluster): one id for all its workers.
+            "instance": {
+                "id": f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "address": f"{_reachable_host(host)}:{port}",
+                "workers": workers,
+                "started_at": time.time_ns() // 1000,
+            },
         }
     ).decode()
     server = Supervisor(
@@ -188,4 +204,10 @@ def worker_app() -> RsgiApp:
     )
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
+    instance = spec.get("instance")
+    if instance:
+        from nflow.cluster import Me
+        from nflow.server._routes import nflow_version
+
+        app.member = Me(version=nflow_version(), **instance)
     return app
