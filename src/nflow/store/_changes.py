@@ -45,11 +45,12 @@ class Subscription:
 
     @classmethod
     async def open(
-        cls, libpq_url: str, on_change: Callable[[str], None], *, timeout: float
+        cls, connect: dict[str, Any], on_change: Callable[[str], None], *, timeout: float
     ) -> Subscription:
+        """Connect with asyncpg's ``connect`` keywords and start listening."""
         import asyncpg  # type: ignore[import-untyped]
 
-        connection = await asyncpg.connect(libpq_url, timeout=timeout)
+        connection = await asyncpg.connect(**connect, timeout=timeout)
         subscription = cls(connection)
 
         def notice(conn: Any, pid: int, channel: str, payload: str) -> None:

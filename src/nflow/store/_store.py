@@ -405,9 +405,21 @@ class Store:
         database cannot be reached."""
         if self._dialect != "postgresql":
             return None
-        url = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = self._url
+        # The URL's query holds what the config let through for asyncpg (ssl, a socket
+        # directory as host, ...): passed as keywords, as SQLAlchemy's dialect passes them.
+        connect: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,
+        }
+        for name in ("host", "ssl", "target_session_attrs"):
+            if name in url.query:
+                connect[name] = url.query[name]
         try:
-            return await Subscription.open(url, on_change, timeout=_PG_CONNECT_TIMEOUT)
+            return await Subscription.open(connect, on_change, timeout=_PG_CONNECT_TIMEOUT)
         except Exception as exc:
             raise StoreError(f"cannot listen for changes on {self._where}: {_reason(exc)}") from exc
 
