@@ -13,8 +13,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 
 from conftest import PgDatabase
 from harness import app_doc, js, starter
+from nflow.cli import main
 from nflow.cluster import Me, list_instances, mark_stopped, write_heartbeat
 from nflow.config import load_config
 from nflow.errors import ConfigError
@@ -57,16 +56,13 @@ def config(dsn: str, redis_prefix: str, greeting: str) -> str:
     )
 
 
-def nflow(directory: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "nflow", *args, "--config", str(directory / "config.toml")],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+def nflow(capsys: pytest.CaptureFixture[str], directory: Path, *args: str) -> str:
+    """Run an ``nflow`` command (in this process, as the CLI would) and return its output."""
+    capsys.readouterr()
+    code = main([*args, "--config", str(directory / "config.toml")])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    return out
 
 
 def serves(server: Server, text: str) -> bool:
@@ -76,14 +72,13 @@ def serves(server: Server, text: str) -> bool:
         return False
 
 
-def status_of(directory: Path) -> dict[str, str]:
-    return {
-        i["id"]: i["status"] for i in json.loads(nflow(directory, "cluster", "status", "--json"))
-    }
+def status_of(capsys: pytest.CaptureFixture[str], directory: Path) -> dict[str, str]:
+    listed = json.loads(nflow(capsys, directory, "cluster", "status", "--json"))
+    return {i["id"]: i["status"] for i in listed}
 
 
 def test_two_instances_share_changes_membership_and_rate_limits(
-    tmp_path: Path, pg_database: PgDatabase, redis_prefix: str
+    tmp_path: Path, pg_database: PgDatabase, redis_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(pg_database.reset(keep_store_tables=False))
     dsn = pg_database.url.replace("postgresql+asyncpg://", "postgresql://")
@@ -93,7 +88,7 @@ def test_two_instances_share_changes_membership_and_rate_limits(
         directory.mkdir()
         (directory / "config.toml").write_text(config(dsn, prefix, "one"))
     (a / "shop.json").write_text(json.dumps(app("v1")))
-    nflow(a, "import", "shop.json")
+    nflow(capsys, a, "import", str(a / "shop.json"))
     first = Server(a, "--workers", "2")
     second = Server(b, "--workers", "1")
     servers = [first, second]
@@ -104,21 +99,23 @@ def test_two_instances_share_changes_membership_and_rate_limits(
         assert serves(first, "v1 one") and serves(second, "v1 one")
 
         # Membership: both live, in the CLI and in each instance's readiness.
-        wait_for("two live instances", lambda: list(status_of(a).values()) == ["live"] * 2)
-        ids = set(status_of(a))
+        wait_for("two live instances", lambda: list(status_of(capsys, a).values()) == ["live"] * 2)
+        ids = set(status_of(capsys, a))
         ready = httpx.get(second.url + "/health/ready", timeout=10).json()
         assert ready["status"] == "ready"
         assert {i["id"] for i in ready["instances"]} == ids
         assert {i["workers"] for i in ready["instances"]} == {1, 2}
+        # Readiness needs no authentication: it names no host, address or pid.
+        assert not {"host", "address", "pid"} & {k for i in ready["instances"] for k in i}
 
         # An app changed through one instance's CLI is served by the other.
         (a / "shop.json").write_text(json.dumps(app("v2")))
-        nflow(a, "import", "shop.json")
+        nflow(capsys, a, "import", str(a / "shop.json"))
         changed = time.monotonic()
         wait_for("the new app on the second instance", lambda: serves(second, "v2 one"), 10)
         app_seconds = time.monotonic() - changed
         # A release change (rollback to the first version) likewise.
-        nflow(a, "rollback", "shop")
+        nflow(capsys, a, "rollback", "shop")
         changed = time.monotonic()
         wait_for("the rollback on the second instance", lambda: serves(second, "v1 one"), 10)
         release_seconds = time.monotonic() - changed
@@ -126,7 +123,7 @@ def test_two_instances_share_changes_membership_and_rate_limits(
         # A configuration change: every instance re-reads its file when asked once.
         for directory in (a, b):
             (directory / "config.toml").write_text(config(dsn, prefix, "two"))
-        nflow(a, "cluster", "reload")
+        nflow(capsys, a, "cluster", "reload")
         changed = time.monotonic()
         wait_for(
             "the new config on both",
@@ -147,14 +144,16 @@ def test_two_instances_share_changes_membership_and_rate_limits(
         # A clean stop is "stopped"; a killed instance turns "dead" once its heartbeat is old.
         second_id = next(i["id"] for i in ready["instances"] if i["workers"] == 1)
         assert second.stop() == 0
-        assert status_of(a)[second_id] == "stopped"
+        assert status_of(capsys, a)[second_id] == "stopped"
         tree = [first.proc.pid, *workers_of(first.proc.pid)]
         for pid in tree:
             os.kill(pid, signal.SIGKILL)
         first.proc.wait(10)
         first_id = next(iter(ids - {second_id}))
-        wait_for("the killed instance to be dead", lambda: status_of(a)[first_id] == "dead", 20)
-        assert "0 live of 2 known" in nflow(a, "cluster", "status")
+        wait_for(
+            "the killed instance to be dead", lambda: status_of(capsys, a)[first_id] == "dead", 20
+        )
+        assert "0 live of 2 known" in nflow(capsys, a, "cluster", "status")
     finally:
         for server in servers:
             server.stop()
@@ -186,28 +185,14 @@ def test_membership_on_each_database(db_url: str, run: Any) -> None:
 
 
 def test_cluster_status_says_when_nothing_registered_and_sqlite_cannot_broadcast(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "config.toml").write_text(
-        f'[database_nflow]\ndriver = "sqlite"\ndsn = "{tmp_path / "nflow.db"}"\n'
-    )
-    assert "no instance has registered" in nflow(tmp_path, "cluster", "status")
-    assert json.loads(nflow(tmp_path, "cluster", "status", "--json")) == []
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nflow",
-            "cluster",
-            "reload",
-            "--config",
-            str(tmp_path / "config.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1 and "SIGHUP" in done.stderr
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database_nflow]\ndriver = "sqlite"\ndsn = "{tmp_path / "nflow.db"}"\n')
+    assert "no instance has registered" in nflow(capsys, tmp_path, "cluster", "status")
+    assert json.loads(nflow(capsys, tmp_path, "cluster", "status", "--json")) == []
+    assert main(["cluster", "reload", "--config", str(config)]) == 1
+    assert "SIGHUP" in capsys.readouterr().err
 
 
 def test_dead_after_must_exceed_the_heartbeat(tmp_path: Path) -> None:

@@ -65,6 +65,17 @@ class Instance:
     status: Status
     seconds_since_heartbeat: float
 
+    def summary(self) -> dict[str, Any]:
+        """What anyone may see (``/health/ready``): no host, address or pid."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "version": self.version,
+            "workers": self.workers,
+            "started_at": self.started_at / 1e6,
+            "seconds_since_heartbeat": round(self.seconds_since_heartbeat, 3),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

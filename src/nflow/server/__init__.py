@@ -138,7 +138,8 @@ def serve(
             "rate_table": rate_table,
             # This instance in the cluster table (nflow.cluster): one id for all its workers.
             "instance": {
-                "id": f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}",
+                # Random: readiness shows it to anyone, and it must not name the host.
+                "id": secrets.token_hex(6),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "address": f"{_reachable_host(host)}:{port}",

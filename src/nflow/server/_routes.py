@@ -100,7 +100,8 @@ async def _ready(runtime: Runtime) -> Response:
                 ),
                 timeout=5,
             )
-            instances = [instance.as_dict() for instance in live]
+            # Unauthenticated like the rest of this route: ids, not hosts or addresses.
+            instances = [instance.summary() for instance in live]
         except Exception as exc:
             # The instance list informs; it does not make this instance unready.
             log.warning("cluster instances not read: %s", exc)
