@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PgDatabase
 from harness import app_doc, js, starter
 from nflow.cli import main
 from nflow.cluster import Me, list_instances, mark_stopped, write_heartbeat
@@ -78,7 +77,7 @@ def status_of(capsys: pytest.CaptureFixture[str], directory: Path) -> dict[str, 
 
 
 def test_two_instances_share_changes_membership_and_rate_limits(
-    tmp_path: Path, pg_database: PgDatabase, redis_prefix: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, pg_database: Any, redis_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(pg_database.reset(keep_store_tables=False))
     dsn = pg_database.url.replace("postgresql+asyncpg://", "postgresql://")
@@ -202,7 +201,7 @@ def test_dead_after_must_exceed_the_heartbeat(tmp_path: Path) -> None:
         load_config(path, environ={})
 
 
-def test_writes_on_postgresql_send_change_notices(pg_database: PgDatabase, run: Any) -> None:
+def test_writes_on_postgresql_send_change_notices(pg_database: Any, run: Any) -> None:
     asyncio.run(pg_database.reset(keep_store_tables=False))
     store = Store(pg_database.url)
     run(store.open())

@@ -55,7 +55,8 @@ class Presence:
         self.config = config
         self.me = me
         self.on_change = on_change
-        self._stop: asyncio.Event | None = None
+        # Set from any thread through the I/O loop (an Event binds to a loop at first wait).
+        self._stop = asyncio.Event()
         self._future: Future[None] | None = None
         self._errors: dict[str, str] = {}
 
@@ -68,9 +69,7 @@ class Presence:
         if future is None:
             return
         self._future = None
-        stop = self._stop
-        if stop is not None:
-            self.io.loop.call_soon_threadsafe(stop.set)
+        self.io.loop.call_soon_threadsafe(self._stop.set)
         with contextlib.suppress(Exception):
             future.result(timeout=10)
         if stopped:
@@ -80,7 +79,6 @@ class Presence:
                 log.warning("could not record this instance's stop: %s", exc)
 
     async def _main(self) -> None:
-        self._stop = asyncio.Event()
         tasks = [asyncio.ensure_future(self._beat())]
         if self.config.notify and self.store.dialect == "postgresql":
             tasks.append(asyncio.ensure_future(self._listen()))
@@ -92,7 +90,6 @@ class Presence:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _sleep(self, seconds: float, *also: asyncio.Event) -> None:
-        assert self._stop is not None
         waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, *also)]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -110,7 +107,6 @@ class Presence:
         self._errors[what] = error
 
     async def _beat(self) -> None:
-        assert self._stop is not None
         loop = asyncio.get_running_loop()
         forget_at = loop.time() + _FORGET_EVERY
         while not self._stop.is_set():
@@ -127,7 +123,6 @@ class Presence:
             await self._sleep(self.config.heartbeat_seconds)
 
     async def _listen(self) -> None:
-        assert self._stop is not None
         delay = _RETRY_FIRST
         first = True
         while not self._stop.is_set():

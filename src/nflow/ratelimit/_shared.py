@@ -120,6 +120,7 @@ class SharedMemoryRateLimiter:
             self._map = mmap.mmap(self._fd, size)
         except BaseException:
             os.close(self._fd)
+            self._fd = -1
             raise
         self._mask = slots - 1
 
@@ -137,6 +138,11 @@ class SharedMemoryRateLimiter:
             self._map.close()
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:
+        # A limiter replaced by a reload goes when its last request is done: so does its file.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
     def __len__(self) -> int:
         """Slots holding a bucket that is not full again (clients limited right now)."""
