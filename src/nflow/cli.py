@@ -830,6 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nflow._cli_versions import add_version_commands
 
     add_version_commands(sub)
+    from nflow._cli_cluster import add_cluster_commands
+
+    add_cluster_commands(sub)
     return parser
 
 

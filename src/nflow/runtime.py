@@ -178,8 +178,11 @@ class Runtime:
         watchdog: Mapping[str, Any] | None = None,
         observe: bool = True,
         log_nodes: bool = False,
+        rate_table: str | None = None,
     ) -> None:
         self.config = config or Config()
+        # The memory rate limiter's table shared by the workers of ``nflow serve``.
+        self.rate_table = rate_table
         self.database_url = database_url or self.config.database_url
         self._session_secret = session_secret
         self._watchdog_options = dict(watchdog or {})
@@ -293,7 +296,10 @@ class Runtime:
                 redis_client = await self._io.run(_redis_client(config))
                 self.limiter_on_io = True
             self.limiter = limiter_from_config(
-                config.rate_limit, redis=redis_client, redis_prefix=config.redis.prefix
+                config.rate_limit,
+                redis=redis_client,
+                redis_prefix=config.redis.prefix,
+                shared_table=self.rate_table,
             )
         if config.tracker.enabled:
             self.services.tracker = Tracker(
@@ -551,11 +557,13 @@ class Runtime:
         trigger = _auth_trigger(config)
         limiter = self.limiter
         if limiter is not None and any(k.startswith("rate_limit.ip_") for k in changed):
-            # New bucket sizes: buckets in memory start full again, Redis keeps its state.
+            # New bucket sizes: buckets in this process start full again, a shared table and
+            # Redis keep their state.
             limiter = limiter_from_config(
                 config.rate_limit,
                 redis=getattr(limiter, "_client", None),
                 redis_prefix=config.redis.prefix,
+                shared_table=self.rate_table,
             )
         services = self.services
         self.config = config

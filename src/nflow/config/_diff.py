@@ -57,6 +57,9 @@ RESTART_REQUIRED_KEYS: tuple[str, ...] = (
     "rate_limit.enabled",
     "rate_limit.backend",
     "tracker.*",
+    # The cluster heartbeat and change listener start with each worker.
+    "cluster.heartbeat_seconds",
+    "cluster.notify",
     # The history writer: its queue, batches and redaction (mode and sample rates are live).
     # The durable queue's workers and leases (retry and wait settings are read per run).
     "durable.enabled",

@@ -812,8 +812,9 @@ class RateLimitConfig(_Section):
     backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = Field(
         default="memory",
         description=(
-            "Bucket store: per worker process in memory, or in Redis shared by all workers "
-            "(needs `redis.host` when enabled; Go fell back to memory silently)."
+            "Bucket store: `memory` is one table in shared memory for all workers of one "
+            "`nflow serve` (each instance has its own), `redis` is shared by every worker of "
+            "every instance (needs `redis.host` when enabled; Go fell back to memory silently)."
         ),
     )
     cleanup_interval: int = Field(
@@ -835,6 +836,16 @@ class RateLimitConfig(_Section):
     excluded_ips: _CommaList = Field(
         default=(),
         description="Clients never limited: addresses or CIDR networks, each checked at load.",
+        json_schema_extra={"doc_type": "*list* of IPs or CIDR networks"},
+    )
+    trusted_proxies: _CommaList = Field(
+        default=(),
+        description=(
+            "Load balancers or proxies in front of nflow (addresses or CIDR networks). A "
+            "request from one of them is limited by the client address the proxy reports: "
+            "`X-Real-IP`, else the last `X-Forwarded-For` entry (the one the proxy added). "
+            "The proxy must set these headers itself; from any other peer they are ignored."
+        ),
         json_schema_extra={"doc_type": "*list* of IPs or CIDR networks"},
     )
     excluded_paths: _CommaList = Field(
@@ -871,6 +882,12 @@ class RateLimitConfig(_Section):
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         _check_networks("rate_limit.excluded_ips", value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_networks("rate_limit.trusted_proxies", value)
         return value
 
     @field_validator("excluded_paths")
@@ -1793,6 +1810,45 @@ class DurableConfig(_Section):
     )
 
 
+class ClusterConfig(_Section):
+    """``[cluster]``: instances of ``nflow serve`` sharing one database."""
+
+    heartbeat_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "How often each instance writes its heartbeat to `nflow_instances` (every worker "
+            "writes it, so the instance is live while any worker is)."
+        ),
+    )
+    dead_after_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "An instance whose newest heartbeat is older than this is listed as dead (killed, "
+            "frozen or cut off from the database); must exceed `heartbeat_seconds`. Instances' "
+            "clocks must agree (NTP)."
+        ),
+    )
+    forget_after_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description=(
+            "Dead and stopped instances stay listed by `nflow cluster status` this long, then "
+            "their rows are deleted."
+        ),
+    )
+    notify: bool = Field(
+        default=True,
+        description=(
+            "On PostgreSQL, each worker listens (`LISTEN nflow_changes`, one connection per "
+            "worker) so that app, release and configuration changes made on any instance "
+            "apply everywhere at once; polling (`server.reload_interval_seconds`) stays the "
+            "fallback. SQLite has no notices and polls."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1838,6 +1894,7 @@ class Config(_Section):
     releases: ReleasesConfig = ReleasesConfig()
     cache: CacheConfig = CacheConfig()
     durable: DurableConfig = DurableConfig()
+    cluster: ClusterConfig = ClusterConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -1848,6 +1905,15 @@ class Config(_Section):
             found.append(("session.backend", '"redis" needs redis.host to be set'))
         if self.rate_limit.enabled and self.rate_limit.backend == "redis" and not self.redis.host:
             found.append(("rate_limit.backend", '"redis" needs redis.host to be set'))
+        cluster = self.cluster
+        if cluster.dead_after_seconds <= cluster.heartbeat_seconds:
+            found.append(
+                (
+                    "cluster.dead_after_seconds",
+                    f"must exceed cluster.heartbeat_seconds ({cluster.heartbeat_seconds:g}), "
+                    "or every instance would look dead between two heartbeats",
+                )
+            )
         if self.monitor.metrics_port and self.monitor.metrics_port == self.server.port:
             found.append(
                 (

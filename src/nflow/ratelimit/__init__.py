@@ -1,5 +1,9 @@
 """Rate limiting: a token bucket per client (IP, API token or app), in memory or in Redis.
 
+The memory backend of ``nflow serve`` keeps every worker's buckets in one table of shared
+memory (:class:`SharedMemoryRateLimiter`), so a limit holds per server whatever its number of
+workers; the Redis backend shares them between servers too.
+
 A bucket holds ``ip_rate_limit + ip_burst_size`` tokens, starts full, and refills
 continuously at ``ip_rate_limit / (ip_window_minutes * 60)`` tokens per second; a request
 takes one token or is rejected without taking any. This replaces the Go runtime's limiters
@@ -33,25 +37,59 @@ __all__ = [
     "PeerKeys",
     "RateLimiter",
     "RedisRateLimiter",
+    "SharedMemoryRateLimiter",
     "allowed_headers",
     "bucket_key",
     "bucket_parameters",
     "client_ip",
+    "create_table",
     "is_excluded",
     "limiter_from_config",
+    "proxied_client",
     "rejection",
 ]
 
+from typing import TYPE_CHECKING, Any
+
 from nflow.ratelimit._bucket import Decision, MemoryRateLimiter, RateLimiter
-from nflow.ratelimit._http import (
-    DEFAULT_ERROR_MESSAGE,
-    PeerKeys,
-    allowed_headers,
-    bucket_key,
-    bucket_parameters,
-    client_ip,
-    is_excluded,
-    limiter_from_config,
-    rejection,
-)
 from nflow.ratelimit._redis import RedisRateLimiter
+from nflow.ratelimit._shared import SharedMemoryRateLimiter, create_table
+
+if TYPE_CHECKING:
+    from nflow.ratelimit._http import (
+        DEFAULT_ERROR_MESSAGE,
+        PeerKeys,
+        allowed_headers,
+        bucket_key,
+        bucket_parameters,
+        client_ip,
+        is_excluded,
+        limiter_from_config,
+        proxied_client,
+        rejection,
+    )
+
+_HTTP_NAMES = frozenset(
+    (
+        "DEFAULT_ERROR_MESSAGE",
+        "PeerKeys",
+        "allowed_headers",
+        "bucket_key",
+        "bucket_parameters",
+        "client_ip",
+        "is_excluded",
+        "limiter_from_config",
+        "proxied_client",
+        "rejection",
+    )
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP helpers read the configuration's models (pydantic); the master process of
+    # `nflow serve` creates the shared table without loading them.
+    if name in _HTTP_NAMES:
+        from nflow.ratelimit import _http
+
+        return getattr(_http, name)
+    raise AttributeError(f"module 'nflow.ratelimit' has no attribute {name!r}")

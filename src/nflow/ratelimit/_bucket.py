@@ -64,8 +64,9 @@ def check_cost(cost: int, capacity: int) -> None:
 class MemoryRateLimiter:
     """Token buckets in this process's memory.
 
-    Each worker process has its own buckets, so with N workers a client may get up to N times
-    the limit; use :class:`~nflow.ratelimit.RedisRateLimiter` to share them.
+    The buckets belong to this process (an embedding program, ``nflow run``); the workers of
+    ``nflow serve`` share theirs through :class:`~nflow.ratelimit.SharedMemoryRateLimiter`, and
+    :class:`~nflow.ratelimit.RedisRateLimiter` shares them between servers.
 
     Memory stays bounded: buckets are kept in least-recently-used order (a bucket's place is
     refreshed at most once a second), and one untouched for

@@ -21,6 +21,7 @@ from nflow.ratelimit._bucket import (
     RateLimiter,
 )
 from nflow.ratelimit._redis import RedisRateLimiter
+from nflow.ratelimit._shared import SharedMemoryRateLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -43,18 +44,26 @@ def bucket_parameters(config: RateLimitConfig) -> tuple[float, int]:
 
 
 def limiter_from_config(
-    config: RateLimitConfig, *, redis: Redis | None = None, redis_prefix: str = "nflow:"
+    config: RateLimitConfig,
+    *,
+    redis: Redis | None = None,
+    redis_prefix: str = "nflow:",
+    shared_table: str | None = None,
 ) -> RateLimiter:
     """The limiter ``config.backend`` asks for.
 
     The Redis backend needs ``redis`` (a ``redis.asyncio.Redis``); its keys are
-    ``<redis_prefix>ratelimit:<key>``, so pass ``[redis] prefix``.
+    ``<redis_prefix>ratelimit:<key>``, so pass ``[redis] prefix``. The memory backend keeps
+    its buckets in the table file ``shared_table`` when given (every worker of one server
+    shares it, see :func:`create_table`), else in this process.
     """
     rate, capacity = bucket_parameters(config)
     if config.backend == "redis":
         if redis is None:
             raise ValueError('rate_limit.backend = "redis" needs a Redis client ([redis] host)')
         return RedisRateLimiter(redis, redis_prefix + "ratelimit:", rate, capacity)
+    if shared_table:
+        return SharedMemoryRateLimiter(shared_table, rate, capacity)
     return MemoryRateLimiter(rate, capacity)
 
 
@@ -132,7 +141,12 @@ def is_excluded(path: str, ip: str, config: RateLimitConfig) -> bool:
     for prefix in config.excluded_paths:
         if path.startswith(prefix):
             return True
-    if not config.excluded_ips:
+    return _in_networks(ip, config.excluded_ips)
+
+
+def _in_networks(ip: str, entries: Iterable[str]) -> bool:
+    entries = tuple(entries)
+    if not entries:
         return False
     try:
         address: _IPAddress = ipaddress.ip_address(ip)
@@ -141,8 +155,27 @@ def is_excluded(path: str, ip: str, config: RateLimitConfig) -> bool:
     candidates: list[_IPAddress] = [address]
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         candidates.append(address.ipv4_mapped)
-    networks = _networks(tuple(config.excluded_ips))
+    networks = _networks(entries)
     return any(candidate in network for candidate in candidates for network in networks)
+
+
+def proxied_client(headers: Headers) -> str | None:
+    """The client address a trusted proxy reports: ``X-Real-IP``, else the last
+    ``X-Forwarded-For`` entry (the one the proxy itself added; entries before it come from
+    the client and may be forged). None when neither holds an IP address."""
+    real = forwarded = ""
+    for name, value in _header_items(headers):
+        lname = name.lower()
+        if lname == "x-real-ip":
+            real = real or value
+        elif lname == "x-forwarded-for":
+            forwarded = value  # the last header line, whose last entry is the proxy's
+    for candidate in (real, forwarded.rsplit(",", 1)[-1]):
+        if candidate.strip():
+            ip = _normal_ip(candidate)
+            if ip is not None:
+                return ip
+    return None
 
 
 class PeerKeys:
@@ -153,7 +186,8 @@ class PeerKeys:
     ``key`` returns ``""`` for an excluded address. The table follows the ``[rate_limit]``
     section it is given: a different one (a SIGHUP reload) starts it afresh, so new
     exclusions apply to connections already open. It holds at most ``max_peers`` entries.
-    Forwarding headers are not trusted here (see :func:`client_ip`).
+    Forwarding headers are trusted only from ``trusted_proxies``, whose connections carry
+    many clients and are never held in the table (see :func:`proxied_client`).
     """
 
     __slots__ = ("_config", "_keys", "_max_peers")
@@ -181,13 +215,16 @@ class PeerKeys:
             self._config = config
         return self._keys
 
-    def key(self, peer: str, config: RateLimitConfig) -> str:
+    def key(self, peer: str, config: RateLimitConfig, headers: Headers = ()) -> str:
         keys = self._table(config)
         if len(keys) >= self._max_peers:
             keys.clear()
         key = keys.get(peer)
         if key is None:
             ip = client_ip(peer, (), trust_forwarded=False)
+            if config.trusted_proxies and _in_networks(ip, config.trusted_proxies):
+                ip = proxied_client(headers) or ip
+                return "" if is_excluded("", ip, config) else bucket_key("ip", ip)
             key = keys[peer] = "" if is_excluded("", ip, config) else bucket_key("ip", ip)
         return key
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import secrets
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,6 +76,11 @@ def ensure_port_free(host: str, port: int, *, key: str = "server.port") -> None:
             ) from None
 
 
+def _reachable_host(host: str) -> str:
+    # A wildcard bind says nothing to another instance: the host name does.
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+
+
 @dataclass(frozen=True, slots=True)
 class MasterSettings:
     """What the master process of ``nflow serve`` needs of the configuration, as plain values.
@@ -109,6 +116,7 @@ def serve(
     from granian.http import HTTP1Settings
 
     from nflow.observability import remove_multiprocess_dir, setup_multiprocess_dir
+    from nflow.ratelimit._shared import create_table
     from nflow.server._master import Supervisor
     from nflow.watchdog import EXIT_NOTES_ENV
 
@@ -118,6 +126,10 @@ def serve(
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
+    # The memory rate limiter's buckets, one table for every worker (removed with the
+    # directory): a limit holds per server, not per worker.
+    rate_table = os.path.join(metrics_dir, "ratelimit.table")
+    create_table(rate_table)
 
     os.environ[SPEC_ENV] = orjson.dumps(
         {
@@ -129,6 +141,17 @@ def serve(
             "master": os.getpid(),
             # Without [session] secret every worker must still seal cookies with one key.
             "session_secret": session_secret,
+            "rate_table": rate_table,
+            # This instance in the cluster table (nflow.cluster): one id for all its workers.
+            "instance": {
+                # Random: readiness shows it to anyone, and it must not name the host.
+                "id": secrets.token_hex(6),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "address": f"{_reachable_host(host)}:{port}",
+                "workers": workers,
+                "started_at": time.time_ns() // 1000,
+            },
         }
     ).decode()
     server = Supervisor(
@@ -198,4 +221,10 @@ def worker_app() -> RsgiApp:
     )
     # Changed app files and stored apps are picked up without a restart (hot reload).
     app.reloader = Reloader(runtime, config_path=spec["config"], verbose=bool(spec.get("verbose")))
+    instance = spec.get("instance")
+    if instance:
+        from nflow.cluster import Me
+        from nflow.server._routes import nflow_version
+
+        app.member = Me(version=nflow_version(), **instance)
     return app

@@ -15,6 +15,7 @@ from nflow.logs import access_log
 from nflow.ratelimit import (
     Decision,
     MemoryRateLimiter,
+    SharedMemoryRateLimiter,
     allowed_headers,
     rejection,
 )
@@ -23,6 +24,7 @@ from nflow.server._body import read_asgi_body, read_rsgi_body
 from nflow.server._routes import API_PREFIX, builtin
 
 if TYPE_CHECKING:
+    from nflow.cluster import Me, Presence
     from nflow.server._lifecycle import WorkerLifecycle
     from nflow.server._reload import Reloader
 
@@ -60,7 +62,12 @@ class _Plan:
         monitor = config.monitor
         self.config = config
         self.limiter = runtime.limiter
-        self.memory_limiter = self.limiter if isinstance(self.limiter, MemoryRateLimiter) else None
+        # A limiter that decides without awaiting (this process's buckets or the shared table)
+        self.memory_limiter = (
+            self.limiter
+            if isinstance(self.limiter, MemoryRateLimiter | SharedMemoryRateLimiter)
+            else None
+        )
         own: set[str] = set()
         if monitor.enabled:
             own.update((monitor.health_check_path, monitor.health_check_path + "/ready"))
@@ -117,7 +124,9 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
                 # The in-process bucket needs no await; a Decision is made only for a 429.
                 key = plan.peer_keys.get(request.client)
                 if key is None:
-                    key = runtime.peer_keys.key(request.client, plan.rate_config)
+                    key = runtime.peer_keys.key(
+                        request.client, plan.rate_config, request.header_items
+                    )
                 if key:
                     admitted = memory.admit(key)
                     if isinstance(admitted, tuple):
@@ -196,7 +205,7 @@ async def _rate_limit(
     """A limiter that is not in-process (Redis): its hit is awaited, on nflow's I/O loop."""
     limiter = runtime.limiter
     assert limiter is not None
-    key = runtime.peer_keys.key(request.client, runtime.config.rate_limit)
+    key = runtime.peer_keys.key(request.client, runtime.config.rate_limit, request.header_items)
     if not key:
         return None, None
     hit = limiter.hit(key)
@@ -230,6 +239,9 @@ class RsgiApp:
         self.runtime = runtime
         self.reloader: Reloader | None = None
         self.lifecycle: WorkerLifecycle | None = None
+        # This worker's instance, registered in the cluster table once the runtime is open.
+        self.member: Me | None = None
+        self.presence: Presence | None = None
         # Set while the worker stops or rebalances: every response then closes its connection.
         self.close_connections = False
         self.served = 0
@@ -238,13 +250,33 @@ class RsgiApp:
         loop.run_until_complete(self.runtime.open())
         if self.reloader is not None:
             self.reloader.start(loop)
+        if self.member is not None:
+            self._join_cluster(self.member)
         if self.lifecycle is not None:
             self.lifecycle.install(loop)
         # Everything loaded so far (libraries, apps, JS runtimes) lives as long as the worker:
         # out of the collector's sight, a collection walks only what requests allocate.
         gc.freeze()
 
+    def _join_cluster(self, member: Me) -> None:
+        from nflow.cluster import Presence
+
+        reloader = self.reloader
+        runtime = self.runtime
+        self.presence = Presence(
+            store=runtime.store,
+            io=runtime.io,
+            config=runtime.config.cluster,
+            me=member,
+            on_change=reloader.notice if reloader is not None else lambda kind: None,
+        )
+        self.presence.start()
+
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.presence is not None:
+            # A worker left behind by a killed master is not a clean stop of the instance.
+            orphaned = self.lifecycle is not None and self.lifecycle.orphaned
+            self.presence.stop(stopped=not orphaned)
         if self.lifecycle is not None:
             self.lifecycle.close()
         if self.reloader is not None:

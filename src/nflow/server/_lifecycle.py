@@ -68,6 +68,8 @@ class WorkerLifecycle:
         self._drain_max = min(DRAIN_MAX_SECONDS, shutdown_timeout / 2)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
+        # Set when the master vanished: this worker's stop is not the server's clean stop.
+        self.orphaned = False
         self._stop = threading.Event()
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -132,6 +134,7 @@ class WorkerLifecycle:
                 break
         else:
             return
+        self.orphaned = True
         log.error("the master process (pid %d) is gone; this worker stops", self._master)
         os.kill(os.getpid(), signal.SIGINT)  # granian's graceful stop, no drain
         # Requests still running get this long; a process that ends sooner takes this

@@ -131,6 +131,16 @@ class Reloader:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def notice(self, kind: str) -> None:
+        """A change notice from another instance (any thread): the config file and secrets
+        for a configuration change, else apps and releases, looked for at once."""
+        from nflow.store import CHANGED_CONFIG
+
+        if kind == CHANGED_CONFIG:
+            self.request_config_reload()
+        else:
+            self._wake.set()
+
     def request_config_reload(self) -> None:
         """Re-read the config file soon (and look for app changes); safe in a signal handler."""
         self._config_requested = True

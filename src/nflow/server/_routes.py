@@ -90,11 +90,30 @@ async def _ready(runtime: Runtime) -> Response:
     if runtime.config.redis.host:
         await check("redis", runtime.redis_ping())
     await check("js", asyncio.to_thread(runtime.js_selftest))
+    instances: list[dict[str, Any]] = []
+    if components["database"]["status"] == "healthy":
+        from nflow.cluster import list_instances
+
+        dead_after = runtime.config.cluster.dead_after_seconds
+        try:
+            live = await asyncio.wait_for(
+                runtime.store_call(
+                    list_instances(runtime.store, dead_after=dead_after, live_only=True)
+                ),
+                timeout=5,
+            )
+            # Unauthenticated like the rest of this route: ids, not hosts or addresses.
+            instances = [instance.summary() for instance in live]
+        except Exception as exc:
+            # The instance list informs; it does not make this instance unready.
+            log.warning("cluster instances not read: %s", exc)
     failing = [name for name, c in components.items() if c["status"] != "healthy"]
     status = 503 if failing else 200
     body: dict[str, Any] = {
         "status": "ready" if not failing else "not ready",
         "components": components,
+        # The live instances of nflow serve sharing this database (nflow cluster status)
+        "instances": instances,
     }
     if failing:
         body["failing"] = failing
@@ -168,6 +187,11 @@ async def _debug(runtime: Runtime, request: Request) -> Response:
         routes = app_summary(runtime)
         return json_response(200, {"total_starters": len(routes), "starters": routes})
     return json_response(404, {"error": "unknown debug endpoint"})
+
+
+def nflow_version() -> str:
+    """The installed nflow's version."""
+    return _version()
 
 
 @functools.cache

@@ -40,4 +40,5 @@ def worker_runtime() -> Runtime:
         example_if_empty=spec["example"],
         session_secret=spec.get("session_secret") or None,
         log_nodes=bool(spec.get("verbose")),  # -v: one line per executed node
+        rate_table=spec.get("rate_table") or None,
     )

@@ -8,6 +8,11 @@ and runtime as they are (they are adopted at the first revision).
 
 from __future__ import annotations
 
+from ._changes import APPS as CHANGED_APPS
+from ._changes import CONFIG as CHANGED_CONFIG
+from ._changes import KINDS as CHANGE_KINDS
+from ._changes import RELEASES as CHANGED_RELEASES
+from ._changes import Subscription
 from ._heads import BASELINE, head_revision
 from ._records import (
     AppRecord,
@@ -35,6 +40,10 @@ from ._support import (
 __all__ = [
     "BASELINE",
     "BIND_PREFIX",
+    "CHANGED_APPS",
+    "CHANGED_CONFIG",
+    "CHANGED_RELEASES",
+    "CHANGE_KINDS",
     "AppRecord",
     "Document",
     "ImportSummary",
@@ -43,6 +52,7 @@ __all__ = [
     "ReleaseRecord",
     "SecretRecord",
     "Store",
+    "Subscription",
     "TemplateRecord",
     "TokenRecord",
     "TrackerRow",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from nflow.errors import AppNotFound, StoreError
 
+from ._changes import APPS, CONFIG, RELEASES, Subscription, send_notice
 from ._heads import current_revisions, head_revision
 from ._records import (
     AppRecord,
@@ -404,6 +405,38 @@ class Store:
         async with self._tx("ping") as conn:
             await conn.execute(text("SELECT 1"))
 
+    # --- change notices between instances (see _changes) ---------------------------------
+
+    async def notify(self, kind: str) -> None:
+        """Tell every instance listening on this database that ``kind`` changed (one of
+        ``nflow.store.CHANGE_KINDS``); nothing happens on SQLite."""
+        async with self._tx("notify") as conn:
+            await send_notice(conn, kind)
+
+    async def subscribe(self, on_change: Callable[[str], None]) -> Subscription | None:
+        """Listen for change notices on a connection of their own; ``on_change(kind)`` runs
+        on this event loop for each. None on SQLite, which has none; StoreError when the
+        database cannot be reached."""
+        if self._dialect != "postgresql":
+            return None
+        url = self._url
+        # The URL's query holds what the config let through for asyncpg (ssl, a socket
+        # directory as host, ...): passed as keywords, as SQLAlchemy's dialect passes them.
+        connect: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,
+        }
+        for name in ("host", "ssl", "target_session_attrs"):
+            if name in url.query:
+                connect[name] = url.query[name]
+        try:
+            return await Subscription.open(connect, on_change, timeout=_PG_CONNECT_TIMEOUT)
+        except Exception as exc:
+            raise StoreError(f"cannot listen for changes on {self._where}: {_reason(exc)}") from exc
+
     async def pool_stats(self) -> dict[str, int]:
         """Connection counts for the metrics endpoint; empty when the pool cannot tell."""
         engine = self._engine
@@ -497,14 +530,19 @@ class Store:
         With ``expect_seq``, only if the release is still at that sequence number (else
         None)."""
         async with self._tx("set_release", write=True) as conn:
-            return await write_release(
+            written = await write_release(
                 conn, app, weights, head=head, kind=kind, detail=detail, expect_seq=expect_seq
             )
+            if written is not None:
+                await send_notice(conn, RELEASES)
+            return written
 
     async def rollback_release(self, app: str, *, head: str | None) -> ReleaseRecord:
         """Restore the release before the last change of ``app`` (see ``undo_release``)."""
         async with self._tx("rollback_release", write=True) as conn:
-            return await undo_release(conn, app, head)
+            restored = await undo_release(conn, app, head)
+            await send_notice(conn, RELEASES)
+            return restored
 
     async def release_events(self, app: str, limit: int = 20) -> list[ReleaseEvent]:
         """The newest release changes of ``app``, newest first."""
@@ -540,6 +578,7 @@ class Store:
         )
         if bumped.rowcount == 0:
             await conn.execute(insert(revision).values(id=1, revision=1))
+        await send_notice(conn, APPS)
 
     async def catalog_marker(self) -> str:
         """A short text that changes whenever apps, modules, templates or queries change.
@@ -772,6 +811,7 @@ class Store:
         async with self._tx("put_secret", write=True) as conn:
             await self._lock(conn, nflow_secrets)
             await self._upsert(conn, nflow_secrets, "name", name, values)
+            await send_notice(conn, CONFIG)
 
     async def get_secrets(self, names: Sequence[str] | None = None) -> list[SecretRecord]:
         """The named secrets (all when ``names`` is None), by name."""
@@ -795,11 +835,16 @@ class Store:
             .values(value=new, key_id=key_id, updated=func.current_timestamp())
         )
         async with self._tx("replace_secret", write=True) as conn:
-            return (await conn.execute(stmt)).rowcount > 0
+            replaced = (await conn.execute(stmt)).rowcount > 0
+            if replaced:
+                await send_notice(conn, CONFIG)
+            return replaced
 
     async def delete_secret(self, name: str) -> bool:
         async with self._tx("delete_secret", write=True) as conn:
             result = await conn.execute(delete(nflow_secrets).where(nflow_secrets.c.name == name))
+            if result.rowcount > 0:
+                await send_notice(conn, CONFIG)
             return result.rowcount > 0
 
     # --- tracker -----------------------------------------------------------------------------
