@@ -20,7 +20,7 @@ from nflow.ratelimit import (
 )
 from nflow.runtime import Runtime
 from nflow.server._body import read_asgi_body, read_rsgi_body
-from nflow.server._routes import API_PREFIX, builtin
+from nflow.server._routes import API_PREFIX, STUDIO_PREFIX, builtin
 
 if TYPE_CHECKING:
     from nflow.server._lifecycle import WorkerLifecycle
@@ -53,6 +53,7 @@ class _Plan:
         "own_paths",
         "peer_keys",
         "rate_config",
+        "studio",
     )
 
     def __init__(self, runtime: Runtime) -> None:
@@ -68,7 +69,8 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
-        self.api = config.api.enabled
+        self.api = config.api.enabled or config.studio.enabled
+        self.studio = config.studio.enabled
         self.rate_config = config.rate_limit
         self.peer_keys = runtime.peer_keys.known(config.rate_limit)
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)
@@ -101,6 +103,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
         path in plan.own_paths
         or (plan.debug and path.startswith("/debug"))
         or (plan.api and path.startswith(API_PREFIX))
+        or (plan.studio and path.startswith(STUDIO_PREFIX))
     )
     metrics = runtime.metrics
     if metrics is not None and not own:

@@ -1,5 +1,5 @@
-"""Routes nflow answers itself, before any playbook: health, the debug API and the management
-API (``nflow.server.api``)."""
+"""Routes nflow answers itself, before any playbook: health, the debug API, the management
+API (``nflow.server.api``) and the studio page."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ log = logging.getLogger("nflow.server")
 
 # Kept in step with nflow.server.api.PREFIX, which is imported only when the API is on.
 API_PREFIX = "/_nflow/api"
+# Kept in step with nflow.server._studio.STUDIO_PREFIX.
+STUDIO_PREFIX = "/_nflow/studio"
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -49,10 +51,15 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
         )
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
-    if config.api.enabled and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+    api_on = config.api.enabled or config.studio.enabled
+    if api_on and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
         from nflow.server import api
 
         return await api.handle(runtime, request)
+    if config.studio.enabled and (path == STUDIO_PREFIX or path.startswith(STUDIO_PREFIX + "/")):
+        from nflow.server import api
+
+        return api.studio_page(runtime, request)
     return None
 
 

@@ -1,0 +1,95 @@
+"""Studio logins: ``POST /login`` with an nflow user (the users table the JS ``user_*``
+functions use) whose role is in ``[studio] roles``, ``POST /logout`` and ``GET /me``.
+
+A login sets the ``nflow_studio`` cookie (HttpOnly, SameSite=Strict, Path=/_nflow, Secure
+over https); see ``_login_cookie``. Wrong user, wrong password, an inactive user and a role
+not allowed all get the same 401, so the answer tells nothing about which users exist.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Credentials", "Me", "login", "logout", "me"]
+
+import asyncio
+import functools
+
+import msgspec
+
+from nflow._http import Response
+from nflow.passwords import hash_password, verify
+
+from ._core import ApiCall, ApiError, ok
+from ._login_cookie import COOKIE, clear_cookie, seal, set_cookie, unseal
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when a user is unknown: an unknown name costs as long as a wrong password."""
+    return hash_password("nflow studio: no such user")
+
+
+class Credentials(msgspec.Struct, forbid_unknown_fields=True):
+    """A studio user's name and password."""
+
+    username: str
+    password: str
+
+
+class Me(msgspec.Struct):
+    """Who the caller is: ``user`` for a studio login, and how the call was let in."""
+
+    user: str | None
+    auth: str
+
+
+def _decode(call: ApiCall) -> Credentials:
+    try:
+        return msgspec.json.decode(call.request.body or b"null", type=Credentials)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"request body: invalid JSON ({exc})") from None
+
+
+async def login(call: ApiCall) -> Response:
+    runtime = call.runtime
+    studio = runtime.config.studio
+    if not studio.login:
+        raise ApiError(
+            404,
+            "studio logins are off ([studio] login = false): loopback clients need none, "
+            "others send Authorization: Bearer <api.token>",
+        )
+    given = _decode(call)
+    user = await runtime.store_call(runtime.store.get_user(given.username))
+    stored = user.password if user is not None else _dummy_hash()
+    matches = await asyncio.to_thread(verify, stored, given.password)
+    if user is None or not matches or not user.active or user.rol not in studio.roles:
+        raise ApiError(
+            401,
+            "wrong user name or password, or the user may not use the studio "
+            f"(roles allowed: {', '.join(studio.roles)})",
+        )
+    value, _ = seal(runtime.signing_key, user.username, studio.login_max_age_seconds)
+    response = ok(Me(user.username, "login"))
+    secure = call.request.scheme == "https"
+    response.headers.append(
+        ("set-cookie", set_cookie(value, studio.login_max_age_seconds, secure=secure))
+    )
+    return response
+
+
+async def logout(call: ApiCall) -> Response:
+    runtime = call.runtime
+    value = call.request.cookies.get(COOKIE)
+    ticket = unseal(runtime.signing_key, value) if value else None
+    if ticket is not None:
+        # Revoked until it would have expired: a copy of the cookie is refused too.
+        await runtime.store_call(runtime.store.revoke_session(ticket.sid, expires=ticket.expires))
+    response = ok(Me(None, call.caller.auth))
+    response.headers.append(("set-cookie", clear_cookie(secure=call.request.scheme == "https")))
+    return response
+
+
+async def me(call: ApiCall) -> Response:
+    return ok(Me(call.caller.user, call.caller.auth))
