@@ -2,7 +2,8 @@
 
 ``POST /debug/sessions`` answers once the run has paused or ended (or after a few seconds if
 it is still busy), so a client sees where it stopped without polling; ``step`` and
-``continue`` do the same.
+``continue`` do the same. Under ``nflow serve`` with several workers, calls on a session
+reach it whatever worker receives them (see ``_relay``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nflow.engine import (
 )
 
 from ._core import ApiCall, ApiError, ok
+from ._relay import forward, listen
 
 # How long a call waits for the run to pause or end before answering "running".
 SETTLE_SECONDS = 10.0
@@ -177,11 +179,16 @@ async def _settled(session: DebugSession) -> Response:
     return ok(session.snapshot())
 
 
-def _session(call: ApiCall) -> DebugSession:
-    session = call.runtime.debug_sessions.get(call.params["id"])
-    if session is None:
-        raise ApiError(404, f"no debug session {call.params['id']!r} (it may have timed out)")
-    return session
+def _missing(call: ApiCall) -> ApiError:
+    return ApiError(404, f"no debug session {call.params['id']!r} (it may have timed out)")
+
+
+async def _elsewhere(call: ApiCall) -> Response:
+    """The answer of the worker that owns the session (see ``_relay``), or 404."""
+    forwarded = await forward(call.params["id"], call.request, call.caller)
+    if forwarded is None:
+        raise _missing(call)
+    return forwarded
 
 
 async def session_create(call: ApiCall) -> Response:
@@ -196,6 +203,7 @@ async def session_create(call: ApiCall) -> Response:
     except BreakpointError as exc:
         raise ApiError(400, str(exc)) from None
     runtime = call.runtime
+    await listen(runtime)  # so other workers can pass this session's calls on to us
     try:
         started = await runtime.debug_session(_request(spec, call.request.client), breakpoints)
     except SessionLimitReached as exc:
@@ -213,11 +221,16 @@ async def session_create(call: ApiCall) -> Response:
 
 
 async def session_get(call: ApiCall) -> Response:
-    return ok(_session(call).snapshot())
+    session = call.runtime.debug_sessions.get(call.params["id"])
+    if session is None:
+        return await _elsewhere(call)
+    return ok(session.snapshot())
 
 
 async def _go(call: ApiCall, command: Literal["continue", "step", "abort"]) -> Response:
-    session = _session(call)
+    session = call.runtime.debug_sessions.get(call.params["id"])
+    if session is None:
+        return await _elsewhere(call)
     if not session.resume(command):
         raise ApiError(
             409,
