@@ -225,6 +225,17 @@ def test_save_needs_the_version_it_edits_and_is_served_at_once(studio: Harness) 
     assert h.request("GET", "/shop").json() == {"v": 2}
 
 
+def test_a_save_only_replaces_the_row_it_read(studio: Harness) -> None:
+    # Two workers may both pass the version check; the row is swapped only if unchanged.
+    row = studio.store("get_app", "shop")
+    newer = orjson.dumps(shop(7)).decode()
+    assert studio.store("replace_app", "shop", newer, expected=row.json, default_js="", tag=None)
+    late = orjson.dumps(shop(8)).decode()
+    assert not studio.store("replace_app", "shop", late, expected=row.json, default_js="", tag=None)
+    assert studio.store("get_app", "shop").json == newer
+    assert not studio.store("replace_app", "gone", late, expected="", default_js="", tag=None)
+
+
 def test_invalid_documents_are_refused_naming_node_and_field(studio: Harness) -> None:
     h = studio
     version = h.request("GET", f"{API}/apps/shop").json()["version"]

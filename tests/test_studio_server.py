@@ -180,6 +180,7 @@ def test_debug_sessions_answer_on_any_worker(server: Serve) -> None:
         state = api.debug({"path": "/flow", "query": {"n": "4"}, "breakpoints": [{"node": "b"}]})
         sid = state["id"]
         assert state["state"] == "paused" and state["paused_at"]["node"] == "b"
+        assert state["node"] == "b" and state["next"] == "output_1"  # a's output
     # Each call on a new connection: the kernel spreads them over both workers.
     with fresh(server.url) as http:
         for _ in range(12):

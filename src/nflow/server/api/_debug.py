@@ -115,7 +115,8 @@ class RunFailure(msgspec.Struct, kw_only=True):
 
 class DebugSessionState(msgspec.Struct, kw_only=True):
     """A debug session: ``payload`` is what the node it is paused at is about to get;
-    ``steps`` the steps done so far; ``response`` once the run has ended."""
+    ``steps`` the steps done so far; ``response`` once the run has ended. ``node`` repeats
+    ``paused_at.node`` and ``next`` the output the last step took, for a quick look."""
 
     id: str
     state: Literal["running", "paused", "finished", "aborted", "timed_out"]
@@ -130,6 +131,17 @@ class DebugSessionState(msgspec.Struct, kw_only=True):
     logs: list[LogLine]
     response: FinalResponse | None
     error: RunFailure | None
+    node: str | None = None
+    next: str | None = None
+
+
+def _view(session: DebugSession) -> dict[str, Any]:
+    shown = session.snapshot()
+    paused = shown.get("paused_at")
+    steps = shown.get("steps") or []
+    shown["node"] = paused["node"] if paused else None
+    shown["next"] = steps[-1]["next"] if steps else None
+    return shown
 
 
 def _breakpoints(specs: list[BreakpointSpec]) -> list[Breakpoint]:
@@ -176,7 +188,7 @@ async def _settled(session: DebugSession) -> Response:
     deadline = time.monotonic() + SETTLE_SECONDS
     while not session.settled() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    return ok(session.snapshot())
+    return ok(_view(session))
 
 
 def _missing(call: ApiCall) -> ApiError:
@@ -224,7 +236,7 @@ async def session_get(call: ApiCall) -> Response:
     session = call.runtime.debug_sessions.get(call.params["id"])
     if session is None:
         return await _elsewhere(call)
-    return ok(session.snapshot())
+    return ok(_view(session))
 
 
 async def _go(call: ApiCall, command: Literal["continue", "step", "abort"]) -> Response:
