@@ -157,7 +157,17 @@ def test_client_saves_apps_every_worker_serves_and_replays_runs(server: Serve) -
         assert seen[-12:] == [2] * 12
 
         # The runs were recorded; a replay is identical, a re-run is a new labelled run.
+        # The workers write runs to the history in the background: wait for the new ones.
+        newer: list[Any] = []
+        deadline = time.monotonic() + 30
+        while not newer and time.monotonic() < deadline:
+            newer = api.runs(app="flow", version=saved["version"][:8], limit=50)
+            time.sleep(0.1)
+        assert newer and {r["version"] for r in newer} == {saved["version"]}
         runs = api.runs(app="flow", limit=5)
+        with pytest.raises(ApiError) as bad_version:
+            api.runs(version="v1;drop")
+        assert bad_version.value.status == 400
         run = api.run(runs[0]["id"])
         assert run["response"]["status"] == 200
         replayed = api.replay(run["id"])

@@ -293,8 +293,11 @@ class Client(_Calls):
         journey: str | None = None,
         since: str | None = None,
         limit: int | None = None,
+        version: str | None = None,
     ) -> list[JSON]:
-        call = self._runs(app=app, status=status, journey=journey, since=since, limit=limit)
+        call = self._runs(
+            app=app, status=status, journey=journey, since=since, limit=limit, version=version
+        )
         return list(self._send(call))
 
     def run(self, run_id: str) -> JSON:
@@ -419,8 +422,11 @@ class AsyncClient(_Calls):
         journey: str | None = None,
         since: str | None = None,
         limit: int | None = None,
+        version: str | None = None,
     ) -> list[JSON]:
-        call = self._runs(app=app, status=status, journey=journey, since=since, limit=limit)
+        call = self._runs(
+            app=app, status=status, journey=journey, since=since, limit=limit, version=version
+        )
         return list(await self._send(call))
 
     async def run(self, run_id: str) -> JSON:

@@ -213,6 +213,7 @@ ROUTES: tuple[Route, ...] = (
                 "status", "Only runs that ended so.", {"type": "string", "enum": list(RUN_STATUSES)}
             ),
             Param("journey", "Only the runs of this journey (a session's form wizard)."),
+            Param("version", "Only runs of this app version (an id or a 4+ character prefix)."),
             _SINCE,
             Param(
                 "limit",
