@@ -164,6 +164,23 @@ def test_logins_with_a_studio_role_set_a_strict_cookie(locked: Harness) -> None:
     assert h.request("GET", f"{API}/me", headers=jar).status == 401
 
 
+def test_repeated_failed_logins_from_an_address_are_throttled(locked: Harness) -> None:
+    from nflow.server.api._login import MAX_FAILURES
+
+    wrong = {"username": "dev", "password": "guess"}
+    peer = "10.9.9.9:4000"
+    for _ in range(MAX_FAILURES):
+        r = locked.request("POST", f"{API}/login", json=wrong, headers=CLIENT, client=peer)
+        assert r.status == 401
+    right = {"username": "dev", "password": "s3cret-dev"}
+    r = locked.request("POST", f"{API}/login", json=right, headers=CLIENT, client=peer)
+    assert r.status == 429 and int(r.header("retry-after")) > 0
+    assert "too many failed logins" in r.json()["message"]
+    # Other addresses are not locked out.
+    r = locked.request("POST", f"{API}/login", json=right, headers=CLIENT, client="10.1.1.1:1")
+    assert r.status == 200
+
+
 def test_over_https_the_login_cookie_is_secure(locked: Harness) -> None:
     request = Request(
         "POST",

@@ -43,7 +43,7 @@ ROUTES: tuple[Route, ...] = (
         "Log in to the studio with an nflow user; sets the nflow_studio cookie",
         response=_login.Me,
         body=_login.Credentials,
-        errors=(400, 404, 415),
+        errors=(400, 404, 415, 429),
         public=True,
         tag="auth",
         description="Needs `[studio] login = true`. The user's role must be in "
@@ -356,7 +356,7 @@ _ERRORS = {
     413: "Request body too large",
     415: "A change must be sent as application/json",
     428: "A save needs If-Match",
-    429: "Too many debug sessions",
+    429: "Too many debug sessions, or too many failed logins",
 }
 
 
