@@ -242,6 +242,20 @@ def test_save_needs_the_version_it_edits_and_is_served_at_once(studio: Harness) 
     assert h.request("GET", "/shop").json() == {"v": 2}
 
 
+def test_a_stored_app_that_cannot_be_served_is_listed_and_can_be_mended(studio: Harness) -> None:
+    studio.store("put_app", "broken", '{"nodes": []}')
+    studio.run(studio.runtime.reload())
+    listed = {a["name"]: a for a in studio.request("GET", f"{API}/apps").json()}
+    assert listed["broken"]["starters"] == [] and listed["broken"]["version"]
+    r = studio.request("GET", f"{API}/apps/broken")
+    assert r.status == 200 and r.json()["document"] == {"nodes": []}
+    assert r.json()["version"] == listed["broken"]["version"]
+    mended = shop(5)
+    mended["drawflow"]["Home"]["data"]["s"]["data"]["urlpattern"] = "/mended"
+    assert save(studio, "broken", mended, r.json()["version"]).status == 200
+    assert studio.request("GET", "/mended").json() == {"v": 5}
+
+
 def test_a_save_only_replaces_the_row_it_read(studio: Harness) -> None:
     # Two workers may both pass the version check; the row is swapped only if unchanged.
     row = studio.store("get_app", "shop")

@@ -208,9 +208,13 @@ def _summary(playbook: Playbook, source: str) -> AppSummary:
 
 async def app_list(call: ApiCall) -> Response:
     catalog = call.runtime.catalog
-    apps = [_summary(s.playbook, "store") for s in catalog.stored if s.playbook is not None] + [
-        _summary(s.playbook, "file") for s in catalog.files if s.playbook is not None
-    ]
+    apps = [
+        _summary(s.playbook, "store")
+        if s.playbook is not None
+        # A stored app that cannot be served is listed too, so that it can be mended.
+        else AppSummary(s.name, s.digest, [], [], "store")
+        for s in catalog.stored
+    ] + [_summary(s.playbook, "file") for s in catalog.files if s.playbook is not None]
     seen: set[str] = set()
     unique = []
     for app in apps:  # a stored app shadows a file of the same name
