@@ -97,6 +97,33 @@ def test_the_page_is_served_with_its_security_policy(studio: Harness) -> None:
     assert studio.request("GET", "/_nflow/studio", client="192.0.2.9:4000").status == 403
 
 
+def test_every_studio_file_is_served_with_its_type(studio: Harness) -> None:
+    static = Path(__file__).resolve().parents[1] / "src" / "nflow" / "studio" / "static"
+    types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+    files = [p for p in static.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for path in files:
+        url = "/_nflow/studio/" + path.relative_to(static).as_posix()
+        r = studio.request("GET", url)
+        assert r.status == 200 and r.body == path.read_bytes(), url
+        if path.suffix in types:
+            assert r.header("content-type").split(";")[0] == types[path.suffix], url
+        assert r.header("x-content-type-options") == "nosniff"
+
+
+def test_apps_from_files_are_read_only_here(db_url: str, tmp_path: Path) -> None:
+    h = Harness(db_url, tmp_path, apps=[shop(1)], toml="[api]\nenabled = true\n")
+    try:
+        [app] = h.request("GET", f"{API}/apps").json()
+        assert app["source"] == "file"
+        loaded = h.request("GET", f"{API}/apps/{app['name']}").json()
+        assert loaded["version"] == app["version"]
+        r = save(h, app["name"], loaded["document"], loaded["version"])
+        assert r.status == 409 and "served from a file" in r.json()["message"]
+    finally:
+        h.close()
+
+
 def test_the_studio_and_its_api_are_off_by_default(db_url: str, tmp_path: Path) -> None:
     h = Harness(db_url, tmp_path, apps=[shop(1)])
     try:
