@@ -47,9 +47,9 @@ def _failures_of(runtime: Runtime) -> _Failures:
     return found
 
 
-def _check_throttle(_failures: _Failures, address: str) -> None:
+def _check_throttle(failures: _Failures, address: str) -> None:
     now = time.monotonic()
-    seen = _failures.get(address)
+    seen = failures.get(address)
     if seen is None:
         return
     while seen and seen[0] <= now - FAILURE_WINDOW:
@@ -63,12 +63,12 @@ def _check_throttle(_failures: _Failures, address: str) -> None:
         )
 
 
-def _failed(_failures: _Failures, address: str) -> None:
-    seen = _failures.setdefault(address, collections.deque())
-    _failures.move_to_end(address)
+def _failed(failures: _Failures, address: str) -> None:
+    seen = failures.setdefault(address, collections.deque())
+    failures.move_to_end(address)
     seen.append(time.monotonic())
-    while len(_failures) > _MAX_ADDRESSES:  # bounded, whoever knocks
-        _failures.popitem(last=False)
+    while len(failures) > _MAX_ADDRESSES:  # bounded, whoever knocks
+        failures.popitem(last=False)
 
 
 @functools.cache
