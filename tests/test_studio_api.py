@@ -167,6 +167,7 @@ def test_logins_with_a_studio_role_set_a_strict_cookie(locked: Harness) -> None:
     jar = [("Cookie", attrs[0])]
     r = h.request("GET", f"{API}/me", headers=jar)
     assert r.json() == {"user": "dev", "auth": "login"}
+    conforms(r.json(), f"{API}/me")
     assert h.request("GET", f"{API}/apps", headers=jar).status == 200
     # From an allowed network too; not from elsewhere.
     assert h.request("GET", f"{API}/apps", headers=jar, client="10.1.2.3:5000").status == 200
@@ -257,6 +258,7 @@ def test_save_needs_the_version_it_edits_and_is_served_at_once(studio: Harness) 
     assert new != version and r.header("etag") == f'"{new}"'
     assert h.request("GET", "/shop").json() == {"v": 2}  # served by this worker at once
     versions = h.request("GET", f"{API}/apps/shop/versions").json()
+    conforms(versions, f"{API}/apps/{{name}}/versions")
     assert [(v["version"], v["current"], v["source"]) for v in versions][:2] == [
         (new, True, "designer"),
         (version, False, "designer"),
@@ -423,12 +425,14 @@ def test_modules_templates_and_queries_as_stored(studio: Harness) -> None:
     assert all(m["type"] for m in modules)
     assert any(isinstance(m["manifest"], dict) for m in modules)
     names = studio.request("GET", f"{API}/templates").json()
+    conforms(names, f"{API}/templates")
     assert names and names == [{"name": t.name} for t in studio.store("list_templates")]
     first = names[0]["name"]
     r = studio.request("GET", f"{API}/templates/{first}")
     assert r.json() == {"name": first, "content": studio.store("get_template", first).content}
     assert studio.request("GET", f"{API}/templates/nope").status == 404
     queries = studio.request("GET", f"{API}/queries").json()
+    conforms(queries, f"{API}/queries")
     assert queries == [{"name": k, "sql": v} for k, v in studio.store("list_queries").items()]
     assert queries
 
@@ -453,6 +457,7 @@ def test_versions_diff_release_and_rollback(studio: Harness) -> None:
     assert h.request("GET", f"{API}/apps/shop/diff?from={v1}").status == 400
 
     state = h.request("GET", f"{API}/apps/shop/release").json()
+    conforms(state, f"{API}/apps/{{name}}/release")
     assert state["weights"] == {v2: 100.0} and state["head"] == v2
     # Back to v1 for everyone, through a release.
     r = h.request(
