@@ -222,6 +222,20 @@ def test_over_https_the_login_cookie_is_secure(locked: Harness) -> None:
     assert r.status == 200 and "; Secure" in r.header("set-cookie")
 
 
+def test_behind_a_tls_proxy_cookie_secure_makes_the_login_cookie_secure(
+    db_url: str, tmp_path: Path
+) -> None:
+    toml = "[studio]\nenabled = true\nlogin = true\n[session]\ncookie_secure = true\n"
+    h = Harness(db_url, tmp_path, toml=toml)
+    try:
+        h.store("put_user", "dev", hash_password("s3cret-dev"), rol="admin")
+        creds = {"username": "dev", "password": "s3cret-dev"}
+        r = h.request("POST", f"{API}/login", json=creds, headers=CLIENT)
+        assert r.status == 200 and "; Secure" in r.header("set-cookie")
+    finally:
+        h.close()
+
+
 def test_without_login_or_token_loopback_needs_nothing(studio: Harness) -> None:
     assert studio.request("GET", f"{API}/me").json() == {"user": None, "auth": "loopback"}
     r = studio.request(
