@@ -25,10 +25,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nflow.store import Document, ReleaseRecord, Store, VersionRecord
 
-# Versions the servers loaded from an app's own source (not staged imports): for an app that
-# has no nflow row, the newest of them is its source's version.
-_SOURCE_KINDS = ("file", "reload", "designer", "example")
-
 
 def _print(text: str = "") -> None:
     print(text, flush=True)
@@ -55,33 +51,16 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store, Any], Awaitable
     return asyncio.run(run())
 
 
-async def _sources(store: Store) -> tuple[dict[str, str | None], dict[str, str], dict[str, str]]:
-    modules = {m.name: m.code for m in await store.list_modules()}
-    templates = {t.name: t.content for t in await store.list_templates()}
-    return modules, templates, dict(await store.list_queries())
+async def _stored(store: Store) -> tuple[dict[str, str | None], dict[str, str], dict[str, str]]:
+    from nflow.releasing import stored_sources
+
+    return await stored_sources(store)
 
 
 async def head_version(store: Store, app: str) -> str | None:
-    """The version of the app's own source now: its ``nflow`` row with the stored modules,
-    templates and queries (saved as a designer version if new), else the newest version a
-    server loaded from a file."""
-    from nflow.catalog import version_record
-    from nflow.errors import PlaybookError
-    from nflow.playbook import load_playbook
+    from nflow.releasing import head_version as head
 
-    row = await store.get_app(app)
-    if row is not None:
-        try:
-            playbook = load_playbook(row.json, name=app)
-        except PlaybookError:
-            return None
-        record = version_record(playbook, *await _sources(store), source="designer")
-        await store.put_version(record)
-        return record.id
-    for version in await store.list_versions(app):
-        if version.source in _SOURCE_KINDS:
-            return version.id
-    return None
+    return await head(store, app)
 
 
 async def _version(store: Store, app: str, ref: str) -> VersionRecord:
@@ -94,11 +73,9 @@ async def _version(store: Store, app: str, ref: str) -> VersionRecord:
 
 
 def _serving(release: ReleaseRecord | None, head: str | None) -> dict[str, int]:
-    if release is None:
-        return {head: 100} if head else {}
-    if head is None:
-        return {v: w for v, w in release.weights.items() if w > 0}
-    return release.serving(head)
+    from nflow.releasing import serving
+
+    return serving(release, head)
 
 
 def _percent(weights: Mapping[str, int]) -> dict[str, float]:
@@ -323,44 +300,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 # nflow release / rollback -------------------------------------------------------------------
 def _split(current: Mapping[str, int], version: str, weight: int) -> dict[str, int]:
-    """``version`` at ``weight`` percent, the others scaled to share the rest as before."""
-    others = {v: w for v, w in current.items() if v != version and w > 0}
-    rest = 100 - weight
-    total = sum(others.values())
-    weights = {version: weight}
-    if rest <= 0 or not total:
-        return weights
-    # Largest remainders, so the shares add up to exactly 100.
-    exact = {v: rest * w / total for v, w in others.items()}
-    floors = {v: int(x) for v, x in exact.items()}
-    left = rest - sum(floors.values())
-    for v in sorted(exact, key=lambda v: exact[v] - floors[v], reverse=True)[:left]:
-        floors[v] += 1
-    weights.update({v: w for v, w in floors.items() if w > 0})
-    return weights
+    from nflow.releasing import split
+
+    return split(current, version, weight)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from nflow.errors import NflowError
-
-    if not 0 < args.weight <= 100:
-        raise NflowError(f"--weight {args.weight}: expected a percentage from 1 to 100")
+    from nflow.releasing import release
 
     async def work(store: Store, config: Any) -> Any:
-        version = await _version(store, args.app, args.version)
-        head = await head_version(store, args.app)
-        current = _serving(await store.get_release(args.app), head)
-        weights = _split(current, version.id, args.weight)
-        if sum(weights.values()) < 100:
-            raise NflowError(
-                f"nothing else serves app {args.app!r} to take the other "
-                f"{100 - args.weight}%: release a version at 100% first"
-            )
-        detail = {"message": args.message} if args.message else None
-        return await store.set_release(args.app, weights, head=head, detail=detail)
+        return await release(store, args.app, args.version, args.weight, message=args.message)
 
-    release = _with_store(args, work)
-    _print(f"app {args.app!r} now serves: {_shares(release.weights)}")
+    released = _with_store(args, work)
+    _print(f"app {args.app!r} now serves: {_shares(released.weights)}")
     return 0
 
 
@@ -388,7 +340,7 @@ async def release_imported(
     from nflow.playbook import load_playbook
 
     lines = []
-    sources = await _sources(store)
+    sources = await _stored(store)
     for doc, name in named:
         if doc.app_json is None:
             continue
@@ -410,7 +362,7 @@ async def stage_import(
     from nflow.errors import NflowError
     from nflow.playbook import load_playbook
 
-    modules, templates, queries = await _sources(store)
+    modules, templates, queries = await _stored(store)
     for doc, _ in named:
         modules.update((m.name, m.code) for m in doc.modules)
         templates.update((t.name, t.content) for t in doc.templates)

@@ -185,6 +185,7 @@ class Runtime:
         self.rate_table = rate_table
         self.database_url = database_url or self.config.database_url
         self._session_secret = session_secret
+        self._signing_key: str | None = None
         self._watchdog_options = dict(watchdog or {})
         self._observe = observe
         self._log_nodes = log_nodes
@@ -317,7 +318,7 @@ class Runtime:
             config=config.releases,
             # Signed like session cookies, so every worker of a server reads the others'.
             cookies=VersionCookies(
-                session.secret or self._session_secret or secrets.token_urlsafe(32),
+                self.signing_key,
                 max_age=session.max_age_seconds,
                 secure=session.cookie_secure,
             ),
@@ -450,6 +451,17 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def signing_key(self) -> str:
+        """The key this server's workers share to sign cookies (version choice, studio
+        login): ``[session] secret``, else the one ``nflow serve`` gave every worker, else a
+        random one for this runtime alone."""
+        if self._signing_key is None:
+            self._signing_key = (
+                self.config.session.secret or self._session_secret or secrets.token_urlsafe(32)
+            )
+        return self._signing_key
 
     @property
     def store(self) -> Store:

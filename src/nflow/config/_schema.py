@@ -1849,6 +1849,36 @@ class ClusterConfig(_Section):
     )
 
 
+class StudioConfig(_Section):
+    """``[studio]``: the studio page at ``/_nflow/studio`` and the management API it uses."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Serve the studio page at `/_nflow/studio` and turn the management API on (as "
+            "`[api] enabled = true`, with the same access rules)."
+        ),
+    )
+    login: bool = Field(
+        default=False,
+        description=(
+            "Require a studio login (`POST /_nflow/api/login`) with an nflow user whose role is "
+            "in `roles`, also from loopback clients; the bearer `api.token` is accepted too. "
+            "Clients must still come from `api.allowed_ips`."
+        ),
+    )
+    roles: _CommaList = Field(
+        default=("developer", "admin"),
+        description="Roles (the users table's `rol`) that may log in to the studio.",
+        json_schema_extra={"doc_type": "*list* of role names"},
+    )
+    login_max_age_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        description="How long a studio login lasts before the user must log in again.",
+    )
+
+
 class Config(_Section):
     """The whole configuration; build it with :func:`load_config` to get file and env handling."""
 
@@ -1895,6 +1925,7 @@ class Config(_Section):
     cache: CacheConfig = CacheConfig()
     durable: DurableConfig = DurableConfig()
     cluster: ClusterConfig = ClusterConfig()
+    studio: StudioConfig = StudioConfig()
     # dotted key → secret name, for keys whose "secret:NAME" value was resolved (with_secrets)
     _secret_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 

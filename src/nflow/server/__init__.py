@@ -6,8 +6,10 @@ import errno
 import importlib.util
 import os
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,6 +125,9 @@ def serve(
     ensure_port_free(host, port)
     if settings.metrics_port:
         ensure_port_free(host, settings.metrics_port, key="monitor.metrics_port")
+    # Where workers meet to pass debug session calls to the worker that owns the session:
+    # private to this user (mkdtemp makes it 0700), removed at exit.
+    relay_dir = tempfile.mkdtemp(prefix="nflow-relay-")
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
@@ -152,6 +157,7 @@ def serve(
                 "workers": workers,
                 "started_at": time.time_ns() // 1000,
             },
+            "relay_dir": relay_dir,
         }
     ).decode()
     server = Supervisor(
@@ -193,6 +199,7 @@ def serve(
         if metrics_listener is not None:
             metrics_listener.close()
         remove_multiprocess_dir(metrics_dir)
+        shutil.rmtree(relay_dir, ignore_errors=True)
 
 
 def worker_app() -> RsgiApp:

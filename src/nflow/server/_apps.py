@@ -21,7 +21,7 @@ from nflow.ratelimit import (
 )
 from nflow.runtime import Runtime
 from nflow.server._body import read_asgi_body, read_rsgi_body
-from nflow.server._routes import API_PREFIX, builtin
+from nflow.server._routes import API_PREFIX, STUDIO_PREFIX, api_on, builtin
 
 if TYPE_CHECKING:
     from nflow.cluster import Me, Presence
@@ -55,6 +55,7 @@ class _Plan:
         "own_paths",
         "peer_keys",
         "rate_config",
+        "studio",
     )
 
     def __init__(self, runtime: Runtime) -> None:
@@ -75,7 +76,8 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
-        self.api = config.api.enabled or config.durable.enabled
+        self.api = api_on(config)
+        self.studio = config.studio.enabled
         self.rate_config = config.rate_limit
         self.peer_keys = runtime.peer_keys.known(config.rate_limit)
         self.excluded_paths = tuple(config.rate_limit.excluded_paths)
@@ -108,6 +110,7 @@ async def dispatch(runtime: Runtime, request: Request) -> Response:
         path in plan.own_paths
         or (plan.debug and path.startswith("/debug"))
         or (plan.api and path.startswith(API_PREFIX))
+        or (plan.studio and path.startswith(STUDIO_PREFIX))
     )
     metrics = runtime.metrics
     if metrics is not None and not own:

@@ -1,5 +1,5 @@
-"""Routes nflow answers itself, before any playbook: health, the debug API and the management
-API (``nflow.server.api``)."""
+"""Routes nflow answers itself, before any playbook: health, the debug API, the management
+API (``nflow.server.api``) and the studio page."""
 
 from __future__ import annotations
 
@@ -17,12 +17,21 @@ from typing import TYPE_CHECKING, Any
 from nflow._http import Request, Response, json_response
 
 if TYPE_CHECKING:
+    from nflow.config import Config
     from nflow.runtime import Runtime
 
 log = logging.getLogger("nflow.server")
 
 # Kept in step with nflow.server.api.PREFIX, which is imported only when the API is on.
 API_PREFIX = "/_nflow/api"
+# Kept in step with nflow.server._studio.STUDIO_PREFIX.
+STUDIO_PREFIX = "/_nflow/studio"
+
+
+def api_on(config: Config) -> bool:
+    """Whether the management API is served: ``[api] enabled``, or the studio, which uses it,
+    or ``[durable] enabled`` (which alone serves only the durable runs' endpoints)."""
+    return config.api.enabled or config.studio.enabled or config.durable.enabled
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -49,12 +58,14 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
         )
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
-    if (config.api.enabled or config.durable.enabled) and (
-        path == API_PREFIX or path.startswith(API_PREFIX + "/")
-    ):
+    if api_on(config) and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
         from nflow.server import api
 
         return await api.handle(runtime, request)
+    if config.studio.enabled and (path == STUDIO_PREFIX or path.startswith(STUDIO_PREFIX + "/")):
+        from nflow.server import api
+
+        return api.studio_page(runtime, request)
     return None
 
 

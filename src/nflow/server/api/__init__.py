@@ -9,14 +9,25 @@ OpenAPI document in ``_table``.
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "ROUTES", "handle", "openapi_document"]
+__all__ = ["PREFIX", "ROUTES", "handle", "openapi_document", "studio_page"]
 
 import logging
 from typing import TYPE_CHECKING
 
 from nflow._http import Request, Response
 
-from ._core import PREFIX, ApiCall, ApiError, audit, check_access, check_mutation, error_response
+from ._core import (
+    PREFIX,
+    ApiCall,
+    ApiError,
+    Caller,
+    audit,
+    check_access,
+    check_mutation,
+    check_peer,
+    error_response,
+)
+from ._relay import answer_with
 from ._table import ROUTES, openapi_document
 
 if TYPE_CHECKING:
@@ -29,8 +40,8 @@ async def handle(runtime: Runtime, request: Request) -> Response:
     """Answer a request whose path starts with :data:`PREFIX`; every call is audited."""
     outcome = "ok"
     try:
-        check_access(runtime, request)
-        response = await _route(runtime, request)
+        caller = await check_access(runtime, request, public=_public(request))
+        response = await _route(runtime, request, caller)
     except ApiError as exc:
         outcome = "refused" if exc.status in (401, 403) else "error"
         response = error_response(exc)
@@ -42,7 +53,12 @@ async def handle(runtime: Runtime, request: Request) -> Response:
     return response
 
 
-async def _route(runtime: Runtime, request: Request) -> Response:
+def _public(request: Request) -> bool:
+    sub = request.path[len(PREFIX) :] or "/"
+    return any(r.public and r.method == request.method and r.match(sub) is not None for r in ROUTES)
+
+
+async def _route(runtime: Runtime, request: Request, caller: Caller) -> Response:
     sub = request.path[len(PREFIX) :] or "/"
     allowed: list[str] = []
     debug_off = False
@@ -50,7 +66,7 @@ async def _route(runtime: Runtime, request: Request) -> Response:
         params = route.match(sub)
         if params is None:
             continue
-        if not route.durable and not runtime.config.api.enabled:
+        if not route.durable and not (runtime.config.api.enabled or runtime.config.studio.enabled):
             continue  # only [durable] is on: its routes alone are served
         if route.debug and not runtime.config.debug.enabled:
             debug_off = True
@@ -61,7 +77,7 @@ async def _route(runtime: Runtime, request: Request) -> Response:
             allowed.append(route.method)
             continue
         check_mutation(request)
-        return await route.handler(ApiCall(runtime, request, params))
+        return await route.handler(ApiCall(runtime, request, params, caller))
     if allowed:
         raise ApiError(
             405,
@@ -71,3 +87,28 @@ async def _route(runtime: Runtime, request: Request) -> Response:
     if debug_off:
         raise ApiError(404, "debug sessions need [debug] enabled = true")
     raise ApiError(404, f"no management API endpoint {request.path}; see {PREFIX}/openapi.json")
+
+
+async def _passed_on(runtime: Runtime, request: Request, caller: Caller) -> Response:
+    """A call another worker passed on (see ``_relay``): already let in and audited there."""
+    try:
+        return await _route(runtime, request, caller)
+    except ApiError as exc:
+        return error_response(exc)
+
+
+# A worker that owns a debug session answers the calls other workers pass on.
+answer_with(_passed_on)
+
+
+def studio_page(runtime: Runtime, request: Request) -> Response:
+    """A studio file for a peer that may reach the API (the page needs no credentials: it
+    holds none, and every API call it makes is checked)."""
+    from nflow.server._studio import studio_file
+
+    try:
+        check_peer(runtime, request)
+    except ApiError as exc:
+        audit(request, exc.status, "refused")
+        return error_response(exc)
+    return studio_file(request)

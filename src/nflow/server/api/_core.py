@@ -1,7 +1,8 @@
 """What every management API endpoint shares: the call, the route, errors, access and audit.
 
-Access: without ``api.token`` only loopback peers are served; with a token, the peer must be
-in ``api.allowed_ips`` and send ``Authorization: Bearer <token>``. The peer is the
+Access: without ``api.token`` (and without ``[studio] login``) only loopback peers are served;
+otherwise the peer must be in ``api.allowed_ips`` and send ``Authorization: Bearer <token>`` or
+carry a studio login cookie (``POST /_nflow/api/login``, see ``_login``). The peer is the
 connection's own address: ``X-Forwarded-For`` and ``X-Real-Ip`` are never read, since any
 client can send them. Calls that change something (POST, PUT, PATCH, DELETE) also need
 ``Content-Type: application/json`` and an ``X-Nflow-Client`` header: a web page cannot send
@@ -18,13 +19,17 @@ __all__ = [
     "PREFIX",
     "ApiCall",
     "ApiError",
+    "Caller",
     "Handler",
     "Param",
     "Route",
     "audit",
     "check_access",
     "check_mutation",
+    "check_peer",
+    "credentials_required",
     "error_response",
+    "logged_in",
     "ok",
 ]
 
@@ -35,11 +40,14 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import orjson
 
 from nflow._http import Request, Response
 from nflow.history import to_builtins
+
+from ._login_cookie import COOKIE, unseal
 
 if TYPE_CHECKING:
     from nflow.runtime import Runtime
@@ -54,17 +62,24 @@ audit_log = logging.getLogger("nflow.audit")
 class ApiError(Exception):
     """Answered as ``{"code": status, "message": ...}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})  # more members of the error object (a 409's "current")
 
 
 def error_response(error: ApiError) -> Response:
     response = Response(
         error.status,
-        orjson.dumps({"code": error.status, "message": error.message}),
+        orjson.dumps({"code": error.status, "message": error.message, **error.extra}),
         [("content-type", "application/json"), ("cache-control", "no-store")],
     )
     response.headers.extend(error.headers.items())
@@ -79,13 +94,26 @@ def ok(value: Any, status: int = 200) -> Response:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """How a call was let in (``loopback``, ``token``, ``login``, or ``none`` for a public
+    call without credentials) and, for a login, by whom."""
+
+    auth: str
+    user: str | None = None
+
+
+_BEARER = {"www-authenticate": 'Bearer realm="nflow"'}
+
+
 @dataclass(slots=True)
 class ApiCall:
-    """One call to an endpoint: the runtime, the request and the path's variables."""
+    """One call to an endpoint: the runtime, the request, the path's variables, the caller."""
 
     runtime: Runtime
     request: Request
     params: dict[str, str] = field(default_factory=dict)
+    caller: Caller = field(default_factory=lambda: Caller("loopback"))
 
     def query(self, name: str) -> str | None:
         values = self.request.query.get(name)
@@ -145,6 +173,8 @@ class Route:
     errors: tuple[int, ...] = ()
     debug: bool = False  # needs [debug] enabled
     durable: bool = False  # also served when only [durable] is enabled
+    public: bool = False  # answered without credentials (an allowed peer is still needed)
+    tag: str = ""  # the OpenAPI tag; default from the path
     description: str = ""
 
     @property
@@ -153,7 +183,9 @@ class Route:
 
     def match(self, path: str) -> dict[str, str] | None:
         found = self.pattern.fullmatch(path)
-        return found.groupdict() if found is not None else None
+        if found is None:
+            return None
+        return {k: unquote(v) for k, v in found.groupdict().items()}
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -177,12 +209,17 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
-def check_access(runtime: Runtime, request: Request) -> None:
-    """Raise 403 for a peer not allowed, 401 for a missing or wrong token."""
+def credentials_required(runtime: Runtime) -> bool:
+    """Whether calls need a bearer token or a studio login (else loopback peers suffice)."""
+    return bool(runtime.config.api.token) or runtime.config.studio.login
+
+
+def check_peer(runtime: Runtime, request: Request) -> None:
+    """Raise 403 for a peer that may not reach the API (or the studio page) at all."""
     api = runtime.config.api
     peer = request.client_ip
     addr = _address(peer)
-    if not api.token:
+    if not credentials_required(runtime):
         if addr is None or not addr.is_loopback:
             raise ApiError(
                 403,
@@ -194,19 +231,60 @@ def check_access(runtime: Runtime, request: Request) -> None:
         addr in ipaddress.ip_network(net, strict=False) for net in api.allowed_ips
     ):
         raise ApiError(403, f"client {peer} is not in api.allowed_ips")
+
+
+async def check_access(runtime: Runtime, request: Request, *, public: bool = False) -> Caller:
+    """Who calls: 403 for a peer not allowed, 401 for missing or wrong credentials.
+
+    ``public`` calls (logging in) need an allowed peer but no credentials.
+    """
+    check_peer(runtime, request)
+    if not credentials_required(runtime):
+        return Caller("loopback")
+    api = runtime.config.api
+    login = runtime.config.studio.login
     scheme, _, given = request.header("authorization").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    if given.strip() or scheme:
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "send Authorization: Bearer <api.token>", _BEARER)
+        if not api.token or not hmac.compare_digest(given.strip().encode(), api.token.encode()):
+            raise ApiError(
+                401,
+                "invalid bearer token",
+                {"www-authenticate": 'Bearer realm="nflow", error="invalid_token"'},
+            )
+        return Caller("token")
+    if login:
+        user = await logged_in(runtime, request)
+        if user is not None:
+            return Caller("login", user)
+    if public:
+        return Caller("none")
+    if login:
         raise ApiError(
             401,
-            "missing bearer token: send Authorization: Bearer <api.token>",
-            {"www-authenticate": 'Bearer realm="nflow"'},
+            f"log in first (POST {PREFIX}/login) or send Authorization: Bearer <api.token>",
+            _BEARER,
         )
-    if not hmac.compare_digest(given.strip().encode(), api.token.encode()):
-        raise ApiError(
-            401,
-            "invalid bearer token",
-            {"www-authenticate": 'Bearer realm="nflow", error="invalid_token"'},
-        )
+    raise ApiError(401, "missing bearer token: send Authorization: Bearer <api.token>", _BEARER)
+
+
+async def logged_in(runtime: Runtime, request: Request) -> str | None:
+    """The user of a valid studio login cookie: sealed by this server, not expired, not
+    logged out, and the user still active with a studio role."""
+    value = request.cookies.get(COOKIE)
+    if not value:
+        return None
+    ticket = unseal(runtime.signing_key, value)
+    if ticket is None:
+        return None
+    store = runtime.store
+    if await runtime.store_call(store.is_session_revoked(ticket.sid)):
+        return None
+    user = await runtime.store_call(store.get_user(ticket.user))
+    if user is None or not user.active or user.rol not in runtime.config.studio.roles:
+        return None
+    return ticket.user
 
 
 def check_mutation(request: Request) -> None:

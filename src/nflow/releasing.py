@@ -1,0 +1,97 @@
+"""Changing what an app serves, for ``nflow release|rollback|versions`` and the management
+API alike: the version of the app's own source (its head), the weights served now, and the
+weights after releasing one version at a share of the traffic.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SOURCE_KINDS", "head_version", "release", "serving", "split", "stored_sources"]
+
+from collections.abc import Mapping
+
+from nflow.catalog import version_record
+from nflow.errors import NflowError, PlaybookError
+from nflow.playbook import load_playbook
+from nflow.store import ReleaseRecord, Store
+
+# Versions the servers loaded from an app's own source (not staged imports): for an app that
+# has no nflow row, the newest of them is its source's version.
+SOURCE_KINDS = ("file", "reload", "designer", "example")
+
+
+async def stored_sources(
+    store: Store,
+) -> tuple[dict[str, str | None], dict[str, str], dict[str, str]]:
+    """The stored modules (name → code), templates and queries."""
+    modules = {m.name: m.code for m in await store.list_modules()}
+    templates = {t.name: t.content for t in await store.list_templates()}
+    return modules, templates, dict(await store.list_queries())
+
+
+async def head_version(store: Store, app: str) -> str | None:
+    """The version of the app's own source now: its ``nflow`` row with the stored modules,
+    templates and queries (saved as a designer version if new), else the newest version a
+    server loaded from a file."""
+    row = await store.get_app(app)
+    if row is not None:
+        try:
+            playbook = load_playbook(row.json, name=app)
+        except PlaybookError:
+            return None
+        record = version_record(playbook, *await stored_sources(store), source="designer")
+        await store.put_version(record)
+        return record.id
+    for version in await store.list_versions(app):
+        if version.source in SOURCE_KINDS:
+            return version.id
+    return None
+
+
+def serving(release: ReleaseRecord | None, head: str | None) -> dict[str, int]:
+    """The weights an app serves with: its release's, or its head version alone."""
+    if release is None:
+        return {head: 100} if head else {}
+    if head is None:
+        return {v: w for v, w in release.weights.items() if w > 0}
+    return release.serving(head)
+
+
+def split(current: Mapping[str, int], version: str, weight: int) -> dict[str, int]:
+    """``version`` at ``weight`` percent, the others scaled to share the rest as before."""
+    others = {v: w for v, w in current.items() if v != version and w > 0}
+    rest = 100 - weight
+    total = sum(others.values())
+    weights = {version: weight}
+    if rest <= 0 or not total:
+        return weights
+    # Largest remainders, so the shares add up to exactly 100.
+    exact = {v: rest * w / total for v, w in others.items()}
+    floors = {v: int(x) for v, x in exact.items()}
+    left = rest - sum(floors.values())
+    for v in sorted(exact, key=lambda v: exact[v] - floors[v], reverse=True)[:left]:
+        floors[v] += 1
+    weights.update({v: w for v, w in floors.items() if w > 0})
+    return weights
+
+
+async def release(
+    store: Store, app: str, version_ref: str, weight: int, *, message: str | None = None
+) -> ReleaseRecord:
+    """Serve version ``version_ref`` (an id or a 4+ character prefix) of ``app`` to
+    ``weight`` percent of new clients; the versions served now share the rest."""
+    if not 0 < weight <= 100:
+        raise NflowError(f"weight {weight}: expected a percentage from 1 to 100")
+    version = await store.get_version(version_ref, app)
+    if version is None:
+        raise NflowError(f"app {app!r} has no version {version_ref!r} (see `nflow versions {app}`)")
+    head = await head_version(store, app)
+    weights = split(serving(await store.get_release(app), head), version.id, weight)
+    if sum(weights.values()) < 100:
+        raise NflowError(
+            f"nothing else serves app {app!r} to take the other {100 - weight}%: "
+            "release a version at 100% first"
+        )
+    detail = {"message": message} if message else None
+    released = await store.set_release(app, weights, head=head, detail=detail)
+    assert released is not None  # None only when an expected sequence number is given
+    return released
