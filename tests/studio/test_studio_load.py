@@ -151,6 +151,7 @@ def test_every_compat_document_draws_every_node_and_connection(studio: Studio, p
         drawn = set(boxes.evaluate_all("els => els.map(e => e.dataset.nodeId)"))
         assert drawn == set(nodes)
     assert studio.http_errors == []
+    assert studio.blocked == []
 
 
 def test_nodes_sit_at_their_stored_positions(studio: Studio) -> None:
@@ -192,6 +193,8 @@ def test_stored_html_and_markup_in_data_never_run(studio: Studio, server: Studio
     assert page.locator("img, script:not([type=module]), iframe").count() == 0
     assert not any("PWNED" in line for line in studio.console)
     assert studio.dialogs == []
+    # Nothing even tried to run: the page's CSP had nothing to block.
+    assert studio.blocked == []
     # The html is kept as an opaque value: a save gives it back byte for byte.
     page.locator("#node-panel input[name=name_box]").fill("renamed")
     page.locator("#node-panel input[name=name_box]").press("Tab")
