@@ -67,7 +67,13 @@ def free_port() -> int:
 class StudioServer:
     """``nflow serve`` with the studio on, over a SQLite database holding ``apps``."""
 
-    def __init__(self, root: Path, apps: dict[str, Any], config: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        apps: dict[str, Any],
+        studio: str = "",
+        users: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         db = root / "nflow.db"
@@ -75,9 +81,9 @@ class StudioServer:
             f'[database_nflow]\ndsn = "{db}"\n'
             '[session]\nsecret = "studio-tests-secret-0123456789abcdef"\n'
             "[logging]\naccess = false\n"
-            "[studio]\nenabled = true\n"
+            f"[studio]\nenabled = true\n{studio}"
             "[debug]\nenabled = true\n"
-            '[history]\nmode = "all"\n' + config
+            '[history]\nmode = "all"\n'
         )
         files: list[str] = []
         for name, doc in apps.items():
@@ -94,6 +100,16 @@ class StudioServer:
             capture_output=True,
             timeout=120,
         )
+        for name, password, role in users:
+            subprocess.run(
+                [sys.executable, "-m", "nflow", "user", "add", name, "--rol", role],
+                input=password + "\n",
+                text=True,
+                cwd=root,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
@@ -142,8 +158,10 @@ class StudioServer:
         return body
 
 
-def serve(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, Any]) -> Iterator[StudioServer]:
-    server = StudioServer(tmp_path_factory.mktemp("studio"), apps)
+def serve(
+    tmp_path_factory: pytest.TempPathFactory, apps: dict[str, Any], **options: Any
+) -> Iterator[StudioServer]:
+    server = StudioServer(tmp_path_factory.mktemp("studio"), apps, **options)
     try:
         yield server
     finally:

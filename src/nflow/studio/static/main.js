@@ -420,6 +420,11 @@ function bind() {
     const entry = palette.entry(e.dataTransfer.getData("text/x-nflow-module"));
     if (entry) addFromPalette(entry, canvas.point(e));
   });
+  // A link to #app=NAME opens that app (the address bar is a bookmark of the open app).
+  window.addEventListener("hashchange", () => {
+    const name = new URLSearchParams(location.hash.slice(1)).get("app");
+    if (name && name !== state.app && state.apps.some((a) => a.name === name)) switchApp(name);
+  });
   window.addEventListener("beforeunload", (e) => {
     if (state.dirty) e.preventDefault();
   });
@@ -436,6 +441,8 @@ async function login() {
     el("button", { type: "submit", text: "Sign in" }),
     message,
   ]);
+  user.placeholder = "user";
+  pass.placeholder = "password";
   return new Promise((resolve) => {
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -454,27 +461,45 @@ async function login() {
 async function start() {
   bind();
   showPanel("node");
-  try {
-    const me = await api.me();
-    $("#user").textContent = me.user ? `${me.user} (${me.auth})` : me.auth;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+  // With [studio] login (or api.token) the API answers 401 until the user has logged in.
+  for (;;) {
+    try {
+      state.apps = await api.apps();
+      break;
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401) {
+        notify(`apps: ${err.message}`, "error");
+        return;
+      }
       await login();
-      return start();
     }
   }
-  try {
-    state.apps = await api.apps();
-  } catch (err) {
-    notify(`apps: ${err.message}`, "error");
-    return;
-  }
+  api.me().then(
+    (me) => {
+      $("#user").textContent = me.user ? `${me.user} (${me.auth})` : me.auth;
+      if (me.auth === "login") {
+        $("#user").after(
+          el("button", {
+            text: "Log out",
+            onclick: async () => {
+              await api.logout().catch(() => {});
+              location.reload();
+            },
+          }),
+        );
+      }
+    },
+    () => {},
+  );
   const picker = clear($("#app"));
   for (const app of state.apps) picker.append(el("option", { value: app.name, text: app.name }));
-  api.modules().then((rows) => {
-    palette.setModules(rows);
-    canvas.render();
-  }, () => {});
+  api.modules().then(
+    (rows) => {
+      palette.setModules(rows);
+      canvas.render();
+    },
+    () => {},
+  );
   const wanted = new URLSearchParams(location.hash.slice(1)).get("app");
   const name = state.apps.some((a) => a.name === wanted) ? wanted : state.apps[0]?.name;
   if (name) await loadApp(name);

@@ -212,7 +212,10 @@ export class TraceView {
           ])
         : null,
       el("h4", { text: "Changes" }),
-      diffView(diff(s.payload_before, s.payload_after)),
+      // A step that failed handed no payload on: there is nothing to compare.
+      s.error && (s.payload_after === null || s.payload_after === undefined)
+        ? el("p", { class: "diff-empty", text: "the step failed before handing a payload on" })
+        : diffView(diff(s.payload_before, s.payload_after)),
       jsonView(s.payload_before, { label: "payload before" }),
       jsonView(s.payload_after, { label: "payload after" }),
       (s.console || []).length
