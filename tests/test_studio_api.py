@@ -164,6 +164,23 @@ def test_logins_with_a_studio_role_set_a_strict_cookie(locked: Harness) -> None:
     assert h.request("GET", f"{API}/me", headers=jar).status == 401
 
 
+def test_repeated_failed_logins_from_an_address_are_throttled(locked: Harness) -> None:
+    from nflow.server.api._login import MAX_FAILURES
+
+    wrong = {"username": "dev", "password": "guess"}
+    peer = "10.9.9.9:4000"
+    for _ in range(MAX_FAILURES):
+        r = locked.request("POST", f"{API}/login", json=wrong, headers=CLIENT, client=peer)
+        assert r.status == 401
+    right = {"username": "dev", "password": "s3cret-dev"}
+    r = locked.request("POST", f"{API}/login", json=right, headers=CLIENT, client=peer)
+    assert r.status == 429 and int(r.header("retry-after")) > 0
+    assert "too many failed logins" in r.json()["message"]
+    # Other addresses are not locked out.
+    r = locked.request("POST", f"{API}/login", json=right, headers=CLIENT, client="10.1.1.1:1")
+    assert r.status == 200
+
+
 def test_over_https_the_login_cookie_is_secure(locked: Harness) -> None:
     request = Request(
         "POST",
@@ -223,6 +240,31 @@ def test_save_needs_the_version_it_edits_and_is_served_at_once(studio: Harness) 
     assert r.status == 409 and r.json()["current"] == new
     assert "changed since version" in r.json()["message"]
     assert h.request("GET", "/shop").json() == {"v": 2}
+
+
+def test_a_stored_app_that_cannot_be_served_is_listed_and_can_be_mended(studio: Harness) -> None:
+    studio.store("put_app", "broken", '{"nodes": []}')
+    studio.run(studio.runtime.reload())
+    listed = {a["name"]: a for a in studio.request("GET", f"{API}/apps").json()}
+    assert listed["broken"]["starters"] == [] and listed["broken"]["version"]
+    r = studio.request("GET", f"{API}/apps/broken")
+    assert r.status == 200 and r.json()["document"] == {"nodes": []}
+    assert r.json()["version"] == listed["broken"]["version"]
+    mended = shop(5)
+    mended["drawflow"]["Home"]["data"]["s"]["data"]["urlpattern"] = "/mended"
+    assert save(studio, "broken", mended, r.json()["version"]).status == 200
+    assert studio.request("GET", "/mended").json() == {"v": 5}
+
+
+def test_a_save_only_replaces_the_row_it_read(studio: Harness) -> None:
+    # Two workers may both pass the version check; the row is swapped only if unchanged.
+    row = studio.store("get_app", "shop")
+    newer = orjson.dumps(shop(7)).decode()
+    assert studio.store("replace_app", "shop", newer, expected=row.json, default_js="", tag=None)
+    late = orjson.dumps(shop(8)).decode()
+    assert not studio.store("replace_app", "shop", late, expected=row.json, default_js="", tag=None)
+    assert studio.store("get_app", "shop").json == newer
+    assert not studio.store("replace_app", "gone", late, expected="", default_js="", tag=None)
 
 
 def test_invalid_documents_are_refused_naming_node_and_field(studio: Harness) -> None:

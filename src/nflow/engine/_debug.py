@@ -241,8 +241,9 @@ class DebugSession:
         timeout: float,
         request: Mapping[str, Any],
         kill: Callable[[str], object] | None = None,
+        id_prefix: str = "",
     ) -> None:
-        self.id = secrets.token_hex(8)
+        self.id = id_prefix + secrets.token_hex(8)
         self.wid = f"dbg-{self.id}"
         self.breakpoints = tuple(breakpoints)
         self.request = dict(request)
@@ -447,6 +448,9 @@ class DebugSessions:
     """The debug sessions of one runtime: at most ``max_live`` running or paused at once."""
 
     def __init__(self) -> None:
+        # Put before every new session's id: a server with several workers names the worker
+        # that owns a session there, so that any worker can pass a call on to it.
+        self.id_prefix = ""
         self._lock = threading.Lock()
         self._sessions: dict[str, DebugSession] = {}
         self._by_wid: dict[str, DebugSession] = {}
@@ -464,7 +468,13 @@ class DebugSessions:
         kill: Callable[[str], object] | None = None,
     ) -> DebugSession:
         """Start ``run(session)`` on a thread of its own, observed by a new session."""
-        session = DebugSession(breakpoints=breakpoints, timeout=timeout, request=request, kill=kill)
+        session = DebugSession(
+            breakpoints=breakpoints,
+            timeout=timeout,
+            request=request,
+            kill=kill,
+            id_prefix=self.id_prefix,
+        )
         self.sweep()
         with self._lock:
             live = sum(1 for s in self._sessions.values() if s.live)

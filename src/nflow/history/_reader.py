@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["HistoryError", "HistoryReader", "prune"]
 
+import re
 import time
 from typing import Any
 
@@ -59,10 +60,14 @@ class HistoryReader:
         journey: str | None = None,
         since: float | None = None,
         limit: int = 50,
+        version: str | None = None,
     ) -> list[RunSummary]:
-        """The newest runs first, filtered by app, status, journey and start time."""
+        """The newest runs first, filtered by app, status, journey, start time and app
+        version (an id or a prefix of it)."""
         if limit < 1:
             raise HistoryError(f"limit must be at least 1, got {limit}")
+        if version is not None and not re.fullmatch(r"[0-9a-f]{4,64}", version):
+            raise HistoryError(f"version must be 4 to 64 hex characters, got {version!r}")
         query = select(*_SUMMARY).order_by(runs.c.started_at.desc(), runs.c.id).limit(limit)
         if app is not None:
             query = query.where(runs.c.app == app)
@@ -72,6 +77,8 @@ class HistoryReader:
             query = query.where(runs.c.journey == journey)
         if since is not None:
             query = query.where(runs.c.started_at >= round(since * 1_000_000))
+        if version is not None:
+            query = query.where(runs.c.version.startswith(version))
         async with self.store.transaction("list runs") as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [self._summary(row) for row in rows]

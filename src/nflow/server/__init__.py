@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -109,6 +111,9 @@ def serve(
     from nflow.watchdog import EXIT_NOTES_ENV
 
     ensure_port_free(host, port)
+    # Where workers meet to pass debug session calls to the worker that owns the session:
+    # private to this user (mkdtemp makes it 0700), removed at exit.
+    relay_dir = tempfile.mkdtemp(prefix="nflow-relay-")
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
@@ -123,6 +128,7 @@ def serve(
             "master": os.getpid(),
             # Without [session] secret every worker must still seal cookies with one key.
             "session_secret": session_secret,
+            "relay_dir": relay_dir,
         }
     ).decode()
     server = Supervisor(
@@ -154,6 +160,7 @@ def serve(
         server.serve()
     finally:
         remove_multiprocess_dir(metrics_dir)
+        shutil.rmtree(relay_dir, ignore_errors=True)
 
 
 def worker_app() -> RsgiApp:

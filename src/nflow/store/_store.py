@@ -421,6 +421,21 @@ class Store:
             await self._upsert(conn, nflow, "name", name, values)
             await self._bump(conn)
 
+    async def replace_app(
+        self, name: str, json_text: str, *, expected: str, default_js: str, tag: str | None
+    ) -> bool:
+        """Replace the app's row only while its ``json`` is still ``expected``: two editors
+        saving from the same version cannot both win. False when it changed or is gone."""
+        async with self._tx("replace_app", write=True) as conn:
+            await self._lock(conn, nflow)
+            row = (await conn.execute(_GET_APP, {"b_name": name})).first()
+            if row is None or row[0] != expected:
+                return False
+            values = {"json": json_text, "default_js": default_js, "tag": tag}
+            await conn.execute(sa_update(nflow).where(nflow.c.name == name).values(**values))
+            await self._bump(conn)
+            return True
+
     async def list_apps(self) -> list[str]:
         async with self._tx("list_apps") as conn:
             result = await conn.execute(select(nflow.c.name).distinct())

@@ -108,6 +108,7 @@ class _Current:
     default_js: str = ""
     tag: str | None = None
     playbook: Playbook | None = None
+    text: str = ""  # the stored row's json, exactly
 
 
 def load_fixes(document: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -183,7 +184,9 @@ async def _current(call: ApiCall, name: str) -> _Current:
             if playbook is not None
             else hashlib.sha256(row.json.encode()).hexdigest()
         )
-        return _Current(name, document, version, "store", row.default_js, row.tag, playbook)
+        return _Current(
+            name, document, version, "store", row.default_js, row.tag, playbook, row.json
+        )
     for source in runtime.catalog.files:
         if source.name == name and source.playbook is not None:
             found = source.playbook
@@ -205,9 +208,13 @@ def _summary(playbook: Playbook, source: str) -> AppSummary:
 
 async def app_list(call: ApiCall) -> Response:
     catalog = call.runtime.catalog
-    apps = [_summary(s.playbook, "store") for s in catalog.stored if s.playbook is not None] + [
-        _summary(s.playbook, "file") for s in catalog.files if s.playbook is not None
-    ]
+    apps = [
+        _summary(s.playbook, "store")
+        if s.playbook is not None
+        # A stored app that cannot be served is listed too, so that it can be mended.
+        else AppSummary(s.name, s.digest, [], [], "store")
+        for s in catalog.stored
+    ] + [_summary(s.playbook, "file") for s in catalog.files if s.playbook is not None]
     seen: set[str] = set()
     unique = []
     for app in apps:  # a stored app shadows a file of the same name
@@ -240,6 +247,16 @@ def _if_match(call: ApiCall) -> str:
     return given.removeprefix("W/").strip('"')
 
 
+def _conflict(name: str, expected: str, current: str) -> ApiError:
+    return ApiError(
+        409,
+        f"app {name!r} changed since version {expected[:12]}: it is at {current[:12]} now; "
+        "reload it and apply your changes again",
+        {"etag": _etag(current)},
+        extra={"current": current},
+    )
+
+
 def _problem_text(problem: Problem) -> str:
     return str(problem)
 
@@ -269,13 +286,7 @@ async def app_put(call: ApiCall) -> Response:
             extra={"current": current.version},
         )
     if expected not in ("*", current.version):
-        raise ApiError(
-            409,
-            f"app {name!r} changed since version {expected[:12]}: it is at "
-            f"{current.version[:12]} now; reload it and apply your changes again",
-            {"etag": _etag(current.version)},
-            extra={"current": current.version},
-        )
+        raise _conflict(name, expected, current.version)
     document = body.document
     try:
         playbook = parse_playbook(document, name=name, source=f"app {name!r}")
@@ -291,9 +302,14 @@ async def app_put(call: ApiCall) -> Response:
     )
     store = runtime.store
     text = orjson.dumps(document).decode()
-    await runtime.store_call(
-        store.put_app(name, text, default_js=current.default_js, tag=current.tag)
+    replaced = await runtime.store_call(
+        store.replace_app(
+            name, text, expected=current.text, default_js=current.default_js, tag=current.tag
+        )
     )
+    if not replaced:  # another save won the race since we read the app
+        now = await _current(call, name)
+        raise _conflict(name, expected, now.version)
     await runtime.store_call(store.put_version(record))
     # This worker serves the new version from the next request on.
     await runtime.reload()

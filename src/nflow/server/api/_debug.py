@@ -2,7 +2,8 @@
 
 ``POST /debug/sessions`` answers once the run has paused or ended (or after a few seconds if
 it is still busy), so a client sees where it stopped without polling; ``step`` and
-``continue`` do the same.
+``continue`` do the same. Under ``nflow serve`` with several workers, calls on a session
+reach it whatever worker receives them (see ``_relay``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nflow.engine import (
 )
 
 from ._core import ApiCall, ApiError, ok
+from ._relay import forward, listen
 
 # How long a call waits for the run to pause or end before answering "running".
 SETTLE_SECONDS = 10.0
@@ -113,7 +115,8 @@ class RunFailure(msgspec.Struct, kw_only=True):
 
 class DebugSessionState(msgspec.Struct, kw_only=True):
     """A debug session: ``payload`` is what the node it is paused at is about to get;
-    ``steps`` the steps done so far; ``response`` once the run has ended."""
+    ``steps`` the steps done so far; ``response`` once the run has ended. ``node`` repeats
+    ``paused_at.node`` and ``next`` the output the last step took, for a quick look."""
 
     id: str
     state: Literal["running", "paused", "finished", "aborted", "timed_out"]
@@ -128,6 +131,17 @@ class DebugSessionState(msgspec.Struct, kw_only=True):
     logs: list[LogLine]
     response: FinalResponse | None
     error: RunFailure | None
+    node: str | None = None
+    next: str | None = None
+
+
+def _view(session: DebugSession) -> dict[str, Any]:
+    shown = session.snapshot()
+    paused = shown.get("paused_at")
+    steps = shown.get("steps") or []
+    shown["node"] = paused["node"] if paused else None
+    shown["next"] = steps[-1]["next"] if steps else None
+    return shown
 
 
 def _breakpoints(specs: list[BreakpointSpec]) -> list[Breakpoint]:
@@ -174,14 +188,19 @@ async def _settled(session: DebugSession) -> Response:
     deadline = time.monotonic() + SETTLE_SECONDS
     while not session.settled() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    return ok(session.snapshot())
+    return ok(_view(session))
 
 
-def _session(call: ApiCall) -> DebugSession:
-    session = call.runtime.debug_sessions.get(call.params["id"])
-    if session is None:
-        raise ApiError(404, f"no debug session {call.params['id']!r} (it may have timed out)")
-    return session
+def _missing(call: ApiCall) -> ApiError:
+    return ApiError(404, f"no debug session {call.params['id']!r} (it may have timed out)")
+
+
+async def _elsewhere(call: ApiCall) -> Response:
+    """The answer of the worker that owns the session (see ``_relay``), or 404."""
+    forwarded = await forward(call.params["id"], call.request, call.caller)
+    if forwarded is None:
+        raise _missing(call)
+    return forwarded
 
 
 async def session_create(call: ApiCall) -> Response:
@@ -196,6 +215,7 @@ async def session_create(call: ApiCall) -> Response:
     except BreakpointError as exc:
         raise ApiError(400, str(exc)) from None
     runtime = call.runtime
+    await listen(runtime)  # so other workers can pass this session's calls on to us
     try:
         started = await runtime.debug_session(_request(spec, call.request.client), breakpoints)
     except SessionLimitReached as exc:
@@ -213,11 +233,16 @@ async def session_create(call: ApiCall) -> Response:
 
 
 async def session_get(call: ApiCall) -> Response:
-    return ok(_session(call).snapshot())
+    session = call.runtime.debug_sessions.get(call.params["id"])
+    if session is None:
+        return await _elsewhere(call)
+    return ok(_view(session))
 
 
 async def _go(call: ApiCall, command: Literal["continue", "step", "abort"]) -> Response:
-    session = _session(call)
+    session = call.runtime.debug_sessions.get(call.params["id"])
+    if session is None:
+        return await _elsewhere(call)
     if not session.resume(command):
         raise ApiError(
             409,

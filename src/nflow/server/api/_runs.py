@@ -57,6 +57,7 @@ async def run_list(call: ApiCall) -> Response:
             journey=call.query("journey") or None,
             since=since,
             limit=limit,
+            version=call.query("version") or None,
         )
 
     return ok([summary_json(r) for r in await _read(call, work)])

@@ -43,7 +43,7 @@ ROUTES: tuple[Route, ...] = (
         "Log in to the studio with an nflow user; sets the nflow_studio cookie",
         response=_login.Me,
         body=_login.Credentials,
-        errors=(400, 404, 415),
+        errors=(400, 404, 415, 429),
         public=True,
         tag="auth",
         description="Needs `[studio] login = true`. The user's role must be in "
@@ -213,6 +213,7 @@ ROUTES: tuple[Route, ...] = (
                 "status", "Only runs that ended so.", {"type": "string", "enum": list(RUN_STATUSES)}
             ),
             Param("journey", "Only the runs of this journey (a session's form wizard)."),
+            Param("version", "Only runs of this app version (an id or a 4+ character prefix)."),
             _SINCE,
             Param(
                 "limit",
@@ -355,7 +356,7 @@ _ERRORS = {
     413: "Request body too large",
     415: "A change must be sent as application/json",
     428: "A save needs If-Match",
-    429: "Too many debug sessions",
+    429: "Too many debug sessions, or too many failed logins",
 }
 
 
