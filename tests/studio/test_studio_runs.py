@@ -178,6 +178,14 @@ def test_runs_list_filters_by_status(studio: Studio) -> None:
     expect(page.locator("#panel-runs tr.run.error")).to_have_count(0)
     expect(page.locator("#panel-runs tr.run.ok").first).to_be_visible()
     assert set(rows.locator("td.status").all_inner_texts()) == {"ok"}
+    version = page.locator("body").get_attribute("data-version") or ""
+    page.locator("input[name=run-version]").fill("0000000000ff")
+    page.locator("input[name=run-version]").press("Enter")
+    expect(page.locator("#panel-runs")).to_contain_text("no run matches")
+    page.locator("input[name=run-version]").fill(version[:12])
+    page.locator("input[name=run-version]").press("Enter")
+    expect(rows.first).to_be_visible()
+    assert set(rows.locator("td.version").all_inner_texts()) == {version[:12]}
     rows.first.click()
     expect(page.locator("#panel-trace .run-head")).to_have_attribute("data-status", "ok")
 

@@ -188,6 +188,10 @@ async function loadApp(name) {
   trace.clear();
   runs.setApps(state.apps.map((a) => a.name), name);
   if (!$("#panel-versions").hidden) versions.load(name);
+  const info = state.apps.find((a) => a.name === name);
+  const readOnly = info?.source === "file";
+  $("#save").disabled = readOnly;
+  $("#save").title = readOnly ? "This app is served from a file: edit the file" : "Save as a new version (Ctrl+S)";
   document.body.dataset.app = name;
   document.body.dataset.version = state.version;
   notify(`${name} loaded (version ${String(state.version).slice(0, 12)})`, "ok");
@@ -218,7 +222,8 @@ async function save() {
     setDirty(false);
     notify(`saved ${state.app} as version ${String(data.version).slice(0, 12)}`, "ok");
   } catch (err) {
-    if (err instanceof ApiError && err.status === 409) {
+    // A 409 without "current" is an app served from a file: there is nothing to reload.
+    if (err instanceof ApiError && err.status === 409 && err.body?.current) {
       const reload = await ask(
         "The app changed on the server",
         `Someone saved ${state.app} after you opened it. Reload it (your edits are lost) or keep editing?`,

@@ -33,15 +33,17 @@ export class RunsView {
     const ticket = (this.ticket = (this.ticket || 0) + 1);
     let runs;
     try {
-      runs = await api.runs({ app: this.app.value, status: this.status.value, limit: 200 });
+      runs = await api.runs({
+        app: this.app.value,
+        status: this.status.value,
+        version: this.version.value.trim(),
+        limit: 200,
+      });
     } catch (err) {
       notify(`runs: ${err.message}`, "error");
       return;
     }
     if (ticket !== this.ticket) return;
-    const version = this.version.value.trim();
-    // The API filters by app and status; a version is matched here, by its prefix.
-    if (version) runs = runs.filter((r) => String(r.version).startsWith(version));
     clear(this.table).append(
       el("tr", {}, ["started", "app", "request", "status", "steps", "version"].map((h) => el("th", { text: h }))),
     );
