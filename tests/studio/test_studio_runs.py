@@ -219,3 +219,24 @@ def test_release_with_weights_then_rollback(studio: Studio, server: StudioServer
     assert len(served) == 1 and list(served.values()) == [100]
     shown = ", ".join(f"{v[:12]} {w:g}%" for v, w in served.items())
     expect(page.locator("#panel-versions .release-now")).to_have_text(f"Served now: {shown}")
+
+
+def test_conditional_breakpoint_pauses_only_when_the_payload_matches(studio: Studio) -> None:
+    page = studio.open("demo")
+    studio.node("fork").click()
+    studio.panel("node")
+    page.get_by_role("button", name="Set breakpoint").click()
+    page.locator("#node-panel input[name=condition-key]").fill("who")
+    page.locator("#node-panel input[name=condition-value]").fill("stop")
+    page.locator("#node-panel input[name=condition-value]").press("Tab")
+    studio.panel("request")
+    page.locator("#panel-request input[name=var-who]").fill("go")
+    page.get_by_role("button", name="Send").click()
+    state = page.locator("#panel-debug .debug-state")
+    expect(state).to_have_attribute("data-state", "finished")
+    studio.panel("request")
+    page.locator("#panel-request input[name=var-who]").fill("stop")
+    page.get_by_role("button", name="Send").click()
+    expect(state).to_have_attribute("data-state", "paused")
+    expect(state).to_contain_text("fork")
+    expect(page.locator("#panel-debug .json-box pre").first).to_contain_text('"who": "stop"')

@@ -78,7 +78,7 @@ class Rows {
 export class Composer {
   /**
    * handlers: sent(runId) after a plain request; debug(spec) when breakpoints are set and
-   * "pause at breakpoints" is on; breakpoints() -> node ids.
+   * "pause at breakpoints" is on; breakpoints() -> [{node, condition?}].
    */
   constructor(host, handlers) {
     this.host = host;
@@ -196,7 +196,7 @@ export class Composer {
         query: req.query,
         headers: req.headers,
         body: req.body ?? null,
-        breakpoints: breakpoints.map((node) => ({ node })),
+        breakpoints,
       });
       return;
     }

@@ -21,7 +21,7 @@ const state = {
   tab: null,
   dirty: false,
   history: new model.History(),
-  breakpoints: new Set(),
+  breakpoints: new Map(), // node id -> condition on its payload, or null
   findings: [],
   selected: null,
 };
@@ -51,7 +51,9 @@ function change(description, mutate, { snapshot = true } = {}) {
   mutate();
   setDirty(true);
   canvas.render();
-  if (description !== "move") refreshNodePanel();
+  // A field edited in the panel is already shown there: rebuilding the panel would take the
+  // focus away from the field the user tabbed to.
+  if (description !== "move" && !description.startsWith("edit ")) refreshNodePanel();
 }
 
 function replaceDoc(doc) {
@@ -90,9 +92,11 @@ function refreshNodePanel() {
     change,
     findings: nodeFindings(id),
     isBreakpoint: state.breakpoints.has(id),
+    condition: state.breakpoints.get(id) ?? null,
+    setCondition: (condition) => state.breakpoints.set(id, condition),
     toggleBreakpoint: () => {
       if (state.breakpoints.has(id)) state.breakpoints.delete(id);
-      else state.breakpoints.add(id);
+      else state.breakpoints.set(id, null);
       canvas.breakpoints = state.breakpoints;
       canvas.render();
       refreshNodePanel();
@@ -163,7 +167,7 @@ async function loadApp(name) {
   state.doc = doc;
   state.findings = [];
   state.history.reset();
-  state.breakpoints = new Set();
+  state.breakpoints = new Map();
   canvas.breakpoints = state.breakpoints;
   canvas.findings = new Map();
   setDirty(false);
@@ -357,7 +361,8 @@ const composer = new Composer($("#panel-request"), {
   // The composer stays in front, to take a wizard's next step; the canvas shows the trace.
   sent: (wid) => openRun(wid, { show: false }),
   showTrace: () => showPanel("trace"),
-  breakpoints: () => [...state.breakpoints],
+  breakpoints: () =>
+    [...state.breakpoints].map(([node, condition]) => (condition ? { node, condition } : { node })),
   debug: (spec) => {
     showPanel("debug");
     debugView.start(spec);

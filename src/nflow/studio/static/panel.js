@@ -53,6 +53,34 @@ export function codeEditor(value, findings, onCommit) {
   return el("div", { class: "code-box" }, [el("div", { class: "code-editor" }, [gutter, area]), list]);
 }
 
+/**
+ * "Pause only when payload <key> equals <value>": a condition is data the server tests, never
+ * code. The value reads as JSON when it is JSON (1, true, "x"), else as a string.
+ */
+function conditionRow(condition, set) {
+  const key = el("input", { name: "condition-key", placeholder: "payload key", "aria-label": "condition key" });
+  const value = el("input", { name: "condition-value", placeholder: "value", "aria-label": "condition value" });
+  key.value = condition?.key ?? "";
+  value.value = condition === null || condition === undefined ? "" : typeof condition.equals === "string" ? condition.equals : JSON.stringify(condition.equals);
+  const commit = () => {
+    let equals = value.value;
+    try {
+      equals = JSON.parse(value.value);
+    } catch {
+      /* a plain string */
+    }
+    set(key.value.trim() ? { key: key.value.trim(), equals } : null);
+  };
+  key.addEventListener("change", commit);
+  value.addEventListener("change", commit);
+  return el("div", { class: "condition" }, [
+    el("span", { text: "pause only when payload" }),
+    key,
+    el("span", { text: "equals" }),
+    value,
+  ]);
+}
+
 function field(key, value, commit) {
   const label = el("label", { class: "field" }, [el("span", { text: key })]);
   let input;
@@ -137,6 +165,7 @@ export function showNode(host, doc, tab, id, handlers) {
   } else if (handlers.findings.length) {
     host.append(codeEditor("", handlers.findings, () => {}));
   }
+  if (handlers.isBreakpoint) host.append(conditionRow(handlers.condition, handlers.setCondition));
   host.append(
     el("div", { class: "buttons" }, [
       el("button", {
