@@ -26,6 +26,7 @@ from ._core import (
     check_mutation,
     check_peer,
     error_response,
+    full_api,
 )
 from ._relay import answer_with
 from ._table import ROUTES, openapi_document
@@ -66,7 +67,7 @@ async def _route(runtime: Runtime, request: Request, caller: Caller) -> Response
         params = route.match(sub)
         if params is None:
             continue
-        if not route.durable and not (runtime.config.api.enabled or runtime.config.studio.enabled):
+        if not route.durable and not full_api(runtime.config):
             continue  # only [durable] is on: its routes alone are served
         if route.debug and not runtime.config.debug.enabled:
             debug_off = True

@@ -29,6 +29,7 @@ __all__ = [
     "check_peer",
     "credentials_required",
     "error_response",
+    "full_api",
     "logged_in",
     "ok",
 ]
@@ -50,6 +51,7 @@ from nflow.history import to_builtins
 from ._login_cookie import COOKIE, unseal
 
 if TYPE_CHECKING:
+    from nflow.config import Config
     from nflow.runtime import Runtime
 
 PREFIX = "/_nflow/api"
@@ -207,6 +209,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
     return addr
+
+
+def full_api(config: Config) -> bool:
+    """Whether every endpoint is served (``[api]`` or the studio is on), not only the durable
+    runs' ones (which ``[durable] enabled`` alone serves)."""
+    return config.api.enabled or config.studio.enabled
 
 
 def credentials_required(runtime: Runtime) -> bool:

@@ -17,7 +17,7 @@ from nflow._http import Response
 from nflow.durable import DurableRuns, RunView
 from nflow.history import HistoryError, HistoryReader, run_json
 
-from ._core import ApiCall, ApiError, ok
+from ._core import ApiCall, ApiError, full_api, ok
 
 
 class DurableResponse(msgspec.Struct, kw_only=True):
@@ -108,7 +108,7 @@ async def run_state(call: ApiCall) -> Response | None:
     if view is None:
         return None
     merged: dict[str, Any] = {}
-    if runtime.config.api.enabled:  # the history's fields are the full API's to show
+    if full_api(runtime.config):  # the history's fields are the full API's to show
         reader = HistoryReader(runtime.store, keyring=runtime.services.keyring)
         try:
             found = await runtime.store_call(reader.get_run(run_id))

@@ -17,7 +17,7 @@ from nflow.history import (
     summary_json,
 )
 
-from ._core import ApiCall, ApiError, ok
+from ._core import ApiCall, ApiError, full_api, ok
 from ._durable import run_state
 
 
@@ -68,7 +68,7 @@ async def run(call: ApiCall) -> Response:
     durable = await run_state(call)
     if durable is not None:
         return durable
-    if not call.runtime.config.api.enabled:
+    if not full_api(call.runtime.config):
         raise ApiError(404, f"no durable run {call.params['id']!r}")
     run_id = call.params["id"]
 
