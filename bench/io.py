@@ -12,12 +12,19 @@ rounds counts, as the machine's other work only ever adds time):
    an endpoint that answers at once (and `redis_get` against `redis_get_async` with --redis).
 3. The step cache: a node with `cache_ttl_seconds` whose step fetches the 100 ms endpoint, on
    a miss (a new input each request) and on a hit (the same input); in memory, and in Redis
-   with --redis. Not a test.
+   with --redis.
+4. Why greenlets: the cost of one host call whose I/O does nothing (so only the machinery is
+   left), five at a time: made one after the other (the synchronous form), on a thread pool,
+   and in greenlets handing their waits back (the mechanism of jsapi/_async.py, without a
+   run around it). Not a test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import secrets
 import sys
 import tempfile
@@ -171,6 +178,70 @@ def _measure(runtime: nflow.Runtime, n: int, backend: str, redis: str) -> None:
     _row(f"{backend}: hit", _mean_ms(runtime, lambda i: f"/cached?k={tag}", max(50, n * 20)))
 
 
+def _mechanisms(n: int) -> None:
+    import greenlet
+
+    from nflow._io import IO_WAIT, IoLoop
+
+    io = IoLoop(name="bench-io")
+    pool = concurrent.futures.ThreadPoolExecutor(16)
+
+    async def nothing() -> None:
+        await asyncio.sleep(0)
+
+    def host() -> None:
+        io.call(nothing(), timeout=5)
+
+    def one_after_the_other() -> None:
+        for _ in range(5):
+            host()
+
+    def thread_pool() -> None:
+        for future in [pool.submit(host) for _ in range(5)]:
+            future.result()
+
+    def greenlets() -> None:
+        parked: dict[concurrent.futures.Future[Any], Any] = {}
+
+        def wait(glet: Any, future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+            parked[future] = glet
+            return glet.parent.switch()
+
+        def body() -> None:
+            IO_WAIT.set(functools.partial(wait, greenlet.getcurrent()))
+            host()
+
+        for _ in range(5):
+            glet = greenlet.greenlet(body)
+            glet.gr_context = contextvars.copy_context()
+            glet.switch()
+        while parked:
+            done, _ = concurrent.futures.wait(
+                list(parked), return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                parked.pop(future).switch(future.result())
+
+    print("4. one host call's machinery (its I/O does nothing), five at a time")
+    calls = max(1000, n * 200)
+    ways = (
+        ("one after the other (synchronous)", one_after_the_other),
+        ("thread pool", thread_pool),
+        ("greenlets (awaited calls)", greenlets),
+    )
+    best = {label: float("inf") for label, _ in ways}
+    for _ in range(ROUNDS + 2):  # cheap rounds: a few more against the machine's noise
+        for label, way in ways:
+            started = time.perf_counter()
+            for _ in range(calls // 5):
+                way()
+            best[label] = min(best[label], (time.perf_counter() - started) / calls * 1e6)
+    for label, us in best.items():
+        print(f"  {label:<58}{us:>9.1f} µs a call")
+    pool.shutdown()
+    io.close()
+
+
 def _runtime(tmp: str, app: Path, cache: dict[str, Any], redis: str) -> nflow.Runtime:
     config = nflow.Config.model_validate(
         {
@@ -210,6 +281,7 @@ def main(n: int, redis: str) -> None:
     finally:
         server.shutdown()
         server.server_close()
+    _mechanisms(n)
 
 
 if __name__ == "__main__":

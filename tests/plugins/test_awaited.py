@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from plugin_support import LocalServer, PluginRuntime, Reply, Seen, json_reply
@@ -163,3 +164,38 @@ def test_awaited_database_queries(rt: PluginRuntime) -> None:
 }""")
     assert out["a"] == out["b"] == [{"n": 42}]
     assert "no query named 'nope'" in out["missing"]
+
+
+def test_a_run_killed_while_awaiting_stops_and_cancels_its_calls(
+    rt: PluginRuntime, local_server: Callable[..., LocalServer]
+) -> None:
+    release = threading.Event()
+
+    def held(seen: Seen) -> Reply:
+        release.wait(5.0)
+        return json_reply({"path": seen.path})
+
+    peer = local_server(held)
+    rt.serve(f"""async function main(){{
+  await http_get_async("{peer.url}/held");
+  c.JSON(200, {{finished: true}});
+}}""")
+    answers: list[Any] = []
+    request = threading.Thread(target=lambda: answers.append(rt.request("GET", "/t")))
+    registry = rt.runtime.services.processes
+    try:
+        request.start()
+        deadline = time.monotonic() + 5.0
+        while not peer.seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (running,) = [p for p in registry.list() if p.app.startswith("plugin-app")]
+        assert registry.kill(running.wid)
+        request.join(5.0)
+        finished_while_held = not request.is_alive()
+    finally:
+        release.set()
+        request.join(5.0)
+    assert finished_while_held  # the peer had not answered yet
+    (response,) = answers
+    assert response.status == 499
+    assert response.json() == {"error": f"run {running.wid} was killed", "node": "a"}
