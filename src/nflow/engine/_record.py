@@ -62,6 +62,23 @@ class RunRecording:
     built into a record only if it fails (the engine decides; see ``Engine._recorded``).
     """
 
+    # Slots: one of these is made for every collected run, most of them let go at once.
+    __slots__ = (
+        "_begun",
+        "_calls",
+        "_ended",
+        "_perf0",
+        "_writes",
+        "ctx",
+        "inner",
+        "journey",
+        "kind",
+        "last_writes",
+        "light",
+        "parent",
+        "started",
+    )
+
     def __init__(
         self, *, kind: str = "request", parent: str | None = None, light: bool = False
     ) -> None:
