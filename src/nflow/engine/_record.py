@@ -109,6 +109,16 @@ class RunRecording:
         ctx.host_interceptor = self
         ctx.clock = "r"
 
+    def detach(self) -> None:
+        """The run is over: let go of its context. The context holds this recording as its
+        interceptor and the recording the context, a cycle that only the garbage collector
+        would free, taking the whole run (request, payloads, response) with it; freeing it
+        there made every recorded run cost a tenth more on small flows."""
+        ctx = self.ctx
+        if ctx is not None and ctx.host_interceptor is self:
+            ctx.host_interceptor = self.inner
+        self.ctx = None
+
     # --- host calls (the run's interceptor) ---------------------------------------------
     def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object:
         inner = self.inner

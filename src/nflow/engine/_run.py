@@ -207,6 +207,8 @@ class Engine:
             self._recorded(
                 recording, execution, playbook, start, request, sessions, isolated, given
             )
+        if recording is not None:
+            recording.detach()
         return execution
 
     def _recorded(
