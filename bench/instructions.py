@@ -12,6 +12,8 @@ configuration:
   off      metrics off, access log off, rate limit off          (features.sh "off")
   on       metrics, JSON access log, rate limit that never triggers (features.sh "on")
   metrics, access, ratelimit   one feature at a time
+  recorded, unrecorded         the execution history recording every run (none written), and
+                               the history off
 
 Only the requests are counted: callgrind dumps its counters when the script calls
 ``os.getppid()`` right before them and ``os.getpgrp()`` right after (calls nothing else
@@ -49,12 +51,21 @@ CONFIGS = {
     "metrics": {"monitor": True, "access": False, "rate_limit": False},
     "access": {"monitor": False, "access": True, "rate_limit": False},
     "ratelimit": {"monitor": False, "access": False, "rate_limit": True},
+    # The execution history: every run recorded as outside its sample and none written
+    # (sample_rate 0), against history off; the other configurations keep the default.
+    "recorded": {"monitor": False, "access": False, "rate_limit": False, "history": "recorded"},
+    "unrecorded": {"monitor": False, "access": False, "rate_limit": False, "history": "off"},
+}
+_HISTORY = {
+    "": "",
+    "recorded": "[history]\nsample_rate = 0.0\nflush_interval_ms = 60000\n",
+    "off": '[history]\nmode = "off"\n',
 }
 
 
-def config_toml(monitor: bool, access: bool, rate_limit: bool) -> str:
+def config_toml(monitor: bool, access: bool, rate_limit: bool, history: str = "") -> str:
     text = (
-        f"[monitor]\nenabled = {str(monitor).lower()}\n"
+        _HISTORY[history] + f"[monitor]\nenabled = {str(monitor).lower()}\n"
         f'[logging]\nformat = "json"\naccess = {str(access).lower()}\n'
         f"[rate_limit]\nenabled = {str(rate_limit).lower()}\n"
     )

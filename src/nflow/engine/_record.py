@@ -62,6 +62,23 @@ class RunRecording:
     built into a record only if it fails (the engine decides; see ``Engine._recorded``).
     """
 
+    # Slots: one of these is made for every collected run, most of them let go at once.
+    __slots__ = (
+        "_begun",
+        "_calls",
+        "_ended",
+        "_perf0",
+        "_writes",
+        "ctx",
+        "inner",
+        "journey",
+        "kind",
+        "last_writes",
+        "light",
+        "parent",
+        "started",
+    )
+
     def __init__(
         self, *, kind: str = "request", parent: str | None = None, light: bool = False
     ) -> None:
@@ -91,6 +108,16 @@ class RunRecording:
         self.inner = ctx.host_interceptor
         ctx.host_interceptor = self
         ctx.clock = "r"
+
+    def detach(self) -> None:
+        """The run is over: let go of its context. The context holds this recording as its
+        interceptor and the recording the context, a cycle that only the garbage collector
+        would free, taking the whole run (request, payloads, response) with it; freeing it
+        there made every recorded run cost a tenth more on small flows."""
+        ctx = self.ctx
+        if ctx is not None and ctx.host_interceptor is self:
+            ctx.host_interceptor = self.inner
+        self.ctx = None
 
     # --- host calls (the run's interceptor) ---------------------------------------------
     def around(self, name: str, args: tuple[Any, ...], call: Callable[[], object]) -> object:

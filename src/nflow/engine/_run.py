@@ -279,10 +279,18 @@ class Engine:
         for cookie in ctx.cookies_out:
             response.headers.append(("set-cookie", cookie))
         execution.response = response
-        if recording is not None:
+        if recording is not None and not (
+            # Most runs: outside the sample, succeeded, no wizard page to start a journey.
+            recording.light
+            and execution.error is None
+            and response.status < 500
+            and not execution.suspended
+        ):
             self._recorded(
                 recording, execution, playbook, start, request, sessions, isolated, given
             )
+        if recording is not None:
+            recording.detach()
         return execution
 
     def _recorded(

@@ -225,6 +225,8 @@ class Codec:
         if self.sanitizer is not None:
             value = self.sanitizer.sanitize_value(value)
         if isinstance(value, dict):
+            if not value or len(_json(value)) <= self.limit:
+                return value  # no key can be over the limit: one encoding instead of one a key
             return {k: self.cap(v) for k, v in value.items()}
         return self.cap(value)
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 HistoryMode = Literal["off", "errors", "sampled", "all"]
 _MODES = ("off", "errors", "sampled", "all")
 _SCALE = float(1 << 32)
+_crc32 = zlib.crc32
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,10 @@ class HistoryPolicy:
         rate = override[1] if override is not None and override[1] is not None else None
         if rate is None:
             rate = self.sample_rate
-        return rate >= 1.0 or (rate > 0.0 and _draw(key) < rate)
+        if rate >= 1.0:
+            return True
+        # _draw(key), inlined: this runs for every request.
+        return rate > 0.0 and _crc32(key.encode("utf-8", "surrogatepass")) / _SCALE < rate
 
     def collects(self, app: str) -> bool:
         """Whether a run of ``app`` should be collected at all (it may still be let go)."""
