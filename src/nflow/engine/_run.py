@@ -247,7 +247,9 @@ class Engine:
             and not ctx.clock
             and self.steps.get("js") is step_js
         ):
-            run.flow = self.flow_plan(run, playbook)
+            plan = self.flow_plan(run, playbook)
+            # No chain in this version: its runs pay nothing per node.
+            run.flow = plan if plan.entries else None
         try:
             if not isolated:
                 _seed_form(sessions, request, fresh=not resume)

@@ -936,8 +936,6 @@
       R.__flow_app = n[3];
       R.current_box = n[4];
       R.prev_box = prev;
-      R.__delta = undefined;
-      untold = -1;
       touched = false;
       const out = fn();
       const pending = thenable(out);
@@ -972,7 +970,10 @@
         const next = R.next;
         return next === undefined || next === null ? "" : StringCtor(next);
       }
-      if (R.__delta !== undefined) return finishFlow();
+      if (R.__flowPending) {
+        R.__flowPending = false;
+        return finishFlow();
+      }
       return finish();
     },
     // Define a compiled flow from its steps and nodes (already defined by define/node):
@@ -1026,6 +1027,7 @@
         const pending = thenable(out);
         if (touched || pending) {
           watch(R, out, pending);
+          R.__flowPending = true;
           return NEVER;
         }
         const result = finish();
