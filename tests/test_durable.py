@@ -434,3 +434,27 @@ def test_with_encryption_on_what_a_run_carries_is_sealed_at_rest(
         assert "4111" not in "".join(row)
     finally:
         h.close()
+
+
+def test_the_status_of_a_recorded_durable_run_carries_its_history(
+    db_url: str, tmp_path: Path
+) -> None:
+    toml = DURABLE + '\n[api]\nenabled = true\n[history]\nmode = "all"\nflush_interval_ms = 20\n'
+    h = Harness(db_url, tmp_path, apps=[four_nodes()], toml=toml)
+    try:
+        run_id = h.request("POST", "/order", json={"item": 1}).json()["run_id"]
+        wait_status(h, run_id, {"completed"})
+        deadline, state = time.monotonic() + 10, {}
+        while time.monotonic() < deadline:
+            state = h.request("GET", f"{API}/runs/{run_id}").json()
+            if "steps" in state:
+                break
+            time.sleep(0.05)
+        assert state["status"] == "completed" and state["history_status"] == "ok"
+        assert [step["node"] for step in state["steps"]] == ["a", "b", "c", "d"]
+        assert orjson.loads(state["response"]["body"])["trail"] == "abcd"
+        # The history's own listing has it too, under the same id.
+        listed = h.request("GET", f"{API}/runs?limit=5").json()
+        assert run_id in [run["id"] for run in listed]
+    finally:
+        h.close()
