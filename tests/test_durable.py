@@ -3,6 +3,7 @@ cancellation, idempotency keys; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import secrets
@@ -18,6 +19,8 @@ import pytest
 
 from harness import Harness, app_doc, js, node, starter
 from nflow.cli import main as cli
+from nflow.durable import Queue
+from nflow.store import Store
 
 API = "/_nflow/api"
 JSON_CLIENT = [("Content-Type", "application/json"), ("X-Nflow-Client", "test")]
@@ -458,3 +461,32 @@ def test_the_status_of_a_recorded_durable_run_carries_its_history(
         assert run_id in [run["id"] for run in listed]
     finally:
         h.close()
+
+
+def test_nflow_run_accepts_an_async_run_and_leaves_it_to_the_servers(
+    tmp_path: Path, capsys: Any
+) -> None:
+    app = tmp_path / "app.json"
+    app.write_bytes(orjson.dumps(four_nodes()))
+    db = tmp_path / "nflow.db"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'{DURABLE}\n[database_nflow]\ndriver = "sqlite3"\ndsn = "{db}"\n')
+    assert cli(["run", "--config", str(cfg), str(app), "POST", "/order", "-d", "{}"]) == 0
+    run_id = orjson.loads(capsys.readouterr().out)["run_id"]
+    # No worker ran in `nflow run`: the run waits, queued, for a server.
+    assert asyncio.run(_status(f"sqlite+aiosqlite:///{db}", run_id)) == "queued"
+    h = Harness(f"sqlite+aiosqlite:///{db}", tmp_path, apps=[app], toml=DURABLE)
+    try:
+        assert wait_status(h, run_id, {"completed"})["attempts"] == 1
+    finally:
+        h.close()
+
+
+async def _status(url: str, run_id: str) -> str | None:
+    store = Store(url)
+    await store.open()
+    try:
+        view = await Queue(store).get(run_id)
+        return view.status if view is not None else None
+    finally:
+        await store.close()

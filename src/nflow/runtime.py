@@ -177,6 +177,7 @@ class Runtime:
         watchdog: Mapping[str, Any] | None = None,
         observe: bool = True,
         log_nodes: bool = False,
+        durable_worker: bool = True,
     ) -> None:
         self.config = config or Config()
         self.database_url = database_url or self.config.database_url
@@ -221,8 +222,11 @@ class Runtime:
         # Which version of a released app a request runs; made at open.
         self.releases: Releases | None = None
         self.history: HistoryWriter | None = None
-        # Async runs, checkpoints and durable waits, when [durable] is enabled.
+        # Async runs, checkpoints and durable waits, when [durable] is enabled. Without the
+        # worker (a start-up check, `nflow run`, a replay, an isolation child) runs are
+        # accepted here and executed by the server's workers.
         self.durable: DurableRuns | None = None
+        self.durable_worker = durable_worker
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -320,7 +324,7 @@ class Runtime:
                 config=config.durable,
                 keyring=self.services.keyring,
             )
-            await self._io.run(durable.open())
+            await self._io.run(durable.open(worker=self.durable_worker))
             self.durable = durable
         self.is_open = True
 
