@@ -3,6 +3,7 @@ cancellation, idempotency keys; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import secrets
@@ -18,6 +19,8 @@ import pytest
 
 from harness import Harness, app_doc, js, node, starter
 from nflow.cli import main as cli
+from nflow.durable import Queue
+from nflow.store import Store
 
 API = "/_nflow/api"
 JSON_CLIENT = [("Content-Type", "application/json"), ("X-Nflow-Client", "test")]
@@ -434,3 +437,56 @@ def test_with_encryption_on_what_a_run_carries_is_sealed_at_rest(
         assert "4111" not in "".join(row)
     finally:
         h.close()
+
+
+def test_the_status_of_a_recorded_durable_run_carries_its_history(
+    db_url: str, tmp_path: Path
+) -> None:
+    toml = DURABLE + '\n[api]\nenabled = true\n[history]\nmode = "all"\nflush_interval_ms = 20\n'
+    h = Harness(db_url, tmp_path, apps=[four_nodes()], toml=toml)
+    try:
+        run_id = h.request("POST", "/order", json={"item": 1}).json()["run_id"]
+        wait_status(h, run_id, {"completed"})
+        deadline, state = time.monotonic() + 10, {}
+        while time.monotonic() < deadline:
+            state = h.request("GET", f"{API}/runs/{run_id}").json()
+            if "steps" in state:
+                break
+            time.sleep(0.05)
+        assert state["status"] == "completed" and state["history_status"] == "ok"
+        assert [step["node"] for step in state["steps"]] == ["a", "b", "c", "d"]
+        assert orjson.loads(state["response"]["body"])["trail"] == "abcd"
+        # The history's own listing has it too, under the same id.
+        listed = h.request("GET", f"{API}/runs?limit=5").json()
+        assert run_id in [run["id"] for run in listed]
+    finally:
+        h.close()
+
+
+def test_nflow_run_accepts_an_async_run_and_leaves_it_to_the_servers(
+    tmp_path: Path, capsys: Any
+) -> None:
+    app = tmp_path / "app.json"
+    app.write_bytes(orjson.dumps(four_nodes()))
+    db = tmp_path / "nflow.db"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'{DURABLE}\n[database_nflow]\ndriver = "sqlite3"\ndsn = "{db}"\n')
+    assert cli(["run", "--config", str(cfg), str(app), "POST", "/order", "-d", "{}"]) == 0
+    run_id = orjson.loads(capsys.readouterr().out)["run_id"]
+    # No worker ran in `nflow run`: the run waits, queued, for a server.
+    assert asyncio.run(_status(f"sqlite+aiosqlite:///{db}", run_id)) == "queued"
+    h = Harness(f"sqlite+aiosqlite:///{db}", tmp_path, apps=[app], toml=DURABLE)
+    try:
+        assert wait_status(h, run_id, {"completed"})["attempts"] == 1
+    finally:
+        h.close()
+
+
+async def _status(url: str, run_id: str) -> str | None:
+    store = Store(url)
+    await store.open()
+    try:
+        view = await Queue(store).get(run_id)
+        return view.status if view is not None else None
+    finally:
+        await store.close()

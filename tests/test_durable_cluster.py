@@ -227,9 +227,10 @@ def test_kill_9_of_one_instance_loses_no_run_and_reruns_no_completed_node(
             f"{again} interrupted node executions repeated"
         )
     finally:
-        b.stop()
-        if a.proc.poll() is None:
-            kill_tree(a.proc.pid)
+        for server in (a, b):  # what is left to stop needs no grace
+            if server.proc.poll() is None:
+                kill_tree(server.proc.pid)
+                server.proc.wait(10)
 
 
 def sqlite_instance(where: Path, port: int | None = None) -> Server:
@@ -306,7 +307,7 @@ def test_parked_runs_outlive_a_restart_of_the_only_instance(tmp_path: Path) -> N
             }
             assert states[1]["attempts"] == 2  # parked once, resumed once
     finally:
-        if second is not None:
-            second.stop()
-        if first.proc.poll() is None:
-            kill_tree(first.proc.pid)
+        for server in (first, second):
+            if server is not None and server.proc.poll() is None:
+                kill_tree(server.proc.pid)
+                server.proc.wait(10)

@@ -116,6 +116,7 @@ def _serve_preflight(args: argparse.Namespace) -> bytes:
         example_if_empty=example,
         session_secret=secret or None,
         observe=False,
+        durable_worker=False,
     )
 
     async def show() -> None:
@@ -688,6 +689,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         serve_stored_apps=False,
         log_nodes=args.verbose,
         session_secret=secret or None,
+        durable_worker=False,
     )
 
     async def run() -> Response:

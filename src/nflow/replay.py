@@ -417,7 +417,13 @@ def _codec(config: Config, keyring: KeyRing | None) -> Codec:
 
 
 async def _open_runtime(config: Config, url: str) -> Runtime:
-    runtime = Runtime(_quiet(config), serve_stored_apps=False, observe=False, database_url=url)
+    runtime = Runtime(
+        _quiet(config),
+        serve_stored_apps=False,
+        observe=False,
+        database_url=url,
+        durable_worker=False,
+    )
     await runtime.open()
     return runtime
 

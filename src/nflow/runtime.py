@@ -179,6 +179,7 @@ class Runtime:
         observe: bool = True,
         log_nodes: bool = False,
         rate_table: str | None = None,
+        durable_worker: bool = True,
     ) -> None:
         self.config = config or Config()
         # The memory rate limiter's table shared by the workers of ``nflow serve``.
@@ -230,8 +231,11 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.warm_on_reload = True  # False: the first requests prepare runtimes (benchmarks)
         self.warmed = 0  # runtimes prepared by the last warm-up (see warm())
-        # Async runs, checkpoints and durable waits, when [durable] is enabled.
+        # Async runs, checkpoints and durable waits, when [durable] is enabled. Without the
+        # worker (a start-up check, `nflow run`, a replay, an isolation child) runs are
+        # accepted here and executed by the server's workers.
         self.durable: DurableRuns | None = None
+        self.durable_worker = durable_worker
 
     # life cycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -334,7 +338,7 @@ class Runtime:
                 config=config.durable,
                 keyring=self.services.keyring,
             )
-            await self._io.run(durable.open())
+            await self._io.run(durable.open(worker=self.durable_worker))
             self.durable = durable
         self.warm()
         self.is_open = True

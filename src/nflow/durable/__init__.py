@@ -85,11 +85,13 @@ class DurableRuns:
         self._pending: list[tuple[NewRun, asyncio.Future[None]]] = []
         self._flushing = False
 
-    async def open(self) -> None:
+    async def open(self, *, worker: bool = True) -> None:
+        """Connect; with ``worker``, start executing runs from the queue."""
         await self.store.open()
         if self.queue.fast is not None:
             await self.queue.fast.open()
-        self.worker.start()
+        if worker:
+            self.worker.start()
 
     async def close_store(self) -> None:
         """After ``close``: the connections."""

@@ -99,6 +99,9 @@ class DurableWorker:
         """Stop claiming; runs still executing after ``timeout`` are killed and queued
         again at once, from their last checkpoint, for another instance (or the next start)."""
         self._stopping = True
+        if self._task is None:  # never started
+            self._pool.shutdown(wait=False)
+            return
         self.wake()
         if self._task is not None:
             try:

@@ -284,6 +284,8 @@ def _child_start() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = worker_runtime()
+    # The worker executes durable runs; a child that may be killed at any time does not.
+    runtime.durable_worker = False
     # The worker counts this child's limit hits (each answer says which limit it hit): a
     # count of the child's own would start again with every new child.
     runtime.quarantine = Quarantine(hits=0, seconds=runtime.quarantine.seconds)

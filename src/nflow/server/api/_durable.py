@@ -15,7 +15,7 @@ import orjson
 
 from nflow._http import Response
 from nflow.durable import DurableRuns, RunView
-from nflow.history import HistoryError, HistoryReader, run_json
+from nflow.history import HistoryError, HistoryReader, run_json, to_builtins
 
 from ._core import ApiCall, ApiError, full_api, ok
 
@@ -115,7 +115,7 @@ async def run_state(call: ApiCall) -> Response | None:
         except HistoryError:
             found = None
         if found is not None:
-            merged = orjson.loads(orjson.dumps(run_json(found), default=str))
+            merged = dict(to_builtins(run_json(found)))
             merged["history_status"] = merged.get("status")
             merged.pop("response", None)
     merged.update(_view(view))
