@@ -93,8 +93,9 @@ def test_two_instances_share_changes_membership_and_rate_limits(
     servers = [first, second]
     try:
         for server in servers:
-            server.wait_ready()
-        wait_for("2 workers", lambda: len(workers_of(first.proc.pid)) == 2)
+            # Generous: two servers start at once on a machine the rest of the suite loads.
+            server.wait_ready(timeout=120)
+        wait_for("2 workers", lambda: len(workers_of(first.proc.pid)) == 2, 60)
         assert serves(first, "v1 one") and serves(second, "v1 one")
 
         # Membership: both live, in the CLI and in each instance's readiness.
