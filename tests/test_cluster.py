@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from harness import app_doc, js, starter
 from nflow.cli import main
@@ -93,8 +94,9 @@ def test_two_instances_share_changes_membership_and_rate_limits(
     servers = [first, second]
     try:
         for server in servers:
-            server.wait_ready()
-        wait_for("2 workers", lambda: len(workers_of(first.proc.pid)) == 2)
+            # Generous: two servers start at once on a machine the rest of the suite loads.
+            server.wait_ready(timeout=120)
+        wait_for("2 workers", lambda: len(workers_of(first.proc.pid)) == 2, 60)
         assert serves(first, "v1 one") and serves(second, "v1 one")
 
         # Membership: both live, in the CLI and in each instance's readiness.
@@ -238,3 +240,56 @@ def test_sqlite_has_no_notices(tmp_path: Path, run: Any) -> None:
         run(store.put_app("shop", "{}"))
     finally:
         run(store.close())
+
+
+def test_a_broken_listening_connection_is_opened_again_and_resyncs(pg_database: Any) -> None:
+    from nflow._io import IoLoop
+    from nflow.cluster import Presence
+    from nflow.config import ClusterConfig
+
+    asyncio.run(pg_database.reset(keep_store_tables=False))
+    io = IoLoop()
+    store = Store(pg_database.url)
+    io.call(store.open())
+    got: list[str] = []
+    now = time.time_ns() // 1000
+    me = Me(id="solo", host="h", pid=1, address="h:1", version="0", workers=1, started_at=now)
+    presence = Presence(
+        store=store,
+        io=io,
+        config=ClusterConfig(heartbeat_seconds=0.2, dead_after_seconds=2),
+        me=me,
+        on_change=got.append,
+    )
+
+    async def listeners() -> list[int]:
+        async with store.transaction("test") as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'nflow change listener'"
+                )
+            )
+            return [int(r[0]) for r in rows]
+
+    async def kill(pid: int) -> None:
+        async with store.transaction("test") as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    presence.start()
+    try:
+        first = wait_for("the listener", lambda: io.call(listeners()), 20)
+        io.call(kill(first[0]))  # type: ignore[index]
+        wait_for("a new listener", lambda: (p := io.call(listeners())) and p != first, 20)
+        # Notices sent while it was away are lost: the worker is told to look once.
+        wait_for("the resync", lambda: "resync" in got, 10)
+        io.call(store.put_app("shop", "{}"))
+        wait_for("the next notice", lambda: "apps" in got, 10)
+        live = io.call(list_instances(store, dead_after=2, live_only=True))
+        assert [i.id for i in live] == ["solo"]
+    finally:
+        presence.stop(stopped=True)
+        stopped = io.call(list_instances(store, dead_after=2))
+        io.call(store.close())
+        io.close()
+    assert [(i.id, i.status) for i in stopped] == [("solo", "stopped")]

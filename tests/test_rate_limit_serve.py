@@ -37,8 +37,8 @@ def write_app(directory: Path, config: str) -> None:
 
 def start(directory: Path, workers: int = 2) -> Server:
     srv = Server(directory, "--app", "app.json", "--workers", str(workers))
-    srv.wait_ready()
-    wait_for(f"{workers} workers", lambda: len(workers_of(srv.proc.pid)) == workers)
+    srv.wait_ready(timeout=120)  # generous: the rest of the suite may load the machine
+    wait_for(f"{workers} workers", lambda: len(workers_of(srv.proc.pid)) == workers, 60)
     return srv
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 CHANNEL = "nflow_changes"
+APPLICATION_NAME = "nflow change listener"
 APPS = "apps"  # apps, modules, templates, queries
 RELEASES = "releases"
 CONFIG = "config"  # configuration secrets, or an operator's `nflow cluster reload`
@@ -50,7 +51,9 @@ class Subscription:
         """Connect with asyncpg's ``connect`` keywords and start listening."""
         import asyncpg  # type: ignore[import-untyped]
 
-        connection = await asyncpg.connect(**connect, timeout=timeout)
+        # Named, so that operators tell the listeners apart in pg_stat_activity.
+        settings = {"application_name": APPLICATION_NAME}
+        connection = await asyncpg.connect(**connect, timeout=timeout, server_settings=settings)
         subscription = cls(connection)
 
         def notice(conn: Any, pid: int, channel: str, payload: str) -> None:
