@@ -97,6 +97,33 @@ def test_the_page_is_served_with_its_security_policy(studio: Harness) -> None:
     assert studio.request("GET", "/_nflow/studio", client="192.0.2.9:4000").status == 403
 
 
+def test_every_studio_file_is_served_with_its_type(studio: Harness) -> None:
+    static = Path(__file__).resolve().parents[1] / "src" / "nflow" / "studio" / "static"
+    types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+    files = [p for p in static.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for path in files:
+        url = "/_nflow/studio/" + path.relative_to(static).as_posix()
+        r = studio.request("GET", url)
+        assert r.status == 200 and r.body == path.read_bytes(), url
+        if path.suffix in types:
+            assert r.header("content-type").split(";")[0] == types[path.suffix], url
+        assert r.header("x-content-type-options") == "nosniff"
+
+
+def test_apps_from_files_are_read_only_here(db_url: str, tmp_path: Path) -> None:
+    h = Harness(db_url, tmp_path, apps=[shop(1)], toml="[api]\nenabled = true\n")
+    try:
+        [app] = h.request("GET", f"{API}/apps").json()
+        assert app["source"] == "file"
+        loaded = h.request("GET", f"{API}/apps/{app['name']}").json()
+        assert loaded["version"] == app["version"]
+        r = save(h, app["name"], loaded["document"], loaded["version"])
+        assert r.status == 409 and "served from a file" in r.json()["message"]
+    finally:
+        h.close()
+
+
 def test_the_studio_and_its_api_are_off_by_default(db_url: str, tmp_path: Path) -> None:
     h = Harness(db_url, tmp_path, apps=[shop(1)])
     try:
@@ -140,6 +167,7 @@ def test_logins_with_a_studio_role_set_a_strict_cookie(locked: Harness) -> None:
     jar = [("Cookie", attrs[0])]
     r = h.request("GET", f"{API}/me", headers=jar)
     assert r.json() == {"user": "dev", "auth": "login"}
+    conforms(r.json(), f"{API}/me")
     assert h.request("GET", f"{API}/apps", headers=jar).status == 200
     # From an allowed network too; not from elsewhere.
     assert h.request("GET", f"{API}/apps", headers=jar, client="10.1.2.3:5000").status == 200
@@ -194,6 +222,20 @@ def test_over_https_the_login_cookie_is_secure(locked: Harness) -> None:
     assert r.status == 200 and "; Secure" in r.header("set-cookie")
 
 
+def test_behind_a_tls_proxy_cookie_secure_makes_the_login_cookie_secure(
+    db_url: str, tmp_path: Path
+) -> None:
+    toml = "[studio]\nenabled = true\nlogin = true\n[session]\ncookie_secure = true\n"
+    h = Harness(db_url, tmp_path, toml=toml)
+    try:
+        h.store("put_user", "dev", hash_password("s3cret-dev"), rol="admin")
+        creds = {"username": "dev", "password": "s3cret-dev"}
+        r = h.request("POST", f"{API}/login", json=creds, headers=CLIENT)
+        assert r.status == 200 and "; Secure" in r.header("set-cookie")
+    finally:
+        h.close()
+
+
 def test_without_login_or_token_loopback_needs_nothing(studio: Harness) -> None:
     assert studio.request("GET", f"{API}/me").json() == {"user": None, "auth": "loopback"}
     r = studio.request(
@@ -230,6 +272,7 @@ def test_save_needs_the_version_it_edits_and_is_served_at_once(studio: Harness) 
     assert new != version and r.header("etag") == f'"{new}"'
     assert h.request("GET", "/shop").json() == {"v": 2}  # served by this worker at once
     versions = h.request("GET", f"{API}/apps/shop/versions").json()
+    conforms(versions, f"{API}/apps/{{name}}/versions")
     assert [(v["version"], v["current"], v["source"]) for v in versions][:2] == [
         (new, True, "designer"),
         (version, False, "designer"),
@@ -396,12 +439,14 @@ def test_modules_templates_and_queries_as_stored(studio: Harness) -> None:
     assert all(m["type"] for m in modules)
     assert any(isinstance(m["manifest"], dict) for m in modules)
     names = studio.request("GET", f"{API}/templates").json()
+    conforms(names, f"{API}/templates")
     assert names and names == [{"name": t.name} for t in studio.store("list_templates")]
     first = names[0]["name"]
     r = studio.request("GET", f"{API}/templates/{first}")
     assert r.json() == {"name": first, "content": studio.store("get_template", first).content}
     assert studio.request("GET", f"{API}/templates/nope").status == 404
     queries = studio.request("GET", f"{API}/queries").json()
+    conforms(queries, f"{API}/queries")
     assert queries == [{"name": k, "sql": v} for k, v in studio.store("list_queries").items()]
     assert queries
 
@@ -426,6 +471,7 @@ def test_versions_diff_release_and_rollback(studio: Harness) -> None:
     assert h.request("GET", f"{API}/apps/shop/diff?from={v1}").status == 400
 
     state = h.request("GET", f"{API}/apps/shop/release").json()
+    conforms(state, f"{API}/apps/{{name}}/release")
     assert state["weights"] == {v2: 100.0} and state["head"] == v2
     # Back to v1 for everyone, through a release.
     r = h.request(

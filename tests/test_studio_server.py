@@ -1,6 +1,6 @@
 """``nflow.client`` against real ``nflow serve`` processes with two workers: apps saved and
-served by every worker, conflicts, replay and re-run of recorded runs, studio logins over
-HTTP, and debug sessions driven whatever worker each call reaches."""
+served by every worker, conflicts, replay and re-run of recorded runs, and debug sessions
+driven whatever worker each call reaches. (Logins are tested in process, test_studio_api.)"""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import pytest
 from harness import app_doc, js, starter
 from nflow.client import ApiError, AsyncClient, Client, Conflict
 from nflow.store import Store
+from test_api import conforms
 
 FLOW = app_doc(
     s=starter("s", "/flow", "a", method="ANY"),
@@ -172,9 +173,11 @@ def test_client_saves_apps_every_worker_serves_and_replays_runs(server: Serve) -
         assert run["response"]["status"] == 200
         replayed = api.replay(run["id"])
         assert replayed["identical"] is True and replayed["divergence"] is None
+        conforms(replayed, "/_nflow/api/runs/{id}/replay", "post")
         step_b = next(s for s in run["steps"] if s["node"] == "b")
         again = api.rerun(run["id"], step_b["index"])
         assert again["parent_id"] == run["id"] and again["node"] == "b"
+        conforms(again, "/_nflow/api/runs/{id}/rerun", "post")
         assert again["response"]["status"] == 200
         # From b's recorded payload, on the current version (which answers v 2).
         x = step_b["payload_before"]["x"]
@@ -191,6 +194,7 @@ def test_debug_sessions_answer_on_any_worker(server: Serve) -> None:
         sid = state["id"]
         assert state["state"] == "paused" and state["paused_at"]["node"] == "b"
         assert state["node"] == "b" and state["next"] == "output_1"  # a's output
+        conforms(state, "/_nflow/api/debug/sessions", "post", 201)
     # Each call on a new connection: the kernel spreads them over both workers.
     with fresh(server.url) as http:
         for _ in range(12):
@@ -212,47 +216,20 @@ def test_debug_sessions_answer_on_any_worker(server: Serve) -> None:
         assert http.get("/_nflow/api/debug/sessions/p1.0000").status_code == 404
 
 
-def test_async_client_and_studio_login_over_http(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'login.sqlite'}"
+def test_async_client_and_the_page(server: Serve) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[Any], list[Any]]:
+        async with AsyncClient(server.url, client_name="tests") as api:
+            assert (await api.app("flow"))["source"] == "store"
+            findings = await api.check_app("flow")
+            with pytest.raises(ApiError) as refused:
+                await api.login("dev", "dev-pass-1")  # logins are off on this server
+            assert refused.value.status == 404
+            return await api.me(), findings, await api.versions("flow")
 
-    async def prepare() -> None:
-        async with Store(url) as store:
-            await store.put_app("flow", orjson.dumps(FLOW).decode())
-            await store.put_user("dev", digest("dev-pass-1"), rol="developer")
-
-    asyncio.run(prepare())
-    (tmp_path / "config.toml").write_text(
-        f'[database_nflow]\ndsn = "{tmp_path / "login.sqlite"}"\n'
-        "[logging]\naccess = false\n[studio]\nenabled = true\nlogin = true\n"
-    )
-    serve = Serve(tmp_path)
-    try:
-
-        async def scenario() -> dict[str, Any]:
-            async with AsyncClient(serve.url, client_name="tests") as api:
-                with pytest.raises(ApiError) as refused:
-                    await api.apps()
-                assert refused.value.status == 401
-                with pytest.raises(ApiError) as wrong:
-                    await api.login("dev", "nope")
-                assert wrong.value.status == 401
-                assert await api.login("dev", "dev-pass-1") == {"user": "dev", "auth": "login"}
-                cookie = api.http.cookies.get("nflow_studio")
-                assert cookie
-                apps = await api.apps()
-                await api.logout()
-                with pytest.raises(ApiError) as after:
-                    await api.me()
-                assert after.value.status == 401
-                return {"apps": apps}
-
-        assert [a["name"] for a in asyncio.run(scenario())["apps"]] == ["flow"]
-        page = httpx.get(serve.url + "/_nflow/studio", timeout=10)
-        assert (
-            page.status_code == 200
-            and "script-src 'self'" in page.headers["content-security-policy"]
-        )
-        js_page = httpx.get(serve.url + "/_nflow/studio/index.html", timeout=10)
-        assert js_page.headers["content-type"].startswith("text/html")
-    finally:
-        serve.stop()
+    me, findings, versions = asyncio.run(scenario())
+    assert me == {"user": None, "auth": "loopback"}
+    assert [f for f in findings if f["severity"] == "error"] == []
+    assert sum(1 for v in versions if v["current"]) == 1
+    page = httpx.get(server.url + "/_nflow/studio", timeout=10)
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]

@@ -20,7 +20,7 @@ from nflow.ratelimit import (
 )
 from nflow.runtime import Runtime
 from nflow.server._body import read_asgi_body, read_rsgi_body
-from nflow.server._routes import API_PREFIX, STUDIO_PREFIX, builtin
+from nflow.server._routes import API_PREFIX, STUDIO_PREFIX, api_on, builtin
 
 if TYPE_CHECKING:
     from nflow.server._lifecycle import WorkerLifecycle
@@ -69,7 +69,7 @@ class _Plan:
                 own.add(monitor.metrics_path)
         self.own_paths = frozenset(own)
         self.debug = config.debug.enabled
-        self.api = config.api.enabled or config.studio.enabled
+        self.api = api_on(config)
         self.studio = config.studio.enabled
         self.rate_config = config.rate_limit
         self.peer_keys = runtime.peer_keys.known(config.rate_limit)

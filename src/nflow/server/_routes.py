@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nflow._http import Request, Response, json_response
 
 if TYPE_CHECKING:
+    from nflow.config import Config
     from nflow.runtime import Runtime
 
 log = logging.getLogger("nflow.server")
@@ -25,6 +26,11 @@ log = logging.getLogger("nflow.server")
 API_PREFIX = "/_nflow/api"
 # Kept in step with nflow.server._studio.STUDIO_PREFIX.
 STUDIO_PREFIX = "/_nflow/studio"
+
+
+def api_on(config: Config) -> bool:
+    """Whether the management API is served: ``[api] enabled``, or the studio, which uses it."""
+    return config.api.enabled or config.studio.enabled
 
 
 async def builtin(runtime: Runtime, request: Request) -> Response | None:
@@ -51,8 +57,7 @@ async def builtin(runtime: Runtime, request: Request) -> Response | None:
         )
     if config.debug.enabled and (path == "/debug" or path.startswith("/debug/")):
         return await _debug(runtime, request)
-    api_on = config.api.enabled or config.studio.enabled
-    if api_on and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+    if api_on(config) and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
         from nflow.server import api
 
         return await api.handle(runtime, request)

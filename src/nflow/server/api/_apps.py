@@ -257,12 +257,8 @@ def _conflict(name: str, expected: str, current: str) -> ApiError:
     )
 
 
-def _problem_text(problem: Problem) -> str:
-    return str(problem)
-
-
 def _invalid(name: str, problems: list[Problem], what: str) -> ApiError:
-    shown = "; ".join(_problem_text(p) for p in problems[:10])
+    shown = "; ".join(str(p) for p in problems[:10])
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
     return ApiError(400, f"app {name!r}: {what}: {shown}{more}")
 
@@ -283,7 +279,6 @@ async def app_put(call: ApiCall) -> Response:
             409,
             f"app {name!r} is served from a file: edit the file (the server reloads it), "
             "or import it into the database to edit it here",
-            extra={"current": current.version},
         )
     if expected not in ("*", current.version):
         raise _conflict(name, expected, current.version)

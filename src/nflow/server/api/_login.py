@@ -5,8 +5,9 @@ After ``MAX_FAILURES`` failed logins from one address within ``FAILURE_WINDOW`` 
 address gets 429 until the oldest failure is out of the window (counted per worker process).
 
 A login sets the ``nflow_studio`` cookie (HttpOnly, SameSite=Strict, Path=/_nflow, Secure
-over https); see ``_login_cookie``. Wrong user, wrong password, an inactive user and a role
-not allowed all get the same 401, so the answer tells nothing about which users exist.
+over https or with ``[session] cookie_secure``); see ``_login_cookie``. Wrong user, wrong
+password, an inactive user and a role not allowed all get the same 401, so the answer tells
+nothing about which users exist.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def _failures_of(runtime: Runtime) -> _Failures:
     return found
 
 
-def _check_throttle(_failures: _Failures, address: str) -> None:
+def _check_throttle(failures: _Failures, address: str) -> None:
     now = time.monotonic()
-    seen = _failures.get(address)
+    seen = failures.get(address)
     if seen is None:
         return
     while seen and seen[0] <= now - FAILURE_WINDOW:
@@ -63,12 +64,12 @@ def _check_throttle(_failures: _Failures, address: str) -> None:
         )
 
 
-def _failed(_failures: _Failures, address: str) -> None:
-    seen = _failures.setdefault(address, collections.deque())
-    _failures.move_to_end(address)
+def _failed(failures: _Failures, address: str) -> None:
+    seen = failures.setdefault(address, collections.deque())
+    failures.move_to_end(address)
     seen.append(time.monotonic())
-    while len(_failures) > _MAX_ADDRESSES:  # bounded, whoever knocks
-        _failures.popitem(last=False)
+    while len(failures) > _MAX_ADDRESSES:  # bounded, whoever knocks
+        failures.popitem(last=False)
 
 
 @functools.cache
@@ -89,6 +90,12 @@ class Me(msgspec.Struct):
 
     user: str | None
     auth: str
+
+
+def _secure(call: ApiCall) -> bool:
+    """``Secure`` over https, and behind a proxy that ends TLS when ``[session]
+    cookie_secure`` says so (the request then arrives as plain http)."""
+    return call.request.scheme == "https" or call.runtime.config.session.cookie_secure
 
 
 def _decode(call: ApiCall) -> Credentials:
@@ -126,7 +133,7 @@ async def login(call: ApiCall) -> Response:
     failures.pop(address, None)
     value, _ = seal(runtime.signing_key, user.username, studio.login_max_age_seconds)
     response = ok(Me(user.username, "login"))
-    secure = call.request.scheme == "https"
+    secure = _secure(call)
     response.headers.append(
         ("set-cookie", set_cookie(value, studio.login_max_age_seconds, secure=secure))
     )
@@ -141,7 +148,7 @@ async def logout(call: ApiCall) -> Response:
         # Revoked until it would have expired: a copy of the cookie is refused too.
         await runtime.store_call(runtime.store.revoke_session(ticket.sid, expires=ticket.expires))
     response = ok(Me(None, call.caller.auth))
-    response.headers.append(("set-cookie", clear_cookie(secure=call.request.scheme == "https")))
+    response.headers.append(("set-cookie", clear_cookie(secure=_secure(call))))
     return response
 
 

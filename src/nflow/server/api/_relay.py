@@ -45,7 +45,7 @@ _MAX_FRAME = 32 * 1024 * 1024
 # A step or continue waits up to 10 s for the run to settle; the owner may also be busy.
 _ANSWER_SECONDS = 60.0
 _answer: Answer | None = None
-_listening: dict[int, asyncio.AbstractServer] = {}  # by id() of the runtime
+_listening: dict[int, asyncio.AbstractServer | None] = {}  # by id() of the runtime
 
 
 def answer_with(answer: Answer) -> None:
@@ -119,8 +119,19 @@ async def listen(runtime: Runtime) -> None:
         finally:
             writer.close()
 
-    _listening[id(runtime)] = await asyncio.start_unix_server(serve_one, path=str(path))
-    runtime.debug_sessions.id_prefix = f"p{os.getpid()}."
+    try:
+        server = await asyncio.start_unix_server(serve_one, path=str(path))
+    except OSError as exc:  # a socket path too long for this system (a long TMPDIR) …
+        log.warning(
+            "debug sessions of this worker are reachable through it alone: cannot listen on "
+            "%s (%s)",
+            path,
+            exc,
+        )
+        server = None
+    _listening[id(runtime)] = server
+    if server is not None:
+        runtime.debug_sessions.id_prefix = f"p{os.getpid()}."
 
 
 async def forward(session_id: str, request: Request, caller: Caller) -> Response | None:
