@@ -161,7 +161,13 @@ async function loadApp(name) {
   }
   const body = answer.data;
   const doc = body.document;
-  const fixes = [...(body.fixes || []), ...model.fixDocument(doc)];
+  let fixes;
+  try {
+    fixes = [...(body.fixes || []), ...model.fixDocument(doc)];
+  } catch (err) {
+    notify(`app ${name} cannot be shown: ${err.message}`, "error");
+    return;
+  }
   state.app = name;
   state.version = body.version || (answer.etag || "").replaceAll('"', "");
   state.doc = doc;
