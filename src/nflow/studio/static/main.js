@@ -296,7 +296,7 @@ function focusNode(id, { open = false } = {}) {
 
 async function waitForRun(id) {
   // The history writer stores a run just after its answer: look a few times.
-  for (let i = 0; i < 40; i++) {
+  for (let i = 0; i < 100; i++) {
     try {
       return await api.run(id);
     } catch (err) {
