@@ -281,9 +281,13 @@ class Studio:
         assert self.foreign == []
 
 
+# Waits are generous because CI machines run several suites at once; every wait still ends.
+expect.set_options(timeout=15_000)
+
+
 @pytest.fixture
 def studio(page: Page, server: StudioServer) -> Iterator[Studio]:
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(20_000)
     watched = Studio(page, server)
     yield watched
     watched.clean()

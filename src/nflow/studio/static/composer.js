@@ -169,8 +169,11 @@ export class Composer {
   }
 
   request() {
-    const path = fillPath(this.url.value.trim() || "/", this.vars);
-    const query = new URLSearchParams(this.query.pairs());
+    // A query typed into the URL joins the query rows.
+    const [typed, typedQuery = ""] = (this.url.value.trim() || "/").split("?", 2);
+    const path = fillPath(typed, this.vars);
+    const query = new URLSearchParams(typedQuery);
+    for (const [name, value] of this.query.pairs()) query.append(name, value);
     const headers = Object.fromEntries(this.headers.pairs());
     let body;
     const kind = this.bodyKind.value;

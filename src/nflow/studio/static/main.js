@@ -161,7 +161,13 @@ async function loadApp(name) {
   }
   const body = answer.data;
   const doc = body.document;
-  const fixes = [...(body.fixes || []), ...model.fixDocument(doc)];
+  let fixes;
+  try {
+    fixes = [...(body.fixes || []), ...model.fixDocument(doc)];
+  } catch (err) {
+    notify(`app ${name} cannot be shown: ${err.message}`, "error");
+    return;
+  }
   state.app = name;
   state.version = body.version || (answer.etag || "").replaceAll('"', "");
   state.doc = doc;
@@ -290,7 +296,7 @@ function focusNode(id, { open = false } = {}) {
 
 async function waitForRun(id) {
   // The history writer stores a run just after its answer: look a few times.
-  for (let i = 0; i < 40; i++) {
+  for (let i = 0; i < 100; i++) {
     try {
       return await api.run(id);
     } catch (err) {
