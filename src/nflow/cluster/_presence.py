@@ -29,6 +29,8 @@ _RETRY_FIRST = 1.0
 _RETRY_MAX = 10.0
 # How often a listening connection is checked (a cut network is not noticed otherwise).
 _CHECK_EVERY = 5.0
+# What a worker's stop waits at most for its tasks, and then for the stop record.
+_STOP_SECONDS = 2.0
 # Rows of long-gone instances are deleted about this often (by every live worker).
 _FORGET_EVERY = 300.0
 
@@ -70,11 +72,13 @@ class Presence:
             return
         self._future = None
         self.io.loop.call_soon_threadsafe(self._stop.set)
+        # Best effort, and short: a server's stop must not wait on a slow database (without
+        # the record, the instance is listed dead instead of stopped).
         with contextlib.suppress(Exception):
-            future.result(timeout=10)
+            future.result(timeout=_STOP_SECONDS)
         if stopped:
             try:
-                self.io.call(mark_stopped(self.store, self.me.id), timeout=10)
+                self.io.call(mark_stopped(self.store, self.me.id), timeout=_STOP_SECONDS)
             except Exception as exc:
                 log.warning("could not record this instance's stop: %s", exc)
 
