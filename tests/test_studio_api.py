@@ -487,8 +487,19 @@ def test_versions_diff_release_and_rollback(studio: Harness) -> None:
     # Rollback restores the release before the last change: v1 again.
     r = h.request("POST", f"{API}/apps/shop/rollback", json={}, headers=CLIENT)
     assert r.status == 200 and r.json()["weights"] == {v1: 100.0}
-    assert [e["kind"] for e in r.json()["events"]] == ["rollback", "release", "release"]
+    assert [e["kind"] for e in r.json()["events"]][:3] == ["rollback", "release", "release"]
     assert h.request("GET", "/shop").json() == {"v": 1}
+    # The save itself was a release: a canary after it rolls back to the saved version.
+    r = h.request("POST", f"{API}/apps/shop/release", json={"weights": {v2: 100}}, headers=CLIENT)
+    v3 = save(h, "shop", shop(3), v2).json()["version"]
+    assert h.request("GET", "/shop").json() == {"v": 3}
+    r = h.request(
+        "POST", f"{API}/apps/shop/release", json={"weights": {v1[:8]: 30, v3: 70}}, headers=CLIENT
+    )
+    assert r.json()["weights"] == {v1: 30.0, v3: 70.0}
+    r = h.request("POST", f"{API}/apps/shop/rollback", json={}, headers=CLIENT)
+    assert r.status == 200 and r.json()["weights"] == {v3: 100.0}
+    assert h.request("GET", "/shop").json() == {"v": 3}
     r = h.request("POST", f"{API}/apps/shop/rollback", json={"to": v2[:8]}, headers=CLIENT)
     assert r.status == 200 and r.json()["weights"] == {v2: 100.0}
     bad = [

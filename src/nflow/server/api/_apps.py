@@ -306,6 +306,11 @@ async def app_put(call: ApiCall) -> Response:
         now = await _current(call, name)
         raise _conflict(name, expected, now.version)
     await runtime.store_call(store.put_version(record))
+    # A save goes live for every client, as an import does, and says so in the release
+    # history: a rollback after a later release then comes back to the saved version.
+    await runtime.store_call(
+        store.set_release(name, {record.id: 100}, head=record.id, detail={"save": True})
+    )
     # This worker serves the new version from the next request on.
     await runtime.reload()
     await asyncio.to_thread(runtime.refresh_releases)
