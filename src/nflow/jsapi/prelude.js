@@ -873,17 +873,23 @@
   }
   function flowDone(out) {
     untold = -1;
-    const cur = R.__recNode;
-    if (cur !== undefined && cur !== null) {
-      recorded(cur, out);
-      R.__recNode = null;
-    }
+    const cur = unfinished();
+    if (cur !== null) recorded(cur, out);
     if (out.length < 3) out.push(null);
     out.push(R.__delta === null ? "" : jsonStringify(R.__delta), R.__marks, R.__overran, R.__recChars);
     return out;
   }
   // A recorded node's payload after and clock tape; the characters kept so far this run are
   // counted, so the host can stop a long run from filling the heap with them.
+  // The node of a recorded run's last chain that has not finished (it failed, or it waited
+  // for a promise and take() finishes it), or null.
+  function unfinished() {
+    const chains = R.__chains;
+    if (chains === undefined || chains.length === 0) return null;
+    const last = chains[chains.length - 1];
+    const cur = last.length ? last[last.length - 1] : null;
+    return cur !== null && cur[1] === null ? cur : null;
+  }
   function recorded(cur, out) {
     cur[1] = out[1];
     R.__recChars += out[1].length;
@@ -1016,7 +1022,6 @@
       // A recorded run (rec): each node's payload JSON before and after and its clock tape,
       // kept here for the host to read only if the run fails (see record()).
       let nodesRec = null;
-      R.__recNode = null;
       if (rec) {
         if (R.__chains === undefined) {
           R.__chains = [];
@@ -1043,10 +1048,13 @@
         const n = e[1];
         if (nodesRec !== null) {
           // Taped as the same node run on its own would be: only a source naming the clock.
-          setClock(e[4] ? "r" : 0);
-          const cur = [inputJson, null, null];
-          nodesRec.push(cur);
-          R.__recNode = cur;
+          if (e[4]) {
+            clockMode = 1;
+            tape = [];
+          } else {
+            clockMode = 0;
+          }
+          nodesRec.push([inputJson, null, null]);
         }
         R.payload = input;
         R.next = "output_1";
@@ -1065,10 +1073,7 @@
           return NEVER;
         }
         const result = finish();
-        if (nodesRec !== null) {
-          recorded(R.__recNode, result);
-          R.__recNode = null;
-        }
+        if (nodesRec !== null) recorded(nodesRec[nodesRec.length - 1], result);
         const next = result[0];
         if (count >= budget || next === "") return flowDone(result);
         const target = e[3][next];
@@ -1126,8 +1131,8 @@
       if (token !== TOKEN) throw new TypeError("not allowed");
       const chains = R.__chains;
       if (chains === undefined || k >= chains.length) return null;
-      const cur = R.__recNode;
-      if (cur !== undefined && cur !== null && clockMode !== 0) cur[2] = tape;
+      const cur = unfinished();
+      if (cur !== null && clockMode !== 0) cur[2] = tape;
       return i < 0 ? chains[k].length : chains[k][i];
     },
     // The marks of the flow that ran last (read after it failed).
