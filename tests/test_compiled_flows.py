@@ -271,7 +271,7 @@ def test_history_of_a_failed_chain_matches_per_node(make: MakeHarness) -> None:
     doc = chain(
         "function main(){ payload.a = uuid(); payload.t = Date.now(); console.log('a'); }",
         "function main(){ payload.b = 2; c.SetHeader('X-B', 'b'); }",
-        "function main(){ payload.c = Math.random() < 2; }",
+        "function main(){ payload.c = Math.random() < 2; payload.h = typeof header; }",
         "function main(){\n  console.warn('c', payload.c);\n  throw new TypeError('bad ' + payload.b);\n}",
         "function main(){ c.JSON(200, payload); }",
     )
@@ -305,6 +305,7 @@ def test_history_of_a_failed_chain_matches_per_node(make: MakeHarness) -> None:
     assert records[0] == records[1]
     assert [r[0] for r in records[0]] == ["n1", "n2", "n3", "n4"]
     assert records[0][0][5] == ["uuid", "Date.now"]
+    assert records[0][2][5] == ["request.value"]
     assert records[0][3][4] == 3
 
 

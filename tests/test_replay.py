@@ -556,7 +556,7 @@ CHAIN = app_doc(
     n2=js(
         "n2",
         "function main(){ c.SetHeader('X-Step', 'two'); payload.r2 = Math.random();"
-        " payload.n = (payload.n || 0) + 1 }",
+        " payload.n = (payload.n || 0) + 1; payload.agent = header['User-Agent'] || null }",
         output_1="n3",
     ),
     n3=js(
@@ -596,9 +596,16 @@ def test_a_run_outside_the_sample_failing_inside_a_chain_is_recorded_per_node_an
         assert one.payload_after["id"] == one.host_calls[0].result
         assert one.payload_after["t"] == one.host_calls[1].result[0]
         assert one.console == (f"one {one.payload_after['id']}",)
-        assert two.host_calls == () and two.console == ()
+        # the request's values read by the second node are its own host calls
+        assert [c.function for c in two.host_calls] == ["request.value"]
+        assert two.console == ()
         assert two.payload_before == one.payload_after
-        assert two.payload_after == {**one.payload_after, "r2": two.payload_after["r2"], "n": 1}
+        assert two.payload_after == {
+            **one.payload_after,
+            "r2": two.payload_after["r2"],
+            "n": 1,
+            "agent": two.payload_after["agent"],
+        }
         assert [w["function"] for w in two.writes] == ["c.set_header"]
         assert three.payload_before == two.payload_after
         assert three.console == ("three 1",)

@@ -247,6 +247,7 @@
   function thrower(what) {
     return function () {
       try {
+        if (untold >= 0) tell();
         HOST["security.blocked"](what);
       } catch (e) {
         // outside a run (or past a limit): the TypeError below still stops the script
@@ -384,7 +385,10 @@
   let touched = false; // the running step reached a promise API (see "Promise jobs" below)
 
   function lazy(name) {
-    if (!(name in R)) R[name] = REQ(name);
+    if (!(name in R)) {
+      if (untold >= 0) tell();
+      R[name] = REQ(name);
+    }
     return R[name];
   }
   // Globals scripts may read and assign; stored in R so a new request starts clean.
@@ -684,6 +688,7 @@
     require: function (name) {
       if (name === "console") return G.console;
       try {
+        if (untold >= 0) tell();
         HOST["security.blocked"]("require");
       } catch (e) {
         // the error below is what the script sees
