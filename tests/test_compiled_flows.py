@@ -85,11 +85,11 @@ def chain(*codes: str, **extra: dict[str, Any]) -> dict[str, Any]:
 
 
 # the benchmark chain ---------------------------------------------------------------------
+TEN_LAST = "function main(){ payload.n = (payload.n || 0) + 1; c.JSON(200, {n: payload.n}); }"
+
+
 def test_ten_nodes_run_in_one_entry_with_a_trace_entry_each(make: MakeHarness) -> None:
-    doc = chain(
-        *(["function main(){ payload.n = (payload.n || 0) + 1; }"] * 9),
-        "function main(){ payload.n = (payload.n || 0) + 1; c.JSON(200, {n: payload.n}); }",
-    )
+    doc = chain(*(["function main(){ payload.n = (payload.n || 0) + 1; }"] * 9), TEN_LAST)
     compiled = make(doc, toml=NO_HISTORY)
     per_node = make(doc, toml=NO_HISTORY, compiled=False)
     runs_c, runs_p = traced(compiled), traced(per_node)
@@ -101,6 +101,24 @@ def test_ten_nodes_run_in_one_entry_with_a_trace_entry_each(make: MakeHarness) -
     assert steps(runs_c[0]) == steps(runs_p[0])
     assert [t.node for t in runs_c[0].trace] == [f"n{i}" for i in range(1, 11)]
     assert all(t.duration_ms >= 0 for t in runs_c[0].trace)
+
+
+def test_runs_outside_the_history_sample_go_through_chains(make: MakeHarness) -> None:
+    doc = chain(*(["function main(){ payload.n = (payload.n || 0) + 1; }"] * 9), TEN_LAST)
+    outside = make(doc, toml="[history]\nmode = 'sampled'\nsample_rate = 0.0\n")
+    every = make(doc, toml="[history]\nmode = 'all'\n")
+    runs_o, runs_e = traced(outside), traced(every)
+    before = entries(outside), entries(every)
+    ro, re_ = outside.request("GET", "/t"), every.request("GET", "/t")
+    assert (ro.status, ro.body) == (re_.status, re_.body) == (200, b'{"n":10}\n')
+    # Outside the sample: one entry, and nothing built for a run that succeeded.
+    assert entries(outside) - before[0] == 1
+    assert runs_o[0].record is None
+    # A run in the sample is recorded node by node, as before.
+    assert entries(every) - before[1] == 10
+    record = runs_e[0].record
+    assert record is not None and len(record.steps) == 10
+    assert steps(runs_o[0]) == steps(runs_e[0])
 
 
 # routing, payload and the form session ---------------------------------------------------
@@ -251,26 +269,44 @@ def test_a_run_can_ask_for_per_node_execution(make: MakeHarness) -> None:
 # history: a failed run kept from its trace -----------------------------------------------
 def test_history_of_a_failed_chain_matches_per_node(make: MakeHarness) -> None:
     doc = chain(
-        "function main(){ payload.a = 1; }",
-        "function main(){ payload.b = 2; }",
-        "function main(){\n  throw new TypeError('bad ' + payload.b);\n}",
+        "function main(){ payload.a = uuid(); payload.t = Date.now(); console.log('a'); }",
+        "function main(){ payload.b = 2; c.SetHeader('X-B', 'b'); }",
+        "function main(){ payload.c = Math.random() < 2; payload.h = typeof header; }",
+        "function main(){\n  console.warn('c', payload.c);\n  throw new TypeError('bad ' + payload.b);\n}",
+        "function main(){ c.JSON(200, payload); }",
     )
     toml = "[history]\nmode = 'sampled'\nsample_rate = 0.0\n"
     records = []
     for compiled in (True, False):
         h = make(doc, toml=toml, compiled=compiled)
         runs = traced(h)
+        before = entries(h)
         assert h.request("GET", "/t").status == 500
+        assert entries(h) - before == (1 if compiled else 4)
         record = runs[0].record
         assert record is not None
         records.append(
             [
-                (s.node_id, s.node_type, s.next, s.error.message if s.error else None)
+                (
+                    s.node_id,
+                    s.node_type,
+                    s.next,
+                    s.error.message if s.error else None,
+                    s.error.line if s.error else None,
+                    [c.function for c in s.host_calls],
+                    s.console,
+                    [w["function"] for w in s.writes],
+                    sorted(s.payload_before or {}),
+                    None if s.payload_after is None else sorted(s.payload_after),
+                )
                 for s in record.steps
             ]
         )
     assert records[0] == records[1]
-    assert [r[0] for r in records[0]] == ["n1", "n2", "n3"]
+    assert [r[0] for r in records[0]] == ["n1", "n2", "n3", "n4"]
+    assert records[0][0][5] == ["uuid", "Date.now"]
+    assert records[0][2][5] == ["request.value"]
+    assert records[0][3][4] == 3
 
 
 # every compat playbook -------------------------------------------------------------------
@@ -471,3 +507,40 @@ def test_runtimes_are_warm_per_heap_limit_at_start_and_after_a_reload(
             (h.tmp_path / f"app{i}.json").write_bytes(orjson.dumps(doc))
         h.run(h.runtime.reload())
         h.run(asyncio.sleep(0.05))  # the warm-up runs on the loop, after the swap
+
+
+def test_a_recorded_run_keeping_much_payload_goes_on_node_by_node(make: MakeHarness) -> None:
+    # a and b loop twelve times with a 600,000-character payload, then c fails: past what
+    # a chain may keep in the JS heap for the recording, the rest runs node by node.
+    doc = app_doc(
+        s=starter("s", "/t", "a"),
+        a=js(
+            "a",
+            "function main(){ payload.big = payload.big || 'x'.repeat(600000);"
+            " payload.n = (payload.n || 0) + 1 }",
+            output_1="b",
+        ),
+        b=js("b", "function main(){ if (payload.n >= 12) next = 'output_2' }", output_2="c"),
+        c=js("c", "function main(){ throw new Error('stop at ' + payload.n) }"),
+    )
+    doc["drawflow"]["Home"]["data"]["b"]["outputs"]["output_1"] = {
+        "connections": [{"node": "a", "output": "input_1"}]
+    }
+    h = make(doc, toml="[history]\nmode = 'sampled'\nsample_rate = 0.0\n")
+    runs = traced(h)
+    before = entries(h)
+    assert h.request("GET", "/t").status == 500
+    # the first chain of sixteen nodes, then the other nine one by one
+    assert entries(h) - before == 10
+    record = runs[0].record
+    assert record is not None
+    assert [s.node_id for s in record.steps] == ["a", "b"] * 12 + ["c"]
+    assert [s.payload_before.get("n") for s in record.steps] == [
+        None,
+        *[n for n in range(1, 12) for _ in (0, 1)],
+        12,
+        12,
+    ]
+    assert all(len(s.payload_after["big"]) == 600_000 for s in record.steps[:-1])
+    assert record.steps[-1].error is not None
+    assert "stop at 12" in record.steps[-1].error.message

@@ -538,3 +538,111 @@ def test_a_failed_run_outside_the_sample_is_kept_in_full_and_replays(
         assert result is not None and result.identical, result.divergence
     finally:
         h.close()
+
+
+# --- runs outside the sample go through compiled chains ------------------------------------
+OUTSIDE = SECRET + '[history]\nmode = "sampled"\nsample_rate = 0.0\nflush_interval_ms = 20\n'
+# Four js nodes in a line: the third fails (line 3), after host calls, a response write,
+# console lines, seeded random numbers and clock reads in the nodes before it.
+CHAIN = app_doc(
+    s=starter("s", "/chain", "n1"),
+    s2=starter("s2", "/late", "m1"),
+    n1=js(
+        "n1",
+        "function main(){ payload.id = uuid(); payload.r = Math.random();"
+        " payload.t = Date.now(); console.log('one', payload.id) }",
+        output_1="n2",
+    ),
+    n2=js(
+        "n2",
+        "function main(){ c.SetHeader('X-Step', 'two'); payload.r2 = Math.random();"
+        " payload.n = (payload.n || 0) + 1; payload.agent = header['User-Agent'] || null }",
+        output_1="n3",
+    ),
+    n3=js(
+        "n3",
+        "function main(){\n  console.log('three', payload.n);\n"
+        "  throw new RangeError('too far ' + payload.r2)\n}",
+        output_1="n4",
+    ),
+    n4=js("n4", "function main(){ c.JSON(200, payload) }"),
+    # A chain that succeeds, then a node that runs on its own (it awaits) and fails.
+    m1=js("m1", "function main(){ payload.a = uuid(); payload.t = Date.now() }", output_1="m2"),
+    m2=js("m2", "function main(){ payload.b = Math.random() }", output_1="m3"),
+    m3=js("m3", "async function main(){ await null; throw new Error('late ' + payload.b) }"),
+)
+
+
+def test_a_run_outside_the_sample_failing_inside_a_chain_is_recorded_per_node_and_replays(
+    db_url: str, tmp_path: Path
+) -> None:
+    h = Harness(db_url, tmp_path, apps=[CHAIN], toml=OUTSIDE)
+    try:
+        vms = h.runtime.engine.vms
+        before = vms.entries()
+        response = h.request("GET", "/chain")
+        assert response.status == 500
+        assert vms.entries() - before == 1, "the three nodes ran in one entry into the sandbox"
+        [run] = summaries(h)
+        record = get_run(h, run.id)
+        assert [(s.node_id, s.node_type, s.next) for s in record.steps] == [
+            ("n1", "js", "output_1"),
+            ("n2", "js", "output_1"),
+            ("n3", "js", None),
+        ]
+        one, two, three = record.steps
+        assert [c.function for c in one.host_calls] == ["uuid", "Date.now"]
+        assert one.payload_before == {}
+        assert one.payload_after["id"] == one.host_calls[0].result
+        assert one.payload_after["t"] == one.host_calls[1].result[0]
+        assert one.console == (f"one {one.payload_after['id']}",)
+        # the request's values read by the second node are its own host calls
+        assert [c.function for c in two.host_calls] == ["request.value"]
+        assert two.console == ()
+        assert two.payload_before == one.payload_after
+        assert two.payload_after == {
+            **one.payload_after,
+            "r2": two.payload_after["r2"],
+            "n": 1,
+            "agent": two.payload_after["agent"],
+        }
+        assert [w["function"] for w in two.writes] == ["c.set_header"]
+        assert three.payload_before == two.payload_after
+        assert three.console == ("three 1",)
+        assert three.payload_after is None and three.error is not None
+        assert three.error.line == 3
+        assert f"too far {two.payload_after['r2']}" in three.error.message
+        assert "n3" in three.error.message and three.error.stack
+        assert all(s.duration_ms >= 0 for s in record.steps)
+        result = replay(h.runtime.config, run.id, database_url=db_url)
+        assert result is not None and result.identical, result.divergence
+        assert result.steps == 3
+    finally:
+        h.close()
+
+
+def test_a_chain_that_succeeded_is_recorded_when_the_run_fails_later(
+    db_url: str, tmp_path: Path
+) -> None:
+    h = Harness(db_url, tmp_path, apps=[CHAIN], toml=OUTSIDE)
+    try:
+        vms = h.runtime.engine.vms
+        before = vms.entries()
+        assert h.request("GET", "/late").status == 500
+        assert vms.entries() - before == 2, "m1 and m2 in one entry, m3 on its own"
+        [run] = summaries(h)
+        record = get_run(h, run.id)
+        assert [(s.node_id, s.next) for s in record.steps] == [
+            ("m1", "output_1"),
+            ("m2", "output_1"),
+            ("m3", None),
+        ]
+        first, second, third = record.steps
+        assert [c.function for c in first.host_calls] == ["uuid", "Date.now"]
+        assert second.payload_before == first.payload_after
+        assert third.payload_before == second.payload_after
+        assert f"late {second.payload_after['b']}" in (third.error.message if third.error else "")
+        result = replay(h.runtime.config, run.id, database_url=db_url)
+        assert result is not None and result.identical, result.divergence
+    finally:
+        h.close()

@@ -18,9 +18,17 @@ that node, as when it runs alone.
 
 What a chain never holds, so those nodes run one by one in the loop: a node whose source
 could leave a promise job behind (``async``, ``await``, ``import``) or that is cached
-(``cache_ttl_seconds``); and no run uses chains that has a debug observer, a per-step
-history recording, node interceptors (tracing spans), the tracker, a clock tape, or asked
-for per-node execution (``Engine.run(per_node=True)``, ``Engine.compiled_flows = False``).
+(``cache_ttl_seconds``); and no run uses chains that has a debug observer, a history
+recording of a run in the sample (or a replay's), node interceptors (tracing spans), the
+tracker, or asked for per-node execution (``Engine.run(per_node=True)``,
+``Engine.compiled_flows = False``).
+
+A run outside the history's sample (a light recording) does use chains, and is recorded as
+if its nodes ran one by one, in case it fails: the JavaScript side keeps each node's payload
+JSON and clock tape (taped as the same node alone would be) and the host notes where each
+node's host calls, writes and console lines begin (:meth:`RunRecording.chain_node`, from
+the hook that tells it which node runs). Only a run that is kept reads them back
+(:meth:`RunRecording.chained`).
 
 A node of a chain runs without its own interrupt: the evaluation's time limit is the sum of
 the limits of the nodes it may run (within what is left of the run's), and a node found
@@ -30,7 +38,7 @@ ends is stopped at the evaluation's limit, and the error names it.
 
 from __future__ import annotations
 
-__all__ = ["FlowPlan", "define", "flow_plan", "run_chain"]
+__all__ = ["RECORDED_CHARS", "FlowPlan", "define", "flow_plan", "run_chain"]
 
 import hashlib
 import itertools
@@ -42,6 +50,7 @@ from typing import Any
 import orjson
 
 from nflow.engine._js import JsRun, node_source, step_failure
+from nflow.engine._record import RunRecording
 from nflow.engine._results import StepResult, TraceEntry
 from nflow.errors import ExecutionError, ModuleNotFound, ScriptTimeout
 from nflow.jsapi import HostLimitExceeded, NflowVM, RunContext, RunKilled
@@ -55,6 +64,9 @@ MAX_CHAIN = 16
 # The words of a source that can leave a promise job behind (see jsapi's NflowVM.compile).
 _ASYNC_WORDS = ("async", "await", "import")
 FORM_SESSION = "nflow_form"
+# A recorded run whose chains keep more payload JSON than this in the JavaScript heap (a long
+# loop of large payloads) runs its remaining nodes one by one, recorded on the host as before.
+RECORDED_CHARS = 4_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +179,13 @@ def run_chain(
     payload: dict[str, Any],
     steps_left: int,
     trace: list[TraceEntry],
+    recording: RunRecording | None = None,
 ) -> tuple[Node, StepResult, int]:
     """Run the chain from ``node`` (an entry of ``plan``) with ``payload``, at most
     ``steps_left`` nodes. Appends a trace entry for each node it ran; returns the last node,
     its result and how many nodes ran. A failure raises the error naming its node, after
-    the trace entry for it."""
+    the trace entry for it. ``recording`` (whose step for ``node`` has begun) records each
+    node as a step of its own (see ``RunRecording.chained``)."""
     ctx = run.ctx
     limit = ctx.limits.step_timeout_seconds
     remaining = ctx.remaining()
@@ -182,6 +196,8 @@ def run_chain(
             node=node.id,
         )
         _trace(trace, [node], [""], [0.0], late)
+        if recording is not None:
+            recording.end(None, None, late)
         raise late
     budget = max(1, min(steps_left, plan.reach[node.id]))
     timeout = min(limit * budget, remaining)
@@ -191,11 +207,13 @@ def run_chain(
     nodes = plan.nodes
     process = ctx.process
 
-    def on_node(index: int) -> None:
+    def on_node(index: int, place: int) -> None:
         current = nodes[index]
         ctx.node_id = current.id
         if process is not None:
             process.current = current.id
+        if recording is not None:
+            recording.chain_node(place)
 
     def once() -> FlowResult:
         define(run.vm, plan, run.playbook.name)
@@ -210,7 +228,23 @@ def run_chain(
             timeout=timeout,
             label=f"node {node.id}",
             on_node=on_node,
+            recorded=recording is not None,
         )
+
+    def chained(
+        ran: list[Node],
+        outs: list[str],
+        durations: list[float],
+        last: tuple[str | None, Any, ExecutionError | None],
+    ) -> None:
+        assert recording is not None
+        vm, number, runs = run.vm, recording.chains, run.vm.runs
+
+        def kept() -> list[Any] | None:
+            # Read back only while no other run has used the runtime since.
+            return vm.chain_record(number) if vm.runs == runs else None
+
+        recording.chained(ran, outs, durations, last, kept)
 
     started = time.perf_counter()
     try:
@@ -229,6 +263,8 @@ def run_chain(
         error = step_failure(run, last, exc, had)
         _trace(trace, ran, outs, durations, error)
         _at_node(ctx, last)
+        if recording is not None:
+            chained(ran, outs, durations, (None, None, error))
         raise error from None
     ran, outs, durations = _steps(plan, node, result.marks, started)
     last = ran[-1]
@@ -239,6 +275,8 @@ def run_chain(
             node=last.id,
         )
         _trace(trace, ran, outs, durations, overran)
+        if recording is not None:
+            chained(ran, outs, durations, (None, None, overran))
         raise overran
     outs[-1] = result.next
     _trace(trace, ran, outs, durations, None)
@@ -251,6 +289,9 @@ def run_chain(
     except orjson.JSONDecodeError:
         new_payload = {}
     step = StepResult(result.next, new_payload if isinstance(new_payload, dict) else {})
+    if recording is not None:
+        chained(ran, outs, durations, (step.next, step.payload, None))
+        recording.js_chars = result.kept_chars
     return last, step, len(ran)
 
 

@@ -16,6 +16,13 @@ it runs is therefore kept to references: each step's payloads (the objects the s
 produced, which nothing changes afterwards), and each host call as a tuple. Records and
 :class:`~nflow.history.HostCall` s are built only for a run that is kept.
 
+A run outside the sample runs its chains of js nodes in one entry into the sandbox (see
+``engine._chains``): :meth:`~RunRecording.chained` keeps such a chain as one entry, with the
+host calls, response writes and console lines of the whole chain and where each node's own
+begin (the chain tells the host before a node's first one). The JavaScript side keeps each
+node's payloads and clock tape; they are read from it, and the chain's entry split into one
+step per node, only if the run is built into a record.
+
 Replays and re-runs subclass it: they answer host calls from a record instead of calling.
 """
 
@@ -25,7 +32,10 @@ __all__ = ["AUTH_NODE", "CLOCK_CALL", "UNRECORDED", "WRITERS", "HistorySink", "R
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from nflow._http import Request, Response
 from nflow.errors import ExecutionError, ScriptError
@@ -92,12 +102,17 @@ class RunRecording:
         self._perf0 = 0.0
         # Each step as it ended, turned into StepRecords only if the run is kept: most runs
         # outside the sample succeed and are let go.
-        self._ended: list[tuple[Any, ...]] = []
+        self._ended: list[Any] = []  # tuples, and _Chain entries
         # The current step's host calls: (name, args, result, error, duration in seconds).
         self._calls: list[tuple[Any, ...]] = []
         self._writes: list[Any] = []
         self._begun: tuple[Any, ...] = ()
         self.last_writes: Sequence[Any] = ()
+        # The chain running now: where each node's host calls, writes and console lines
+        # start, by the node's place in the chain.
+        self._starts: dict[int, tuple[int, int, int]] = {}
+        self.chains = 0  # chains this run ran with a recording (the JS side numbers them)
+        self.js_chars = 0  # payload JSON the JS side keeps for them, in characters
 
     def attach(self, ctx: RunContext) -> None:
         """Start recording ``ctx``'s run: its host calls, clock and console."""
@@ -184,11 +199,61 @@ class RunRecording:
         )
         self._begun = ()
 
+    # --- chains of js nodes run in one entry ------------------------------------------
+    def chain_node(self, place: int) -> None:
+        """The node at ``place`` (0 first) of the running chain is about to make its first
+        host call or console line."""
+        ctx = self.ctx
+        lines = ctx.console if ctx is not None else None
+        self._starts[place] = (len(self._calls), len(self._writes), len(lines or ()))
+
+    def chained(
+        self,
+        nodes: Sequence[Any],
+        outs: Sequence[str],
+        durations_ms: Sequence[float],
+        last: tuple[str | None, Any, ExecutionError | None],
+        kept: Callable[[], list[Any] | None],
+    ) -> None:
+        """The chain that began with the step begun last ran ``nodes`` (playbook nodes),
+        each leaving by its output in ``outs`` and taking its duration; ``last`` is the
+        last node's (next, payload, error). ``kept`` reads what the JavaScript side kept
+        per node (see ``NflowVM.chain_record``), called only if the run is kept."""
+        ctx = self.ctx
+        console: tuple[str, ...] = ()
+        if ctx is not None and ctx.console:
+            console = tuple(ctx.console)
+            ctx.console.clear()
+        if ctx is not None:
+            ctx.tape = None
+        calls: Sequence[Any] = self._calls
+        if calls:
+            self._calls = []
+        writes: Sequence[Any] = self._writes
+        if writes:
+            self._writes = []
+        self.last_writes = writes
+        starts, self._starts = self._starts, {}
+        self.chains += 1
+        self._ended.append(
+            _Chain(
+                self._begun, tuple(nodes), tuple(outs), tuple(durations_ms), last,
+                calls, writes, console, starts, kept,
+            )
+        )  # fmt: skip
+        self._begun = ()
+
     @property
     def steps(self) -> list[StepRecord]:
         """The steps recorded so far."""
         out: list[StepRecord] = []
-        for begun, ended, next_out, payload, error, calls, tape, console, writes in self._ended:
+        ended_steps: list[tuple[Any, ...]] = []
+        for entry in self._ended:
+            if isinstance(entry, _Chain):
+                ended_steps.extend(entry.steps())
+            else:
+                ended_steps.append(entry)
+        for begun, ended, next_out, payload, error, calls, tape, console, writes in ended_steps:
             node_id, node_type, node_name, before, started = begun
             host_calls = [
                 HostCall(
@@ -270,6 +335,69 @@ class RunRecording:
             error=error.message if error is not None else None,
             steps=tuple(self.steps),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """A chain of js nodes that ran in one entry, as :meth:`RunRecording.chained` got it."""
+
+    begun: tuple[Any, ...]  # the first node's, as begin() took it
+    nodes: tuple[Any, ...]
+    outs: tuple[str, ...]
+    durations_ms: tuple[float, ...]
+    last: tuple[str | None, Any, ExecutionError | None]
+    calls: Sequence[Any]
+    writes: Sequence[Any]
+    console: tuple[str, ...]
+    starts: dict[int, tuple[int, int, int]]
+    kept: Callable[[], list[Any] | None]
+
+    def steps(self) -> list[tuple[Any, ...]]:
+        """One ended step per node, in the shape ``RunRecording.end`` keeps."""
+        count = len(self.nodes)
+        kept = self.kept() or []
+        # Where each node's calls, writes and lines start: a node the chain never told the
+        # host about made none, so it starts where the next one does.
+        bounds: list[tuple[int, int, int]] = [(0, 0, 0)] * (count + 1)
+        bounds[count] = (len(self.calls), len(self.writes), len(self.console))
+        for place in range(count - 1, 0, -1):
+            bounds[place] = self.starts.get(place, bounds[place + 1])
+        node_id, node_type, node_name, first_before, started = self.begun
+        next_last, payload_last, error = self.last
+        out: list[tuple[Any, ...]] = []
+        for place, node in enumerate(self.nodes):
+            own = kept[place] if place < len(kept) and isinstance(kept[place], list) else None
+            if place == 0:
+                begun = (node_id, node_type, node_name, first_before, started)
+            else:
+                before = _loads(own[0]) if own is not None else None
+                begun = (node.id, node.type, node.name, before, started)
+            ended = started + self.durations_ms[place] / 1000.0
+            if place == count - 1:
+                next_out, payload, failure = next_last, payload_last, error
+            else:
+                next_out = self.outs[place]
+                payload = _loads(own[1]) if own is not None else None
+                failure = None
+            (c0, w0, l0), (c1, w1, l1) = bounds[place], bounds[place + 1]
+            tape = own[2] if own is not None and len(own) > 2 else None
+            out.append(
+                (
+                    begun, ended, next_out, payload, failure, tuple(self.calls[c0:c1]),
+                    tape, self.console[l0:l1], tuple(self.writes[w0:w1]),
+                )
+            )  # fmt: skip
+            started = ended
+        return out
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _headers(pairs: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

@@ -23,7 +23,7 @@ import orjson
 from nflow._http import Request, Response, ResponseTooLarge, ResponseWriter
 from nflow._ids import new_wid
 from nflow.engine._cache import TTL_KEY, StepCache, cached_step
-from nflow.engine._chains import FlowPlan, define, flow_plan, run_chain
+from nflow.engine._chains import RECORDED_CHARS, FlowPlan, define, flow_plan, run_chain
 from nflow.engine._custom import run_custom_step
 from nflow.engine._js import VMProvider, js_limit, step_js
 from nflow.engine._parallel import JOIN_TYPE, BranchPool, step_join, step_parallel
@@ -241,10 +241,9 @@ class Engine:
             and not per_node
             and checkpoint is None
             and observer is None
-            and run.recording is None
+            and _chains_record(recording, ctx.clock)
             and not self.interceptors
             and services.tracker is None
-            and not ctx.clock
             and self.steps.get("js") is step_js
         ):
             plan = self.flow_plan(run, playbook)
@@ -418,11 +417,21 @@ class _Run:
             flow = self.flow
             if flow is not None and node.id in flow.entries:
                 # A chain of js nodes in one entry into the sandbox; it traces each node.
+                # A recording's steps for the chain's nodes are kept by run_chain.
                 node, result, ran = run_chain(
-                    self, flow, node, merged, limits.max_steps - steps + 1, self.execution.trace
+                    self,
+                    flow,
+                    node,
+                    merged,
+                    limits.max_steps - steps + 1,
+                    self.execution.trace,
+                    recording,
                 )
                 steps += ran - 1
                 started = time.perf_counter()
+                if recording is not None and recording.js_chars > RECORDED_CHARS:
+                    self.flow = None  # see RECORDED_CHARS
+                recording = None
             else:
                 try:
                     if interceptors:
@@ -623,6 +632,15 @@ class _Run:
                 error=error,
             )
         )
+
+
+def _chains_record(recording: RunRecording | None, clock: str) -> bool:
+    """Whether a run recorded so (and with that clock) may run chains: one not recorded,
+    or recorded outside the history's sample (a light recording, which taping the clock
+    "r" is), never a replay's or re-run's (their own recording kinds)."""
+    if recording is None:
+        return not clock
+    return recording.light and clock == "r" and type(recording) is RunRecording
 
 
 def _intercepted(

@@ -110,9 +110,10 @@ class NflowVM:
         self._settled: list[list[object]] = []
         self._rt.bind("__h_async", self._start_awaited)
         self._rt.bind("__h_settled", self._take_settled)
-        # Told which node of a compiled flow runs, before its first host call or console
-        # line: the flow's runner, set for one evaluation.
-        self.on_node: Callable[[int], None] | None = None
+        # Told which node of a compiled flow runs (its table index and its place in the
+        # flow's run), before its first host call or console line: the flow's runner, set
+        # for one evaluation.
+        self.on_node: Callable[[int, int], None] | None = None
         self._rt.bind("__h_at", self._at)
         prelude = (
             _PRELUDE.replace("__NF_TOKEN__", self._qtoken)
@@ -165,10 +166,10 @@ class NflowVM:
             self._settled = []
             awaited.cancel()
 
-    def _at(self, index: int) -> None:
+    def _at(self, index: int, place: int) -> None:
         on_node = self.on_node
         if on_node is not None:
-            on_node(index)
+            on_node(index, place)
 
     def _console(self, level: str, args: list[object]) -> None:
         ctx = self.ctx
@@ -299,6 +300,12 @@ class NflowVM:
 
     def define_flow(self, key: str, spec_json: str) -> None:
         """Define compiled flow ``key`` from steps and nodes this runtime already has."""
+        # Each node says whether its source names the clock: a recorded run tapes those.
+        spec = [
+            [*entry[:4], 1 if entry[0] in self._clock_steps else 0]
+            for entry in orjson.loads(spec_json)
+        ]
+        spec_json = orjson.dumps(spec).decode()
         self._rt.eval(f"__nf.chain({self._qtoken},{quote(key)},{quote(spec_json)});0", timeout=5.0)
         self._flows.add(key)
 
@@ -314,12 +321,14 @@ class NflowVM:
         step_seconds: float,
         timeout: float,
         label: str,
-        on_node: Callable[[int], None],
+        on_node: Callable[[int, int], None],
+        recorded: bool = False,
     ) -> FlowResult:
         """Run compiled flow ``key`` from its node ``entry``, at most ``budget`` nodes, in one
         evaluation of at most ``timeout`` seconds; a node that ran longer than
         ``step_seconds`` ends the flow (``overran``). ``on_node(index)`` is told which node
-        runs before its first host call or console line."""
+        runs before its first host call or console line. ``recorded``: the JS side keeps
+        each node's payloads and clock tape for :meth:`chain_record`."""
         fresh = "1" if self._fresh else "0"
         ctx = self.ctx
         seed = ctx.seed if ctx is not None else 0
@@ -328,7 +337,7 @@ class NflowVM:
         code = (
             f"__nf.flow({self._qtoken},{fresh},{quote(key)},{entry},{payload},{quote(prev)},"
             f"{form},{budget},{step_seconds * 1000.0!r},{timeout * 1000.0!r},"
-            f"{seed >> 32},{seed & 0xFFFFFFFF})"
+            f"{seed >> 32},{seed & 0xFFFFFFFF},{1 if recorded else 0})"
         )
         self.deadline = time.monotonic() + timeout
         self.entries += 1
@@ -355,7 +364,21 @@ class NflowVM:
             delta_json=str(result[3]),
             marks=marks if isinstance(marks, list) else [],
             overran=bool(result[5]),
+            kept_chars=int(result[6]) if len(result) > 6 and result[6] else 0,
         )
+
+    def chain_record(self, number: int) -> list[Any] | None:
+        """What the recorded chain ``number`` (0 first) of the current run kept per node:
+        ``[payload JSON before (None for its first node), payload JSON after (None if it
+        failed), clock tape or None]``; None when the runtime cannot say."""
+        record = f"__nf.record({self._qtoken},{int(number)},"
+        try:
+            count = self._rt.eval(f"{record}-1)", timeout=1.0)
+            if not isinstance(count, int):
+                return None
+            return [self._rt.eval(f"{record}{i})", timeout=1.0) for i in range(count)]
+        except Exception:
+            return None
 
     def flow_marks(self) -> list[Any]:
         """The marks of the flow that ran last (after it failed); [] when unknown."""
@@ -433,6 +456,8 @@ class FlowResult:
     marks: list[Any]
     # The last node ran past its time limit and the flow stopped after it.
     overran: bool
+    # The characters of payload JSON the JavaScript side keeps for this run's recording.
+    kept_chars: int = 0
 
 
 class DirtyRuntime(Exception):

@@ -63,11 +63,13 @@
   // it, and then only shows "host function failed".
   // In a compiled flow the host learns which node runs only when it needs to know: before a
   // host call or a console line of a node it was not told about yet (-1: it knows).
+  // untoldAt: that node's place in the flow's run (a cycle may run a node twice).
   let untold = -1;
+  let untoldAt = 0;
   function tell() {
     const index = untold;
     untold = -1;
-    AT(index);
+    AT(index, untoldAt);
   }
   const nativeConsole = G.console;
   if (nativeConsole !== undefined) {
@@ -245,6 +247,7 @@
   function thrower(what) {
     return function () {
       try {
+        if (untold >= 0) tell();
         HOST["security.blocked"](what);
       } catch (e) {
         // outside a run (or past a limit): the TypeError below still stops the script
@@ -382,7 +385,10 @@
   let touched = false; // the running step reached a promise API (see "Promise jobs" below)
 
   function lazy(name) {
-    if (!(name in R)) R[name] = REQ(name);
+    if (!(name in R)) {
+      if (untold >= 0) tell();
+      R[name] = REQ(name);
+    }
     return R[name];
   }
   // Globals scripts may read and assign; stored in R so a new request starts clean.
@@ -682,6 +688,7 @@
     require: function (name) {
       if (name === "console") return G.console;
       try {
+        if (untold >= 0) tell();
         HOST["security.blocked"]("require");
       } catch (e) {
         // the error below is what the script sees
@@ -871,9 +878,27 @@
   }
   function flowDone(out) {
     untold = -1;
+    const cur = unfinished();
+    if (cur !== null) recorded(cur, out);
     if (out.length < 3) out.push(null);
-    out.push(R.__delta === null ? "" : jsonStringify(R.__delta), R.__marks, R.__overran);
+    out.push(R.__delta === null ? "" : jsonStringify(R.__delta), R.__marks, R.__overran, R.__recChars);
     return out;
+  }
+  // A recorded node's payload after and clock tape; the characters kept so far this run are
+  // counted, so the host can stop a long run from filling the heap with them.
+  // The node of a recorded run's last chain that has not finished (it failed, or it waited
+  // for a promise and take() finishes it), or null.
+  function unfinished() {
+    const chains = R.__chains;
+    if (chains === undefined || chains.length === 0) return null;
+    const last = chains[chains.length - 1];
+    const cur = last.length ? last[last.length - 1] : null;
+    return cur !== null && cur[1] === null ? cur : null;
+  }
+  function recorded(cur, out) {
+    cur[1] = out[1];
+    R.__recChars += out[1].length;
+    if (clockMode !== 0) cur[2] = tape;
   }
   const ObjectProto = O.prototype;
   const hasOwn = ObjectProto.hasOwnProperty;
@@ -977,11 +1002,12 @@
       return finish();
     },
     // Define a compiled flow from its steps and nodes (already defined by define/node):
-    // spec is the JSON of [[step key, node key, node id, {output: table index}], ...].
+    // spec is the JSON of [[step key, node key, node id, {output: table index}, 1 when the
+    // step's source names the clock (taped in a recorded run)], ...].
     chain(token, key, spec) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       const table = [];
-      for (const e of jsonParse(spec)) table.push([steps.get(e[0]), nodes.get(e[1]), e[2], e[3]]);
+      for (const e of jsonParse(spec)) table.push([steps.get(e[0]), nodes.get(e[1]), e[2], e[3], e[4]]);
       flows.set(key, table);
     },
     // Run the compiled flow key from table index entry: each node as run() would run it, then,
@@ -989,15 +1015,27 @@
     // the engine's loop would give it (the node's payload, plus what the form session holds
     // beyond it, "break" and the journey aside). At most budget nodes; a node that ran past
     // limitMs, or past the run's time (leftMs from now), ends the flow.
-    // Returns [next, payload JSON, null, form delta JSON, marks, overran] of the last node run
+    // Returns [next, payload JSON, null, form delta JSON, marks, overran, characters a recorded
+    // run keeps (undefined when not recorded)] of the last node run
     // (see finishFlow), or NEVER when that node reached a promise (then take() returns it).
     // marks: [start time, then per next node: its index, the output that led there, time].
-    flow(token, fresh, key, entry, payload, prev, form, budget, limitMs, leftMs, hi, lo) {
+    flow(token, fresh, key, entry, payload, prev, form, budget, limitMs, leftMs, hi, lo, rec) {
       if (token !== TOKEN) throw new TypeError("not allowed");
       if (fresh && !reset()) return null;
       if (fresh) seedLater(hi, lo);
       setClock(0);
       const table = flows.get(key);
+      // A recorded run (rec): each node's payload JSON before and after and its clock tape,
+      // kept here for the host to read only if the run fails (see record()).
+      let nodesRec = null;
+      if (rec) {
+        if (R.__chains === undefined) {
+          R.__chains = [];
+          R.__recChars = 0;
+        }
+        nodesRec = [];
+        R.__chains.push(nodesRec);
+      }
       const session = form ? jsonParse(form) : O.create(null);
       let sessionSize = form ? O.keys(session).length : 0;
       let started = nativePerfNow();
@@ -1010,9 +1048,20 @@
       let index = entry;
       let input = payload ? jsonParse(payload) : {};
       let before = prev;
+      let inputJson = null; // the entry's payload is the host's own
       for (let count = 1; ; count++) {
         const e = table[index];
         const n = e[1];
+        if (nodesRec !== null) {
+          // Taped as the same node run on its own would be: only a source naming the clock.
+          if (e[4]) {
+            clockMode = 1;
+            tape = [];
+          } else {
+            clockMode = 0;
+          }
+          nodesRec.push([inputJson, null, null]);
+        }
         R.payload = input;
         R.next = "output_1";
         R.__node = n;
@@ -1031,6 +1080,7 @@
           return NEVER;
         }
         const result = finish();
+        if (nodesRec !== null) recorded(nodesRec[nodesRec.length - 1], result);
         const next = result[0];
         if (count >= budget || next === "") return flowDone(result);
         const target = e[3][next];
@@ -1066,13 +1116,31 @@
           }
         }
         // Each node gets a payload of its own, as when the engine hands it over as JSON.
-        input = extra ? jsonParse(jsonStringify(output)) : jsonParse(result[1]);
+        const json = extra ? jsonStringify(output) : result[1];
+        input = jsonParse(json);
+        if (nodesRec !== null) {
+          inputJson = json;
+          if (extra) R.__recChars += json.length;
+        }
         before = e[2];
         index = target;
         untold = target;
+        untoldAt = count;
         started = now;
         marks.push(target, next, now);
       }
+    },
+    // What a recorded run's chain number k of this run kept per node: [payload JSON before
+    // (null for its first node), payload JSON after (null if it failed), clock tape or null].
+    // The node that failed gets the tape it read so far. Node i of the chain, or (i = -1)
+    // how many nodes it kept: one node at a time crosses to the host.
+    record(token, k, i) {
+      if (token !== TOKEN) throw new TypeError("not allowed");
+      const chains = R.__chains;
+      if (chains === undefined || k >= chains.length) return null;
+      const cur = unfinished();
+      if (cur !== null && clockMode !== 0) cur[2] = tape;
+      return i < 0 ? chains[k].length : chains[k][i];
     },
     // The marks of the flow that ran last (read after it failed).
     marks(token) {
