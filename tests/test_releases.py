@@ -226,7 +226,8 @@ def test_a_designer_change_to_the_nflow_table_becomes_a_version(
     data = env.versions(capsys)
     (d,) = [v for v in data["versions"] if v["id"] != a]
     assert d["source"] == "designer" and d["weight"] == 100.0
-    assert serves_only(srv.url, d["id"])
+    # Each worker finds the designer's change at its own next poll: soon every one serves it.
+    eventually(lambda: serves_only(srv.url, d["id"]), "every worker serving the designer's version")
     # The change is node-level in `nflow diff`; rollback serves the imported version again.
     diff = env.cli("diff", "shop", a[:6], d["id"][:6], capsys=capsys)
     assert "node changed: a" in diff and "-function main(){ c.JSON(200, {v: 'A'}) }" in diff
