@@ -79,8 +79,9 @@ def _serving(release: ReleaseRecord | None, head: str | None) -> dict[str, int]:
 
 
 def _percent(weights: Mapping[str, int]) -> dict[str, float]:
-    total = sum(w for w in weights.values() if w > 0)
-    return {v: round(100.0 * w / total, 1) for v, w in weights.items() if total and w > 0}
+    from nflow.releasing import percent
+
+    return percent(weights)
 
 
 def _short(version: str) -> str:
@@ -176,36 +177,21 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 # nflow diff ----------------------------------------------------------------------------------
 def _nodes(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    drawflow = doc.get("drawflow")
-    if not isinstance(drawflow, dict):
-        return out
-    for tab, tab_doc in drawflow.items():
-        data = tab_doc.get("data") if isinstance(tab_doc, dict) else None
-        if isinstance(data, dict):
-            for node_id, node in data.items():
-                if isinstance(node, dict):
-                    out[str(node_id)] = {"tab": tab, **node}
-    return out
+    from nflow.releasing import document_nodes
+
+    return document_nodes(doc)
 
 
 def _links(nodes: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str, str]]:
-    links: set[tuple[str, str, str]] = set()
-    for node_id, node in nodes.items():
-        outputs = node.get("outputs")
-        if not isinstance(outputs, dict):
-            continue
-        for output, spec in outputs.items():
-            conns = spec.get("connections") if isinstance(spec, dict) else None
-            for conn in conns or []:
-                if isinstance(conn, dict) and "node" in conn:
-                    links.add((node_id, str(output), str(conn["node"])))
-    return links
+    from nflow.releasing import node_links
+
+    return node_links(nodes)
 
 
 def _data(node: Mapping[str, Any]) -> dict[str, Any]:
-    data = node.get("data")
-    return data if isinstance(data, dict) else {}
+    from nflow.releasing import node_data
+
+    return node_data(node)
 
 
 def _text(value: Any) -> str:

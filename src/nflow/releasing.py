@@ -5,9 +5,21 @@ weights after releasing one version at a share of the traffic.
 
 from __future__ import annotations
 
-__all__ = ["SOURCE_KINDS", "head_version", "release", "serving", "split", "stored_sources"]
+__all__ = [
+    "SOURCE_KINDS",
+    "document_nodes",
+    "head_version",
+    "node_data",
+    "node_links",
+    "percent",
+    "release",
+    "serving",
+    "split",
+    "stored_sources",
+]
 
 from collections.abc import Mapping
+from typing import Any
 
 from nflow.catalog import version_record
 from nflow.errors import NflowError, PlaybookError
@@ -95,3 +107,45 @@ async def release(
     released = await store.set_release(app, weights, head=head, detail=detail)
     assert released is not None  # None only when an expected sequence number is given
     return released
+
+
+# What `nflow diff` and the API's diff both read of a stored document ---------------------------
+def document_nodes(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every node of a Drawflow document by id, each with the ``tab`` it is on."""
+    out: dict[str, dict[str, Any]] = {}
+    drawflow = doc.get("drawflow")
+    if not isinstance(drawflow, dict):
+        return out
+    for tab, tab_doc in drawflow.items():
+        data = tab_doc.get("data") if isinstance(tab_doc, dict) else None
+        if isinstance(data, dict):
+            for node_id, node in data.items():
+                if isinstance(node, dict):
+                    out[str(node_id)] = {"tab": tab, **node}
+    return out
+
+
+def node_data(node: Mapping[str, Any]) -> dict[str, Any]:
+    data = node.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def node_links(nodes: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """The connections of ``nodes`` as (node, output, target node)."""
+    links: set[tuple[str, str, str]] = set()
+    for node_id, node in nodes.items():
+        outputs = node.get("outputs")
+        if not isinstance(outputs, dict):
+            continue
+        for output, spec in outputs.items():
+            conns = spec.get("connections") if isinstance(spec, dict) else None
+            for conn in conns or []:
+                if isinstance(conn, dict) and "node" in conn:
+                    links.add((node_id, str(output), str(conn["node"])))
+    return links
+
+
+def percent(weights: Mapping[str, int]) -> dict[str, float]:
+    """Release weights as percentages of their sum (one decimal), zero weights left out."""
+    total = sum(w for w in weights.values() if w > 0)
+    return {v: round(100.0 * w / total, 1) for v, w in weights.items() if total and w > 0}

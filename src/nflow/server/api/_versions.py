@@ -22,13 +22,16 @@ __all__ = [
 ]
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from nflow._http import Response
 from nflow.errors import NflowError
+from nflow.releasing import document_nodes as _nodes
+from nflow.releasing import node_data as _data
+from nflow.releasing import node_links as _links
+from nflow.releasing import percent as _percent
 from nflow.store import ReleaseRecord, Store, VersionRecord
 
 from ._core import ApiCall, ApiError, ok
@@ -90,39 +93,6 @@ class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Empty: restore the release before the last change; ``to``: serve that version alone."""
 
     to: str | None = None
-
-
-def _nodes(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    drawflow = doc.get("drawflow")
-    if not isinstance(drawflow, dict):
-        return out
-    for tab, tab_doc in drawflow.items():
-        data = tab_doc.get("data") if isinstance(tab_doc, dict) else None
-        if isinstance(data, dict):
-            for node_id, node in data.items():
-                if isinstance(node, dict):
-                    out[str(node_id)] = {"tab": tab, **node}
-    return out
-
-
-def _data(node: Mapping[str, Any]) -> dict[str, Any]:
-    data = node.get("data")
-    return data if isinstance(data, dict) else {}
-
-
-def _links(nodes: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str, str]]:
-    links: set[tuple[str, str, str]] = set()
-    for node_id, node in nodes.items():
-        outputs = node.get("outputs")
-        if not isinstance(outputs, dict):
-            continue
-        for output, spec in outputs.items():
-            conns = spec.get("connections") if isinstance(spec, dict) else None
-            for conn in conns or []:
-                if isinstance(conn, dict) and "node" in conn:
-                    links.add((node_id, str(output), str(conn["node"])))
-    return links
 
 
 def version_changes(old: VersionRecord, new: VersionRecord) -> list[Change]:
@@ -203,11 +173,6 @@ async def app_diff(call: ApiCall) -> Response:
 
     old, new = await _work(call, work)
     return ok(Diff(version_changes(old, new)))
-
-
-def _percent(weights: Mapping[str, int]) -> dict[str, float]:
-    total = sum(w for w in weights.values() if w > 0)
-    return {v: round(100.0 * w / total, 1) for v, w in weights.items() if total and w > 0}
 
 
 async def _state(call: ApiCall, app: str) -> ReleaseState:
