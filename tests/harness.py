@@ -86,6 +86,7 @@ class Harness:
         config: Config | None = None,
         toml: str | None = None,
         access_log: bool = False,
+        example: bool = False,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.tmp_path = tmp_path
@@ -108,6 +109,7 @@ class Harness:
             config or load_config(None, environ={}),
             app_files=files,
             database_url=db_url,
+            example_if_empty=example,
         )
         self.loop.run_until_complete(self._open(support))
 

@@ -124,6 +124,19 @@ def test_apps_from_files_are_read_only_here(db_url: str, tmp_path: Path) -> None
         h.close()
 
 
+def test_the_bundled_example_is_listed_and_read_only(db_url: str, tmp_path: Path) -> None:
+    h = Harness(db_url, tmp_path, toml="[studio]\nenabled = true\n", example=True)
+    try:
+        [app] = h.request("GET", f"{API}/apps").json()
+        assert (app["name"], app["source"]) == ("example", "file")
+        loaded = h.request("GET", f"{API}/apps/example").json()
+        assert loaded["version"] == app["version"] and "drawflow" in loaded["document"]
+        r = save(h, "example", loaded["document"], loaded["version"])
+        assert r.status == 409
+    finally:
+        h.close()
+
+
 def test_the_studio_and_its_api_are_off_by_default(db_url: str, tmp_path: Path) -> None:
     h = Harness(db_url, tmp_path, apps=[shop(1)])
     try:

@@ -26,7 +26,7 @@ import asyncio
 import copy
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
@@ -36,6 +36,9 @@ from nflow.errors import PlaybookError, Problem
 from nflow.playbook import Playbook, parse_playbook
 
 from ._core import ApiCall, ApiError, ok
+
+if TYPE_CHECKING:
+    from nflow.catalog import Catalog
 
 
 class StarterInfo(msgspec.Struct):
@@ -187,11 +190,18 @@ async def _current(call: ApiCall, name: str) -> _Current:
         return _Current(
             name, document, version, "store", row.default_js, row.tag, playbook, row.json
         )
-    for source in runtime.catalog.files:
-        if source.name == name and source.playbook is not None:
-            found = source.playbook
+    for found in _file_playbooks(runtime.catalog):
+        if found.name == name:
             return _Current(name, dict(found.document), found.version, "file", playbook=found)
     raise ApiError(404, f"no app {name!r}")
+
+
+def _file_playbooks(catalog: Catalog) -> list[Playbook]:
+    """The served apps that are not stored: ``--app`` files, and the bundled example a
+    server with no app serves (read-only here, like a file)."""
+    found = [s.playbook for s in catalog.files if s.playbook is not None]
+    known = {s.name for s in catalog.stored} | {p.name for p in found}
+    return found + [p for p in catalog.playbooks if p.name not in known]
 
 
 def _summary(playbook: Playbook, source: str) -> AppSummary:
@@ -214,7 +224,7 @@ async def app_list(call: ApiCall) -> Response:
         # A stored app that cannot be served is listed too, so that it can be mended.
         else AppSummary(s.name, s.digest, [], [], "store")
         for s in catalog.stored
-    ] + [_summary(s.playbook, "file") for s in catalog.files if s.playbook is not None]
+    ] + [_summary(p, "file") for p in _file_playbooks(catalog)]
     seen: set[str] = set()
     unique = []
     for app in apps:  # a stored app shadows a file of the same name
