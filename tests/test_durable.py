@@ -490,3 +490,55 @@ async def _status(url: str, run_id: str) -> str | None:
         return view.status if view is not None else None
     finally:
         await store.close()
+
+
+async def _accept_three(url: str) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
+    from sqlalchemy import make_url
+
+    from nflow.durable import NewRun
+    from nflow.durable._pg import PgPath
+
+    store = Store(url)
+    await store.open()
+    fast = None
+    if url.startswith("postgresql"):
+        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        fast = PgPath(libpq, 2)
+        await fast.open()
+    queue = Queue(store, fast=fast)
+    try:
+        batch = [
+            NewRun(
+                id=secrets.token_hex(8),
+                app="app",
+                version="v1",
+                kind="request",
+                request="{}",
+                vars="{}",
+                sessions="{}",
+                next_node="a",
+            )
+            for _ in range(3)
+        ]
+        taken = await queue.enqueue(batch, owner="here", take=2, lease_seconds=60.0)
+        claimed = await queue.claim("elsewhere", 10, 60.0, sweep=True)
+        views = {run.id: await queue.get(run.id) for run in batch}
+        return (
+            [c.id for c in taken],
+            [c.id for c in claimed],
+            {k: (v.status, v.attempts) for k, v in views.items() if v is not None},
+        )
+    finally:
+        if fast is not None:
+            await fast.close()
+        await store.close()
+
+
+def test_runs_accepted_with_free_slots_are_committed_leased_to_the_accepting_worker(
+    db_url: str,
+) -> None:
+    # The accepting worker executes them without a claim; the rest stay queued for any
+    # worker, and a leased run is another's only once its lease lapses.
+    taken, claimed, views = asyncio.run(_accept_three(db_url))
+    assert len(taken) == 2 and len(claimed) == 1 and not set(taken) & set(claimed)
+    assert all(views[run_id] == ("running", 1) for run_id in taken + claimed)

@@ -110,19 +110,32 @@ class DurableRuns:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
         await future
-        self.worker.wake()
 
     async def _flush(self) -> None:
+        # On the I/O loop, like the worker: the runs this worker has room for are committed
+        # already leased to it and start at once, without a claim statement; the rest wait
+        # in the queue for any instance's worker.
+        worker = self.worker
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                reserved = worker.reserve(len(batch))
                 try:
-                    await self.queue.enqueue([run for run, _ in batch])
+                    taken = await self.queue.enqueue(
+                        [run for run, _ in batch],
+                        owner=worker.owner,
+                        take=reserved,
+                        lease_seconds=worker.lease_seconds,
+                    )
                 except Exception as exc:
+                    worker.adopt(reserved, [])
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                 else:
+                    worker.adopt(reserved, taken)
+                    if len(taken) < len(batch):
+                        worker.wake()
                     for _, future in batch:
                         if not future.done():
                             future.set_result(None)

@@ -1,10 +1,11 @@
 """The queue's statements on a run's path, on PostgreSQL, straight through asyncpg.
 
-Each is one statement in autocommit (a checkpoint's update and its log row in one ``WITH``),
-so a checkpoint is one round trip. Through SQLAlchemy's asyncpg adapter the same checkpoint
-as a two-statement transaction cost 1.17 ms of client CPU; this way 0.07 ms (measured here,
-single client, see bench/README.md). The other statements of the queue, and every statement
-on SQLite, stay in ``_queue`` on SQLAlchemy.
+Each is one statement in autocommit (a checkpoint's update and its log row in one ``WITH``,
+a batch of accepted runs one ``INSERT ... SELECT FROM unnest``), so each is one round trip.
+Through SQLAlchemy's asyncpg adapter the same checkpoint as a two-statement transaction cost
+1.17 ms of client CPU; this way 0.07 ms (measured here, single client, see bench/README.md).
+The other statements of the queue, and every statement on SQLite, stay in ``_queue`` on
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ WHERE id IN (
   ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED)
 RETURNING id, app, version, kind, parent_id, request, vars, sessions, next_node, payload,
   writer, steps, attempts, node_attempts
+"""
+
+_ENQUEUE = """
+INSERT INTO nflow_durable_runs (id, app, version, kind, parent_id, request, vars, sessions,
+  next_node, payload, status, owner, attempts, node_attempts, run_at, steps, created_at,
+  updated_at)
+SELECT id, app, version, kind, parent_id, request, vars, sessions, next_node, payload, status,
+  owner, attempts, attempts, run_at, 0, $15, $15
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[],
+  $14::bigint[])
+  AS t(id, app, version, kind, parent_id, request, vars, sessions, next_node, payload, status,
+  owner, attempts, run_at)
 """
 
 _FENCE = "WHERE id = $1 AND owner = $2 AND attempts = $3 AND status = 'running'"
@@ -49,13 +63,22 @@ WITH done AS (
 """
 
 
+async def _keep(conn: Any) -> None:
+    """What a connection needs back in the pool: nothing. asyncpg's default reset is one
+    more round trip per statement here (advisory locks, cursors, LISTEN, settings), and
+    these statements leave none of those; an open transaction is still rolled back before
+    this is called."""
+
+
 class PgPath:
-    """A small asyncpg pool of its own, for claims and checkpoints."""
+    """A small asyncpg pool of its own, for claims and checkpoints, and a connection or two
+    for accepting runs (whose commits wait for the WAL flush)."""
 
     def __init__(self, dsn: str, size: int) -> None:
         self._dsn = dsn
         self._size = size
         self._pool: Any = None
+        self._accepting: Any = None
 
     async def open(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -65,15 +88,32 @@ class PgPath:
             min_size=1,
             max_size=self._size,
             timeout=10.0,
+            reset=_keep,
             # A checkpoint must outlive nflow's death, not PostgreSQL's: no wait for the WAL
             # flush (accepting a run, elsewhere, does wait).
             server_settings={"synchronous_commit": "off"},
         )
+        # An accepted run must survive PostgreSQL's crash too: these commits are flushed.
+        # Accepts arriving together share one commit, so one connection is mostly enough.
+        self._accepting = await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=2,
+            timeout=10.0,
+            reset=_keep,
+            server_settings={"synchronous_commit": "on"},
+        )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._accepting):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._accepting = None
+
+    async def enqueue(self, columns: list[list[Any]], now: int) -> None:
+        """Insert runs given column by column, in the order of ``_ENQUEUE``'s unnest."""
+        async with self._accepting.acquire() as conn:
+            await conn.execute(_ENQUEUE, *columns, now)
 
     async def claim(self, owner: str, limit: int, until: int, now: int) -> list[Any]:
         async with self._pool.acquire() as conn:

@@ -204,10 +204,67 @@ class Queue:
         )
 
     # accepting ---------------------------------------------------------------------------
-    async def enqueue(self, batch: Sequence[NewRun]) -> None:
+    async def enqueue(
+        self,
+        batch: Sequence[NewRun],
+        *,
+        owner: str | None = None,
+        take: int = 0,
+        lease_seconds: float = 0.0,
+    ) -> list[Claimed]:
         """Commit ``batch`` to the queue in one transaction, flushed to disk before it
-        returns: an accepted run survives PostgreSQL's crash too."""
+        returns: an accepted run survives PostgreSQL's crash too.
+
+        The first ``take`` runs are committed already leased to ``owner`` (its worker has
+        that many free slots), as a claim would leave them: no claim statement for them,
+        and another instance takes them over like any run once the lease lapses. Returns
+        those, for the caller to execute."""
         now = now_us()
+        until = now + int(lease_seconds * 1_000_000)
+        take = min(take, len(batch)) if owner is not None else 0
+        taken = [
+            Claimed(
+                id=run.id,
+                app=run.app,
+                version=run.version,
+                kind=run.kind,
+                parent_id=run.parent_id,
+                request=run.request,
+                vars=run.vars,
+                sessions=run.sessions,
+                next_node=run.next_node,
+                payload=run.payload,
+                writer=None,
+                steps=0,
+                attempts=1,
+                node_attempts=1,
+                previous_owner=None,
+            )
+            for run in batch[:take]
+        ]
+        fast = self.fast
+        if fast is not None:
+            queued = len(batch) - take
+            await fast.enqueue(
+                [
+                    [run.id for run in batch],
+                    [run.app for run in batch],
+                    [run.version for run in batch],
+                    [run.kind for run in batch],
+                    [run.parent_id for run in batch],
+                    [self._sealed("request", run.request) for run in batch],
+                    [run.vars for run in batch],
+                    [self._sealed("sessions", run.sessions) for run in batch],
+                    [run.next_node for run in batch],
+                    [self._sealed("payload", run.payload) for run in batch],
+                    ["running"] * take + ["queued"] * queued,
+                    [owner] * take + [None] * queued,
+                    [1] * take + [0] * queued,
+                    [until] * take + [now] * queued,
+                ],
+                now,
+            )
+            return taken
         async with self._tx("accept runs") as conn:
             if self.postgres:
                 await conn.execute(text("SET LOCAL synchronous_commit = on"))
@@ -220,22 +277,24 @@ class Queue:
                         "version": run.version,
                         "kind": run.kind,
                         "parent_id": run.parent_id,
-                        "status": "queued",
+                        "status": "running" if i < take else "queued",
+                        "owner": owner if i < take else None,
                         "request": self._sealed("request", run.request),
                         "vars": run.vars,
                         "sessions": self._sealed("sessions", run.sessions),
                         "next_node": run.next_node,
                         "payload": self._sealed("payload", run.payload),
                         "steps": 0,
-                        "attempts": 0,
-                        "node_attempts": 0,
-                        "run_at": now,
+                        "attempts": 1 if i < take else 0,
+                        "node_attempts": 1 if i < take else 0,
+                        "run_at": until if i < take else now,
                         "created_at": now,
                         "updated_at": now,
                     }
-                    for run in batch
+                    for i, run in enumerate(batch)
                 ],
             )
+        return taken
 
     # claiming and leases -----------------------------------------------------------------
     async def claim(

@@ -80,20 +80,72 @@ class DurableWorker:
         self._poll = config.poll_interval_ms / 1000.0
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="nflow-durable")
         self._active: dict[str, Claimed] = {}
+        # Slots promised to runs being accepted here (see ``reserve``).
+        self._reserved = 0
+        # Whether the queue may hold due runs: set by an accept that left runs queued and
+        # by a claim that filled every free slot; a claim that found fewer clears it. A run
+        # ending here claims again only then: otherwise every finished run would cost a
+        # claim statement that finds nothing. Runs queued elsewhere wait at most a poll.
+        self._more = True
         self._wake: asyncio.Event | None = None
         self._task: Any = None
         self._stopping = False
         self.executed = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease
 
     # life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._task = self.io.submit(self._main())
 
     def wake(self) -> None:
-        """Look for work now (a run was accepted here)."""
-        wake = self._wake
-        if wake is not None:
-            self.io.loop.call_soon_threadsafe(wake.set)
+        """Look for work now (a run was queued here)."""
+        self.io.loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        self._more = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def reserve(self, wanted: int) -> int:
+        """On the I/O loop: up to ``wanted`` free slots, held for runs this process accepts
+        (committed already leased to it); hand them over with ``adopt``."""
+        if self._task is None or self._stopping:
+            return 0
+        free = self._concurrency - len(self._active) - self._reserved
+        taken = max(0, min(wanted, free))
+        self._reserved += taken
+        return taken
+
+    def adopt(self, reserved: int, claims: list[Claimed]) -> None:
+        """On the I/O loop: execute ``claims`` (leased to this process on accepting them) in
+        the ``reserved`` slots."""
+        self._reserved -= reserved
+        if self._stopping:
+            # Too late to start: queued again at once, like the runs a shutdown interrupts.
+            for claim in claims:
+                self.io.loop.create_task(self._give_back(claim))
+            return
+        loop = asyncio.get_running_loop()
+        for claim in claims:
+            self._start(loop, claim)
+
+    async def _give_back(self, claim: Claimed) -> None:
+        try:
+            await self.queue.fail(
+                claim.id,
+                self.owner,
+                claim.attempts,
+                error="interrupted by a shutdown before it started",
+                node=claim.next_node,
+                retry_in_ms=0,
+                given_back=True,
+            )
+        except Exception:
+            # Its lease lapses, and another instance (or the next start) takes it over.
+            log.exception("durable run %s: not given back at shutdown", claim.id)
 
     def stop(self, timeout: float) -> None:
         """Stop claiming; runs still executing after ``timeout`` are killed and queued
@@ -125,15 +177,16 @@ class DurableWorker:
         next_sweep = 0.0
         while not self._stopping:
             claimed: list[Claimed] = []
-            free = self._concurrency - len(self._active)
+            free = self._concurrency - len(self._active) - self._reserved
             try:
-                if free > 0:
-                    # Lapsed leases and due waits are looked for once per poll interval; the
-                    # queue itself at every free slot.
-                    sweep = time.monotonic() >= next_sweep
+                # Lapsed leases and due waits are looked for once per poll interval; the
+                # queue itself also when a slot is free and it may hold runs.
+                sweep = free > 0 and time.monotonic() >= next_sweep
+                if sweep or (free > 0 and self._more):
                     if sweep:
                         next_sweep = time.monotonic() + self._poll
                     claimed = await self.queue.claim(self.owner, free, self._lease, sweep=sweep)
+                    self._more = len(claimed) == free
                     for claim in claimed:
                         self._start(loop, claim)
                 now = time.monotonic()
