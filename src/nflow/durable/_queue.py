@@ -304,22 +304,26 @@ class Queue:
         first the runs of dead instances (their leases lapsed; they hold partial work) and
         the waits that are due, then the queue."""
         now = now_us()
+        until = now + int(lease_seconds * 1_000_000)
+        statuses = ("running", "waiting", "queued") if sweep else ("queued",)
+        fast = self.fast
+        if fast is not None:
+            rows = await fast.claim(owner, limit, until, now, statuses)
+            # The previous owner is set only on runs whose lease lapsed (parking, failing
+            # and cancelling clear it).
+            return [self._claimed(r, r["previous_owner"]) for r in rows]
         values = {
             "status": "running",
             "owner": owner,
-            "run_at": now + int(lease_seconds * 1_000_000),
+            "run_at": until,
             "attempts": runs.c.attempts + 1,
             "node_attempts": runs.c.node_attempts + 1,
             "wait_signal": None,
             "updated_at": now,
         }
         claimed: list[Claimed] = []
-        fast = self.fast
-        if fast is not None and not sweep:
-            rows = await fast.claim(owner, limit, now + int(lease_seconds * 1_000_000), now)
-            return [self._claimed(r, None) for r in rows]
         async with self._tx("claim runs") as conn:
-            for status in ("running", "waiting", "queued") if sweep else ("queued",):
+            for status in statuses:
                 room = limit - len(claimed)
                 if room <= 0:
                     break
