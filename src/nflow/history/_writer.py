@@ -388,10 +388,7 @@ class HistoryWriter:
 
     def _rows(self, run: RunRecord) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """``run``'s row and its steps' rows as tuples in the tables' column order."""
-        return (
-            tuple(self.codec.run_row(run).values()),
-            [tuple(row.values()) for row in self.codec.step_rows(run)],
-        )
+        return self.codec.run_tuple(run), self.codec.step_tuples(run)
 
     async def _insert(
         self, store: Any, run_rows: list[tuple[Any, ...]], step_rows: list[tuple[Any, ...]]
