@@ -14,6 +14,9 @@ configuration:
   metrics, access, ratelimit   one feature at a time
   recorded, unrecorded         the execution history recording every run (none written), and
                                the history off
+  sampled                      the history's default policy (every run recorded lightly,
+                               failed runs and sample_rate 0.01 of the rest written)
+  all                          mode "all": every run recorded in full and written
 
 Only the requests are counted: callgrind dumps its counters when the script calls
 ``os.getppid()`` right before them and ``os.getpgrp()`` right after (calls nothing else
@@ -55,11 +58,17 @@ CONFIGS = {
     # (sample_rate 0), against history off; the other configurations keep the default.
     "recorded": {"monitor": False, "access": False, "rate_limit": False, "history": "recorded"},
     "unrecorded": {"monitor": False, "access": False, "rate_limit": False, "history": "off"},
+    # The history's two targets, writing included: the writer thread's encoding and inserts
+    # are counted (it is flushed inside the counted part; callgrind counts every thread).
+    "sampled": {"monitor": False, "access": False, "rate_limit": False, "history": "sampled"},
+    "all": {"monitor": False, "access": False, "rate_limit": False, "history": "all"},
 }
 _HISTORY = {
     "": "",
     "recorded": "[history]\nsample_rate = 0.0\nflush_interval_ms = 60000\n",
     "off": '[history]\nmode = "off"\n',
+    "sampled": '[history]\nmode = "sampled"\n',
+    "all": '[history]\nmode = "all"\n',
 }
 
 
@@ -96,6 +105,13 @@ def serve_requests(config_path: str, path: str, count: int) -> None:
         # 64 client connections, as wrk -c64 makes
         return Request("GET", path, headers=[("host", "x")], client=f"127.0.0.1:{40000 + i % 64}")
 
+    def flush(runtime: Runtime) -> None:
+        access.flush()
+        if runtime.metrics is not None:
+            runtime.metrics.flush()
+        if runtime.history is not None:
+            runtime.history.flush(timeout=600.0)
+
     async def main() -> None:
         runtime = Runtime(load_config(config_path), app_files=[APP])
         await runtime.open()
@@ -104,9 +120,7 @@ def serve_requests(config_path: str, path: str, count: int) -> None:
                 response = await dispatch(runtime, request(i))
                 if response.status != 200:
                     raise SystemExit(f"{path} answered {response.status} during the warm-up")
-            access.flush()
-            if runtime.metrics is not None:
-                runtime.metrics.flush()
+            flush(runtime)
             # Twice, and the second is the one reported: the first after gc.freeze() also
             # holds one-off work (~50 M instructions: about 25 k a request at N = 2000).
             for _ in range(2):
@@ -116,10 +130,14 @@ def serve_requests(config_path: str, path: str, count: int) -> None:
                 os.getppid()  # callgrind: a dump here starts the counted part
                 for r in batch:
                     await dispatch(runtime, r)
-                access.flush()
-                if runtime.metrics is not None:
-                    runtime.metrics.flush()
+                flush(runtime)
                 os.getpgrp()  # callgrind: and a dump here ends it
+            if runtime.history is not None:  # a dropped run's writing would not be counted
+                history = runtime.history
+                print(
+                    f"history: {history.written} written, {history.dropped} dropped",
+                    file=sys.stderr,
+                )
         finally:
             await runtime.close()
 
@@ -152,6 +170,9 @@ def instructions(python: str, config_path: str, path: str, count: int, work: str
     match = re.search(r"^summary: (\d+)", dump.read_text(), re.M) if dump.exists() else None
     for leftover in Path(work).glob("callgrind.out*"):
         leftover.unlink()
+    for line in done.stderr.splitlines():
+        if line.startswith("history: "):
+            print(f"  {line}", file=sys.stderr)
     if done.returncode != 0 or match is None:
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(f"the measured run failed (exit {done.returncode})")
@@ -190,7 +211,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="nflow-instructions-") as work:
         for name in names:
             config_path = str(Path(work, f"{name}.toml"))
-            Path(config_path).write_text(config_toml(**CONFIGS[name]))
+            # Each its own database, out of the checkout (the history writes to it).
+            database = f'[database_nflow]\ndsn = "{Path(work, name + ".db")}"\n'
+            Path(config_path).write_text(database + config_toml(**CONFIGS[name]))
             per_request[name] = instructions(python, config_path, path, count, work) / count
             print(f"  measured {name}: {per_request[name]:,.0f}", file=sys.stderr)
     off = per_request["off"]

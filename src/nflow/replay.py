@@ -37,7 +37,7 @@ from nflow._ids import new_wid
 from nflow.catalog import Catalog
 from nflow.config import Config
 from nflow.engine import Execution
-from nflow.engine._record import CLOCK_CALL, UNRECORDED, WRITERS, RunRecording
+from nflow.engine._record import CLOCK_CALL, UNRECORDED, WRITERS, RunRecording, write_json
 from nflow.errors import ExecutionError, NflowError
 from nflow.history import Codec, HistoryReader, HistoryWriter, HostCall, RunRecord, StepRecord
 from nflow.jsapi import SETTLED_CALL, HostError, RunContext, RunKilled, Sessions
@@ -308,7 +308,7 @@ class _Replaying(RunRecording):
                 f"the clock was read {_reads(tape)} time(s); the record has {_reads(self._tape)}"
             )
         if self.divergence is None:
-            replayed = self.last_writes
+            replayed = [write_json(write) for write in self.last_writes]
             if len(replayed) != len(step.writes) or not _matches(
                 self.codec.comparable(list(replayed)), list(step.writes)
             ):

@@ -28,7 +28,15 @@ Replays and re-runs subclass it: they answer host calls from a record instead of
 
 from __future__ import annotations
 
-__all__ = ["AUTH_NODE", "CLOCK_CALL", "UNRECORDED", "WRITERS", "HistorySink", "RunRecording"]
+__all__ = [
+    "AUTH_NODE",
+    "CLOCK_CALL",
+    "UNRECORDED",
+    "WRITERS",
+    "HistorySink",
+    "RunRecording",
+    "write_json",
+]
 
 import time
 from collections.abc import Callable, Sequence
@@ -112,8 +120,8 @@ class RunRecording:
         self._begun: tuple[Any, ...] = ()
         self.last_writes: Sequence[Any] = ()
         # The chain running now: where each node's host calls, writes and console lines
-        # start, by the node's place in the chain.
-        self._starts: dict[int, tuple[int, int, int]] = {}
+        # start, by the node's place in the chain (made when a chain tells the first one).
+        self._starts: dict[int, tuple[int, int, int]] | None = None
         self.chains = 0  # chains this run ran with a recording (the JS side numbers them)
         self.js_chars = 0  # payload JSON the JS side keeps for them, in characters
 
@@ -147,7 +155,7 @@ class RunRecording:
                 return inner.around(name, args, outer)
 
         if name in WRITERS:
-            self._writes.append({"function": name, "args": list(args)})
+            self._writes.append((name, args))  # see write_json
             return call()
         # The call's place is taken when it starts: calls a script awaits return in any
         # order, and a replay makes them in the order they started.
@@ -208,7 +216,10 @@ class RunRecording:
         host call or console line."""
         ctx = self.ctx
         lines = ctx.console if ctx is not None else None
-        self._starts[place] = (len(self._calls), len(self._writes), len(lines or ()))
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = {}
+        starts[place] = (len(self._calls), len(self._writes), len(lines or ()))
 
     def chained(
         self,
@@ -236,7 +247,7 @@ class RunRecording:
         if writes:
             self._writes = []
         self.last_writes = writes
-        starts, self._starts = self._starts, {}
+        starts, self._starts = self._starts or {}, None
         self.chains += 1
         self._ended.append(
             _Chain(
@@ -283,7 +294,7 @@ class RunRecording:
                     duration_ms=(ended - started) * 1000.0,
                     host_calls=tuple(host_calls),
                     console=console,
-                    writes=tuple(writes),
+                    writes=tuple(write_json(write) for write in writes),
                     error=_step_error(error) if error is not None else None,
                 )
             )
@@ -392,6 +403,13 @@ class _Chain:
             )  # fmt: skip
             started = ended
         return out
+
+
+def write_json(write: tuple[str, Sequence[Any]]) -> dict[str, Any]:
+    """A response write as a record keeps it. A run keeps its writes as ``(function, args)``
+    while it runs: most runs are never built into a record."""
+    name, args = write
+    return {"function": name, "args": list(args)}
 
 
 def _loads(text: Any) -> Any:

@@ -35,10 +35,16 @@ import orjson
 from nflow.security import KeyRing, Sanitizer, field_aad
 
 from ._records import Change, HostCall, RunRecord, StepError, StepRecord
+from ._tables import runs as _runs_table
+from ._tables import steps as _steps_table
 
 SNAPSHOT_EVERY = 32
 TRUNCATED_KEY = "nflow_truncated"
 _ID_CHARS = 64
+_CLEAN_TEXT = 512  # the longest text remembered as clean
+_CLEAN_TEXTS = 4096
+_RUN_COLUMNS = tuple(column.name for column in _runs_table.columns)
+_STEP_COLUMNS = tuple(column.name for column in _steps_table.columns)
 _SHORT_TEXT = 200  # app, starter, journey, limit names: not user data, but cut to index well
 
 # The headers carrying run ids that the engine adds to every response, as it spells them.
@@ -154,6 +160,20 @@ def _body(value: Any) -> Any:
     return value
 
 
+def _raw_call(call: HostCall) -> dict[str, Any]:
+    """A host call as stored, before redaction and caps (see ``Codec._call``)."""
+    args = call.args
+    out: dict[str, Any] = {
+        "function": call.function,
+        "args": list(args) if isinstance(args, tuple) else args,
+        "result": _body(call.result),
+        "duration_ms": call.duration_ms,
+    }
+    if call.error is not None:
+        out["error"] = call.error
+    return out
+
+
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list):
         return ()
@@ -177,6 +197,9 @@ class Codec:
         self.limit = max_value_bytes
         self.sanitizer = sanitizer
         self.keyring = keyring
+        # JSON texts known to come out of redaction and caps unchanged (a dict as a set:
+        # it is only ever cleared, never iterated, so threads may share it).
+        self._clean: dict[str, None] = {}
 
     @staticmethod
     def default_sanitizer(
@@ -250,13 +273,46 @@ class Codec:
             value = self.sanitizer.sanitize(value)
         return _cut(value, self.limit)
 
-    def _seal(self, value: Any, table: str, column: str, run_id: str) -> str | None:
-        if value is None:
-            return None
-        text = _json(value).decode("utf-8")
+    def _as_stored(self, value: Any, clean: Any) -> tuple[str | None, Any]:
+        """``value``'s JSON when redacting and capping leave it as it is, else ``(None,
+        clean(value))``. Texts found clean before are remembered (a run's writes, its empty
+        payloads and small results repeat from run to run): one encoding and a lookup."""
+        encoded = _json(value)
+        if len(encoded) > self.limit:
+            return None, clean(value)
+        text = encoded.decode("utf-8")
+        if self.sanitizer is None or text in self._clean:
+            return text, None
+        cleaned = clean(value)
+        # Redaction and caps only replace values, so a change shows as inequality.
+        if cleaned != value:
+            return None, cleaned
+        if len(text) <= _CLEAN_TEXT:
+            if len(self._clean) >= _CLEAN_TEXTS:
+                self._clean.clear()
+            self._clean[text] = None
+        return text, None
+
+    def _sealed_text(self, text: str, table: str, column: str, run_id: str) -> str:
         if self.keyring is None:
             return text
         return self.keyring.encrypt(text, aad=field_aad(table, column) + run_id.encode())
+
+    def _seal(self, value: Any, table: str, column: str, run_id: str) -> str | None:
+        if value is None:
+            return None
+        return self._sealed_text(_json(value).decode("utf-8"), table, column, run_id)
+
+    def _seal_clean(
+        self, value: Any, clean: Any, table: str, column: str, run_id: str
+    ) -> str | None:
+        """``value`` redacted and capped (by ``clean(value)`` when it must be), sealed."""
+        if value is None:
+            return None
+        text, cleaned = self._as_stored(value, clean)
+        if text is None:
+            return self._seal(cleaned, table, column, run_id)
+        return self._sealed_text(text, table, column, run_id)
 
     def open_value(self, text: str | None, table: str, column: str, run_id: str) -> Any:
         if text is None:
@@ -270,46 +326,51 @@ class Codec:
     # --- rows ----------------------------------------------------------------------------
 
     def run_row(self, run: RunRecord) -> dict[str, Any]:
+        """``run``'s row of ``nflow_runs`` by column name."""
+        return dict(zip(_RUN_COLUMNS, self.run_tuple(run), strict=True))
+
+    def run_tuple(self, run: RunRecord) -> tuple[Any, ...]:
+        """``run``'s row of ``nflow_runs`` in the table's column order (what the writer
+        inserts)."""
         rid = run.id[:_ID_CHARS]
         seal = self._seal
         query = self._query(run.query) if run.query else None
-        body = self.clean(_body(run.request_body)) if run.request_body not in (None, b"") else None
+        body = _body(run.request_body) if run.request_body not in (None, b"") else None
         answer = _body(run.response_body)
-        return {
-            "id": rid,
-            "app": _short(run.app) or "",
-            "version": run.version[:_ID_CHARS],
-            "starter": _short(run.starter) or "",
-            "wid": run.wid[:_ID_CHARS],
-            "parent_id": _short(run.parent_id, _ID_CHARS),
-            "journey": _short(run.journey),
-            "status": run.status,
-            "started_at": round(run.started_at * 1_000_000),
-            "ended_at": round(run.ended_at * 1_000_000),
-            "duration_ms": run.duration_ms,
-            "seed": run.seed,
-            "method": run.method[:16],
-            "path": self._text(run.path),
-            "query": seal(query, "nflow_runs", "query", rid),
-            "request_headers": seal(
-                self._headers(run.request_headers) or None, "nflow_runs", "request_headers", rid
-            ),
-            "request_body": seal(body, "nflow_runs", "request_body", rid),
-            "response_status": run.response_status,
-            "response_headers": seal(
+        return (
+            rid,
+            _short(run.app) or "",
+            run.version[:_ID_CHARS],
+            _short(run.starter) or "",
+            run.wid[:_ID_CHARS],
+            _short(run.parent_id, _ID_CHARS),
+            _short(run.journey),
+            run.status,
+            round(run.started_at * 1_000_000),
+            round(run.ended_at * 1_000_000),
+            run.duration_ms,
+            run.seed,
+            run.method[:16],
+            self._text(run.path),
+            seal(query, "nflow_runs", "query", rid),
+            seal(self._headers(run.request_headers) or None, "nflow_runs", "request_headers", rid),
+            self._seal_clean(body, self.clean, "nflow_runs", "request_body", rid),
+            run.response_status,
+            seal(
                 self._headers(run.response_headers) or None, "nflow_runs", "response_headers", rid
             ),
-            "response_body": seal(
-                self.clean(answer) if answer not in (None, "") else None,
+            self._seal_clean(
+                answer if answer not in (None, "") else None,
+                self.clean,
                 "nflow_runs",
                 "response_body",
                 rid,
             ),
-            "limit_hit": _short(run.limit_hit),
-            "error": seal(self._text(run.error) if run.error else None, "nflow_runs", "error", rid),
-            "step_count": len(run.steps),
-            "key_id": self.keyring.current_id if self.keyring is not None else None,
-        }
+            _short(run.limit_hit),
+            seal(self._text(run.error) if run.error else None, "nflow_runs", "error", rid),
+            len(run.steps),
+            self.keyring.current_id if self.keyring is not None else None,
+        )
 
     def _query(self, query: str) -> str:
         """The query string with sensitive parameters masked (``?token=…``)."""
@@ -327,66 +388,80 @@ class Codec:
         return _cut("&".join(parts), self.limit)
 
     def step_rows(self, run: RunRecord) -> list[dict[str, Any]]:
+        """``run``'s rows of ``nflow_run_steps`` by column name."""
+        return [dict(zip(_STEP_COLUMNS, row, strict=True)) for row in self.step_tuples(run)]
+
+    def step_tuples(self, run: RunRecord) -> list[tuple[Any, ...]]:
+        """``run``'s rows of ``nflow_run_steps`` in the table's column order."""
         rid = run.id[:_ID_CHARS]
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         previous: Any = None
+        seal = self._seal
+        seal_clean = self._seal_clean
+        payload = self._clean_payload
         for position, step in enumerate(run.steps):
-            before = self._payload(step.payload_before)
-            after = self._payload(step.payload_after)
+            before = payload(step.payload_before)
+            after = payload(step.payload_after)
             full = position % SNAPSHOT_EVERY == 0
             stored_before = before if full else delta(previous, before)
             previous = after
+            calls = step.host_calls
             rows.append(
-                {
-                    "run_id": rid,
-                    "idx": step.index,
-                    "node_id": step.node_id,
-                    "node_type": step.node_type,
-                    "node_name": step.node_name,
-                    "started_at": (
-                        round(step.started_at * 1_000_000) if step.started_at is not None else None
-                    ),
-                    "before_full": full,
-                    "payload_before": self._seal(
-                        stored_before, "nflow_run_steps", "payload_before", rid
-                    ),
-                    "payload_after": self._seal(
-                        delta(before, after), "nflow_run_steps", "payload_after", rid
-                    ),
-                    "next_node": step.next,
-                    "duration_ms": step.duration_ms,
-                    "host_calls": self._seal(
-                        [self._call(c) for c in step.host_calls] or None,
+                (
+                    rid,
+                    step.index,
+                    step.node_id,
+                    step.node_type,
+                    step.node_name,
+                    round(step.started_at * 1_000_000) if step.started_at is not None else None,
+                    full,
+                    seal(stored_before, "nflow_run_steps", "payload_before", rid),
+                    seal(delta(before, after), "nflow_run_steps", "payload_after", rid),
+                    step.next,
+                    step.duration_ms,
+                    seal_clean(
+                        [_raw_call(c) for c in calls] if calls else None,
+                        self._clean_calls,
                         "nflow_run_steps",
                         "host_calls",
                         rid,
                     ),
-                    "console": self._seal(
-                        [self._text(line) for line in step.console] or None,
+                    seal_clean(
+                        list(step.console) if step.console else None,
+                        lambda lines: [self._text(line) for line in lines],
                         "nflow_run_steps",
                         "console",
                         rid,
                     ),
-                    "writes": self._seal(
-                        [self.clean(_body(w)) for w in step.writes] or None,
+                    seal_clean(
+                        [_body(w) for w in step.writes] if step.writes else None,
+                        lambda writes: [self.clean(w) for w in writes],
                         "nflow_run_steps",
                         "writes",
                         rid,
                     ),
-                    "error": self._seal(self._error(step.error), "nflow_run_steps", "error", rid),
-                }
+                    seal(self._error(step.error), "nflow_run_steps", "error", rid),
+                )
             )
         return rows
 
-    def _call(self, call: HostCall) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "function": call.function,
-            "args": self.clean(list(call.args) if isinstance(call.args, tuple) else call.args),
-            "result": self.clean(_body(call.result)),
-            "duration_ms": call.duration_ms,
-        }
-        if call.error is not None:
-            out["error"] = self._text(call.error)
+    def _clean_payload(self, value: Any) -> Any:
+        """A payload redacted and capped: the same object when that changes nothing."""
+        if value is None or not value:
+            return value
+        text, cleaned = self._as_stored(value, self._payload)
+        return value if text is not None else cleaned
+
+    def _clean_calls(self, raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Host calls as :func:`_raw_call` gives them, redacted and capped."""
+        out = []
+        for raw in raws:
+            call = dict(raw)
+            call["args"] = self.clean(raw["args"])
+            call["result"] = self.clean(raw["result"])
+            if "error" in raw:
+                call["error"] = self._text(raw["error"])
+            out.append(call)
         return out
 
     def _error(self, error: StepError | None) -> dict[str, Any] | None:

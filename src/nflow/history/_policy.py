@@ -74,17 +74,27 @@ class HistoryPolicy:
     def sampling(self, app: str, key: str) -> bool | None:
         """For a run starting: ``None`` when ``app``'s runs are not collected, else whether
         this one is recorded in full (see :meth:`in_full`). One call on the request path."""
-        override = self.apps.get(app)
-        mode = override[0] if override is not None and override[0] is not None else self.mode
+        mode, rate = self.mode, self.sample_rate
+        if self.apps:
+            override = self.apps.get(app)
+            if override is not None:
+                if override[0] is not None:
+                    mode = override[0]
+                if override[1] is not None:
+                    rate = override[1]
         if mode != "sampled":
             return None if mode == "off" else True
-        rate = override[1] if override is not None and override[1] is not None else None
-        if rate is None:
-            rate = self.sample_rate
         if rate >= 1.0:
             return True
-        # _draw(key), inlined: this runs for every request.
-        return rate > 0.0 and _crc32(key.encode("utf-8", "surrogatepass")) / _SCALE < rate
+        if rate <= 0.0:
+            return False
+        # _draw(key) < rate, inlined (this runs for every request); scaling by a power of
+        # two is exact, so it decides as _draw does.
+        try:
+            raw = key.encode()
+        except UnicodeEncodeError:
+            raw = key.encode("utf-8", "surrogatepass")
+        return _crc32(raw) < rate * _SCALE
 
     def collects(self, app: str) -> bool:
         """Whether a run of ``app`` should be collected at all (it may still be let go)."""

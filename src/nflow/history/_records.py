@@ -1,7 +1,10 @@
 """The values of the execution history: what the engine hands over and what readers get back.
 
 They are frozen msgspec Structs: cheap to build on the request path (about a dict's cost), and
-they never change once submitted, so the writer can encode them on its own thread.
+they never change once submitted, so the writer can encode them on its own thread. The records
+the engine hands over are untracked by the garbage collector (``gc=False``): they refer to
+their values and nothing refers back, and thousands of them may wait in the writer's queue,
+which each collection would otherwise walk.
 
 On the way in, payloads are whole (the writer stores deltas) and a body may be bytes. On the way
 out (:class:`HistoryReader`) the same types come back redacted and capped: payloads whole again,
@@ -32,7 +35,7 @@ RunStatus = Literal["ok", "error", "limit"]
 RUN_STATUSES: tuple[str, ...] = ("ok", "error", "limit")
 
 
-class HostCall(msgspec.Struct, frozen=True, kw_only=True):
+class HostCall(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One call a step made to a host function (``http_get``, ``get_user``, ``Date.now`` …)."""
 
     function: str
@@ -42,7 +45,7 @@ class HostCall(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float = 0.0
 
 
-class StepError(msgspec.Struct, frozen=True, kw_only=True):
+class StepError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why a step failed: the message, the JavaScript stack and the script line."""
 
     message: str
@@ -50,7 +53,7 @@ class StepError(msgspec.Struct, frozen=True, kw_only=True):
     line: int | None = None
 
 
-class StepRecord(msgspec.Struct, frozen=True, kw_only=True):
+class StepRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One executed node. ``payload_before``/``payload_after`` are whole JSON values; the
     caller must not change them after submitting (pass the objects the step produced)."""
 
@@ -69,7 +72,7 @@ class StepRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: StepError | None = None
 
 
-class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
+class RunRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One run of an app, from request to response.
 
     ``seed`` is the run's random seed; it must fit a signed 64-bit integer. ``journey`` ties
