@@ -28,6 +28,8 @@ OPTIONAL = (
     "cryptography",
     "redis",
     "opentelemetry",
+    # The store's upserts load their dialect's module: a SQLite store never needs PostgreSQL's.
+    "sqlalchemy.dialects.postgresql",
 )
 
 
