@@ -97,6 +97,9 @@ class MasterSettings:
     metrics_port: int
     metrics_path: str
     config: bytes  # the checked configuration, pickled: unpickled only to check a SIGHUP
+    # The script analyzer's verdicts on the apps, found by the start-up check (JSON): the
+    # workers take them instead of loading the parser (nflow.security._findings).
+    verdicts: bytes = b""
 
 
 def serve(
@@ -128,6 +131,11 @@ def serve(
     # Where workers meet to pass debug session calls to the worker that owns the session:
     # private to this user (mkdtemp makes it 0700), removed at exit.
     relay_dir = tempfile.mkdtemp(prefix="nflow-relay-")
+    verdicts = ""
+    if settings.verdicts:
+        verdicts = os.path.join(relay_dir, "verdicts.json")
+        with open(verdicts, "wb") as f:
+            f.write(settings.verdicts)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
@@ -158,6 +166,7 @@ def serve(
                 "started_at": time.time_ns() // 1000,
             },
             "relay_dir": relay_dir,
+            "verdicts": verdicts,
         }
     ).decode()
     server = Supervisor(
