@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,8 @@ OPTIONAL = (
     "cryptography",
     "redis",
     "opentelemetry",
+    # The store's upserts load their dialect's module: a SQLite store never needs PostgreSQL's.
+    "sqlalchemy.dialects.postgresql",
 )
 
 
@@ -121,3 +124,42 @@ def test_the_master_maps_no_config_models_and_workers_no_crypto_until_needed(
     assert "pydantic_core" not in master
     assert "jsbox" in maps and "pydantic_core" in maps
     assert "cryptography" not in maps
+
+
+def _worker_maps(srv: Server) -> str:
+    worker = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
+    return Path(f"/proc/{worker[0]}/maps").read_text()
+
+
+def test_workers_take_the_start_up_checks_verdicts_and_parse_only_changed_scripts(
+    tmp_path: Path,
+) -> None:
+    """The script analyzer (tree-sitter, 3.9 MB a worker) runs in the check before the start;
+    workers apply its findings (an app breaking [security] rules is still not served) and
+    load the parser only for a script it did not see."""
+    _hello(tmp_path)
+    bad = app_doc(
+        s=starter("s", "/bad", "a", method="GET"),
+        a=js("a", "function main(){ eval('1'); c.JSON(200, {ok: true}) }"),
+    )
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    srv = Server(tmp_path, "--app", "hello.json", "--app", "bad.json", "--workers", "1")
+    try:
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/hi").json() == {"ok": True}
+        assert httpx.get(srv.url + "/bad").status_code == 404
+        assert "tree_sitter" not in _worker_maps(srv)
+        assert "eval_usage" in srv.output()
+
+        changed = app_doc(
+            s=starter("s", "/hi", "a", method="GET"),
+            a=js("a", "function main(){ c.JSON(200, {ok: 'changed'}) }"),
+        )
+        (tmp_path / "hello.json").write_text(json.dumps(changed))
+        deadline = time.monotonic() + 30
+        while httpx.get(srv.url + "/hi").json() != {"ok": "changed"}:
+            assert time.monotonic() < deadline, srv.output()
+            time.sleep(0.2)
+        assert "tree_sitter" in _worker_maps(srv)
+    finally:
+        srv.stop()

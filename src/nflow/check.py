@@ -274,12 +274,18 @@ def security_problems(
     security: SecurityConfig | None = None,
 ) -> list[Problem]:
     """Static analysis findings (``[security]``): errors when they would block the app."""
-    from nflow.security import AnalyzerRules, check_app, playbook_sources
+    from nflow.security._findings import AnalyzerRules, known_findings, playbook_sources
 
     rules = AnalyzerRules.from_config(security or SecurityConfig())
     if not rules.enabled:
         return []
-    found = check_app(playbook_sources(playbook, modules), rules)
+    sources = list(playbook_sources(playbook, modules))
+    # A worker of `nflow serve` has the verdicts of the start-up check: no parser needed.
+    found = known_findings(sources, rules)
+    if found is None:
+        from nflow.security import check_app
+
+        found = check_app(sources, rules)
     return [
         nf.to_problem(block=rules.block_on_high, tab=playbook.nodes[nf.node].tab) for nf in found
     ]

@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics_port=plan["metrics_port"],
             metrics_path=plan["metrics_path"],
             config=bytes.fromhex(plan["config"]),
+            verdicts=plan["verdicts"].encode(),
         ),
     )
     return 0
@@ -108,6 +109,11 @@ def _serve_preflight(args: argparse.Namespace) -> bytes:
         # another.
         secret = secrets.token_urlsafe(32)
         _err(f"warning: {RANDOM_SESSION_SECRET}")
+    # What the analyzer finds in the apps' scripts goes to the workers with the plan: they
+    # load the same scripts under the same rules, and need not parse them again.
+    from nflow.security._findings import recorded, start_recording
+
+    start_recording()
     # The preflight runtime only validates and lists routes: it must not register as a
     # metrics-writing worker of the server it precedes.
     runtime = Runtime(
@@ -158,6 +164,7 @@ def _serve_preflight(args: argparse.Namespace) -> bytes:
             "shutdown_timeout_seconds": config.server.shutdown_timeout_seconds,
             # Metrics on a port of their own are answered by the master.
             "metrics_port": config.monitor.metrics_port if config.monitor.enabled else 0,
+            "verdicts": recorded().decode(),
             "metrics_path": config.monitor.metrics_path,
             # The running configuration, for the master's check of a SIGHUP reload.
             "config": pickle.dumps(config).hex(),

@@ -32,43 +32,23 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import tree_sitter
 import tree_sitter_javascript
 
-from nflow.errors import Problem
-
-if TYPE_CHECKING:
-    from nflow.config import SecurityConfig
-    from nflow.playbook import Playbook
-
-Severity = Literal["high", "medium", "low"]
-
-DEFAULT_MAX_SCRIPT_BYTES = 512 * 1024
-
-# rule → (severity, what it means). The first ten are the Go analyzer's names.
-RULES: Mapping[str, tuple[Severity, str]] = {
-    "eval_usage": ("high", "eval (or a timer given a string) runs arbitrary code"),
-    "function_constructor": ("high", "the Function constructor compiles arbitrary code"),
-    "file_system_access": ("high", "file system modules are not available to scripts"),
-    "child_process": ("high", "process creation is not available to scripts"),
-    "network_access": ("medium", "network modules are not available to scripts"),
-    "infinite_loop": ("medium", "a loop with a constant condition and no way out"),
-    "global_assignment": ("medium", "writes to the global object"),
-    "dynamic_require": ("medium", "require() of a computed module name"),
-    "dangerous_regex": ("low", "a regular expression prone to catastrophic backtracking"),
-    "buffer_constructor": ("low", "deprecated Buffer constructor"),
-    "constructor_chain": ("high", "a constructor chain that reaches Function"),
-    "proto_access": ("medium", "prototype manipulation (__proto__, built-in prototypes)"),
-    "dynamic_import": ("high", "import() is not available to scripts"),
-    "with_statement": ("medium", "with statements change scope resolution"),
-    "script_too_large": ("high", "the script is larger than the configured maximum"),
-    "blocked_global": ("high", "use of a global the configuration blocks"),
-    "parse_error": ("low", "the analyzer could not parse the script"),
-}
+from nflow.security._findings import (
+    DEFAULT_MAX_SCRIPT_BYTES,
+    RULES,
+    AnalyzerRules,
+    Finding,
+    NodeFinding,
+    Severity,
+    blocks,
+    playbook_sources,
+    record_verdict,
+)
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_javascript.language())
 
@@ -176,130 +156,6 @@ _MAX_FINDINGS_PER_RULE = 100
 _SNIPPET_RADIUS = 40
 
 
-# --------------------------------------------------------------------------------------------
-# Public types
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One rule hit: where (1-based line and column, in characters) and what."""
-
-    rule: str
-    severity: Severity
-    message: str
-    line: int
-    column: int
-    snippet: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}:{self.column}: {self.rule} ({self.severity}): {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeFinding:
-    """A finding in one script of an app: the node id and the field it came from."""
-
-    node: str
-    field: str  # "code" (inline) or "script" (a module of the modules table)
-    finding: Finding
-
-    @property
-    def rule(self) -> str:
-        return self.finding.rule
-
-    @property
-    def severity(self) -> Severity:
-        return self.finding.severity
-
-    @property
-    def line(self) -> int:
-        return self.finding.line
-
-    def to_problem(self, *, block: bool, tab: str = "") -> Problem:
-        """As an ``nflow check`` problem: an error when it blocks the app, else a warning."""
-        blocking = block and self.finding.severity == "high"
-        return Problem(
-            "error" if blocking else "warning",
-            f"security {self.finding.rule} ({self.finding.severity}): {self.finding.message}",
-            node=self.node,
-            field=self.field,
-            tab=tab,
-            line=self.finding.line,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AnalyzerRules:
-    """What the analyzer checks and what a high finding means.
-
-    ``allowed_patterns`` are regular expressions: a finding is dropped when one of them
-    matches its rule name exactly or is found in its snippet (the flagged line).
-    """
-
-    enabled: bool = True
-    block_on_high: bool = True
-    allowed_patterns: tuple[str, ...] = ()
-    max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES
-    blocked_globals: frozenset[str] = frozenset()
-    disabled_rules: frozenset[str] = frozenset()
-    cache_ttl_seconds: float = 300.0
-    _allowed: tuple[re.Pattern[str], ...] = field(
-        default=(), init=False, repr=False, compare=False, hash=False
-    )
-
-    def __post_init__(self) -> None:
-        if self.max_script_bytes < 1:
-            raise ValueError("max_script_bytes must be at least 1")
-        unknown = set(self.disabled_rules) - set(RULES)
-        if unknown:
-            raise ValueError(f"unknown analyzer rule(s): {', '.join(sorted(unknown))}")
-        object.__setattr__(self, "_allowed", tuple(re.compile(p) for p in self.allowed_patterns))
-
-    @classmethod
-    def from_config(
-        cls,
-        config: SecurityConfig,
-        *,
-        max_script_bytes: int = DEFAULT_MAX_SCRIPT_BYTES,
-        blocked_globals: Iterable[str] = (),
-        disabled_rules: Iterable[str] = (),
-    ) -> AnalyzerRules:
-        """Rules from the ``[security]`` section.
-
-        ``[security]`` has no size key, so the maximum script size is an argument (pass a
-        ``[limits]`` value if one is added); ``blocked_globals`` likewise.
-        """
-        ttl = config.cache_ttl_minutes * 60.0 if config.cache_analysis_results else 0.0
-        return cls(
-            enabled=config.enable_static_analysis,
-            block_on_high=config.block_on_high_severity,
-            allowed_patterns=tuple(config.allowed_patterns),
-            max_script_bytes=max_script_bytes,
-            blocked_globals=frozenset(blocked_globals),
-            disabled_rules=frozenset(disabled_rules),
-            cache_ttl_seconds=ttl,
-        )
-
-    @property
-    def mode(self) -> Literal["block", "warn"]:
-        return "block" if self.block_on_high else "warn"
-
-    def allows(self, finding: Finding) -> bool:
-        """True when an allowed pattern suppresses this finding."""
-        return any(p.fullmatch(finding.rule) or p.search(finding.snippet) for p in self._allowed)
-
-    def blocks(self, findings: Iterable[Finding | NodeFinding]) -> bool:
-        """True when these findings must stop the app from being served."""
-        return blocks(findings, self)
-
-
-def blocks(findings: Iterable[Finding | NodeFinding], rules: AnalyzerRules) -> bool:
-    """``block`` mode and at least one high finding."""
-    if not (rules.enabled and rules.block_on_high):
-        return False
-    return any(f.severity == "high" for f in findings)
-
-
 def analyze(source: str, *, rules: AnalyzerRules | None = None) -> list[Finding]:
     """Every finding of one script, in source order. Never raises."""
     rules = rules or AnalyzerRules()
@@ -368,27 +224,9 @@ def check_app(
     for node_id, field_name, source in sources:
         if source not in done:
             done[source] = analyze(source, rules=rules)
+            record_verdict(rules, source, done[source])
         out.extend(NodeFinding(node_id, field_name, f) for f in done[source])
     return out
-
-
-def playbook_sources(
-    playbook: Playbook, modules: Mapping[str, str | None]
-) -> Iterator[tuple[str, str, str]]:
-    """The ``(node_id, field, source)`` of every js node, chosen as the runtime does:
-    non-blank inline ``code`` wins, else the ``script`` module's code (missing modules
-    are skipped: ``check_playbook`` reports them)."""
-    for node in sorted(playbook.nodes.values(), key=lambda n: n.order):
-        if node.type != "js":
-            continue
-        code = node.data.get("code")
-        script = node.data.get("script")
-        if isinstance(code, str) and code.strip():
-            yield node.id, "code", code
-        elif isinstance(script, str) and script:
-            module = modules.get(script)
-            if module:
-                yield node.id, "script", module
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,6 +97,35 @@ class MasterSettings:
     metrics_port: int
     metrics_path: str
     config: bytes  # the checked configuration, pickled: unpickled only to check a SIGHUP
+    # The script analyzer's verdicts on the apps, found by the start-up check (JSON): the
+    # workers take them instead of loading the parser (nflow.security._findings).
+    verdicts: bytes = b""
+
+
+# glibc's mallopt parameter, and the arenas a process may have: the main one and one more.
+_M_ARENA_MAX = -8
+_MALLOC_ARENAS = 2
+
+
+def _limit_malloc_arenas() -> None:
+    """Let every thread of the workers share two malloc arenas.
+
+    glibc gives each thread that allocates an arena of its own, up to eight per CPU, and each
+    keeps the memory its thread once used. A worker's threads (granian's, the I/O loop's, the
+    history writer's, …) allocate little; with two arenas the three processes of a 2-worker
+    server held 1 to 2 MB less RSS idle and 2 MB less after a c256 load. Set here, in
+    the master before granian starts any thread or worker, the limit is forked into every
+    worker. A ``MALLOC_ARENA_MAX`` in the environment (read by glibc at start) wins.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
 
 
 def serve(
@@ -122,12 +151,18 @@ def serve(
     from nflow.server._master import Supervisor
     from nflow.watchdog import EXIT_NOTES_ENV
 
+    _limit_malloc_arenas()
     ensure_port_free(host, port)
     if settings.metrics_port:
         ensure_port_free(host, settings.metrics_port, key="monitor.metrics_port")
     # Where workers meet to pass debug session calls to the worker that owns the session:
     # private to this user (mkdtemp makes it 0700), removed at exit.
     relay_dir = tempfile.mkdtemp(prefix="nflow-relay-")
+    verdicts = ""
+    if settings.verdicts:
+        verdicts = os.path.join(relay_dir, "verdicts.json")
+        with open(verdicts, "wb") as f:
+            f.write(settings.verdicts)
     # Workers write their metrics to files in one directory; /metrics sums them.
     metrics_dir = setup_multiprocess_dir()
     os.environ[EXIT_NOTES_ENV] = metrics_dir
@@ -158,6 +193,7 @@ def serve(
                 "started_at": time.time_ns() // 1000,
             },
             "relay_dir": relay_dir,
+            "verdicts": verdicts,
         }
     ).decode()
     server = Supervisor(

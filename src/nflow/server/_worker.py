@@ -27,6 +27,14 @@ def worker_runtime() -> Runtime:
     from nflow.runtime import Runtime
 
     spec = orjson.loads(os.environ[SPEC_ENV])
+    if spec.get("verdicts"):
+        from nflow.security._findings import load_verdicts
+
+        try:
+            with open(spec["verdicts"], "rb") as f:
+                load_verdicts(f.read())
+        except OSError:
+            pass  # gone with a master that stopped: the scripts are analysed here instead
     config = load_config(spec["config"])
     configure_logging(
         level=config.logging.level,

@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nflow.errors import StoreError
 
 from ._records import ReleaseEvent, ReleaseRecord
+from ._support import upsert
 from ._versions import release_events, releases, version_counts, versions
 
 _RELEASE_COLUMNS = (
@@ -191,9 +191,8 @@ async def select_events(conn: AsyncConnection, app: str, limit: int) -> list[Rel
 
 async def add_counts(conn: AsyncConnection, rows: Iterable[tuple[str, str, int, int, int]]) -> None:
     """Add ``(app, version, bucket, requests, errors)`` to the shared counts, atomically."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     for app, version, bucket, requests, errors in rows:
-        statement = dialect.insert(version_counts).values(
+        statement = upsert(conn, version_counts).values(
             app=app, version=version, bucket=bucket, requests=requests, errors=errors
         )
         statement = statement.on_conflict_do_update(

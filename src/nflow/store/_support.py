@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
@@ -16,6 +16,11 @@ from sqlalchemy.exc import ArgumentError
 from nflow.errors import StoreError
 
 from ._records import ModuleRecord, TemplateRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
     "BIND_PREFIX",
@@ -34,7 +39,24 @@ __all__ = [
     "parse_document",
     "read_document",
     "translate_placeholders",
+    "upsert",
 ]
+
+
+def upsert(conn: AsyncConnection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT of ``conn``'s dialect, which has ON CONFLICT clauses.
+
+    Each dialect module is imported by the first upsert on it: a server on SQLite never
+    loads PostgreSQL's (2 MB a worker), and the reverse.
+    """
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert(table)
+
 
 _URL_HINT = "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host:port/db"
 

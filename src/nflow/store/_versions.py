@@ -34,13 +34,13 @@ from sqlalchemy import (
     Text,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nflow.appversion import version_content
 from nflow.errors import StoreError
 
 from ._records import VersionRecord
+from ._support import upsert
 
 metadata = MetaData()
 
@@ -147,8 +147,7 @@ async def insert_version(conn: AsyncConnection, rec: VersionRecord) -> bool:
         "content": content.decode(),
         "size": len(content),
     }
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(versions).values(values).on_conflict_do_nothing()
+    statement = upsert(conn, versions).values(values).on_conflict_do_nothing()
     result = await conn.execute(statement)
     return bool(result.rowcount)
 
