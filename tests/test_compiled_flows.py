@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from harness import COMPAT, SUPPORT, Browser, Harness, app_doc, js, parse_form, starter
@@ -101,6 +102,27 @@ def test_ten_nodes_run_in_one_entry_with_a_trace_entry_each(make: MakeHarness) -
     assert steps(runs_c[0]) == steps(runs_p[0])
     assert [t.node for t in runs_c[0].trace] == [f"n{i}" for i in range(1, 11)]
     assert all(t.duration_ms >= 0 for t in runs_c[0].trace)
+
+
+@pytest.mark.parametrize("history", ["", NO_HISTORY])
+def test_each_node_gets_a_payload_of_its_own(make: MakeHarness, history: str) -> None:
+    # A node changing an object it was handed changes neither the form session's copy
+    # (which the next node gets back) nor the one the node before it left there: an
+    # object made by a node (o), and one the session held from the start (k, a repeated
+    # query field), beside strings and numbers handed from node to node.
+    doc = chain(
+        "function main(){ payload.o = {a: 1}; payload.s = 'x'; payload.n = 1; }",
+        "function main(){ payload.o.a = 2; delete payload.o; payload.k.push('3');"
+        " payload.n += 1; payload.s += 'y'; }",
+        "function main(){ payload.k.push('4'); delete payload.k; payload.n += 1; }",
+        "function main(){ c.JSON(200, payload); }",
+    )
+    compiled = make(doc, toml=history)
+    per_node = make(doc, toml=history, compiled=False)
+    rc, rp = compiled.request("GET", "/t?k=1&k=2"), per_node.request("GET", "/t?k=1&k=2")
+    assert (rc.status, rc.body) == (rp.status, rp.body)
+    assert rc.status == 200
+    assert orjson.loads(rc.body) == {"o": {"a": 1}, "s": "xy", "n": 3, "k": ["1", "2", "3"]}
 
 
 def test_runs_outside_the_history_sample_go_through_chains(make: MakeHarness) -> None:

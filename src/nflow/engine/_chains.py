@@ -41,7 +41,6 @@ from __future__ import annotations
 __all__ = ["RECORDED_CHARS", "FlowPlan", "define", "flow_plan", "run_chain"]
 
 import hashlib
-import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ import orjson
 
 from nflow.engine._js import JsRun, node_source, step_failure
 from nflow.engine._record import RunRecording
-from nflow.engine._results import StepResult, TraceEntry
+from nflow.engine._results import StepResult, TraceEntry, trace_entry
 from nflow.errors import ExecutionError, ModuleNotFound, ScriptTimeout
 from nflow.jsapi import HostLimitExceeded, NflowVM, RunContext, RunKilled
 from nflow.jsapi._vm import DirtyRuntime, FlowResult
@@ -303,16 +302,21 @@ def _steps(
     total = (time.perf_counter() - started) * 1000.0
     ran = [entry]
     outs: list[str] = []
-    times: list[float] = []
+    durations: list[float] = []
     if marks:
-        times.append(float(marks[0]))
+        nodes = plan.nodes
+        first = before = float(marks[0])
         for i in range(1, len(marks) - 2, 3):
-            ran.append(plan.nodes[int(marks[i])])
+            ran.append(nodes[int(marks[i])])
             outs.append(str(marks[i + 1]))
-            times.append(float(marks[i + 2]))
+            at = float(marks[i + 2])
+            durations.append(at - before)
+            before = at
+        # The marks' times are increasing: the durations so far add up to before - first.
+        durations.append(max(0.0, total - (before - first)))
+    else:
+        durations.append(max(0.0, total))
     outs.append("")
-    durations = [b - a for a, b in itertools.pairwise(times)]
-    durations.append(max(0.0, total - sum(durations)))
     return ran, outs, durations
 
 
@@ -324,17 +328,15 @@ def _trace(
     error: ExecutionError | None,
 ) -> None:
     last = len(ran) - 1
-    for i, (node, out, duration) in enumerate(zip(ran, outs, durations, strict=True)):
-        failed = error is not None and i == last
-        trace.append(
-            TraceEntry(
-                node=node.id,
-                type=node.type,
-                next="" if failed else out,
-                duration_ms=duration,
-                error=str(error) if failed else "",
-            )
-        )
+    append = trace.append
+    for i in range(last):
+        node = ran[i]
+        append(trace_entry(node.id, node.type, outs[i], durations[i], ""))
+    node = ran[last]
+    if error is None:
+        append(trace_entry(node.id, node.type, outs[last], durations[last], ""))
+    else:
+        append(trace_entry(node.id, node.type, "", durations[last], str(error)))
 
 
 def _at_node(ctx: RunContext, node: Node) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "UnknownNodeType",
     "limit_of",
     "step_timeout",
+    "trace_entry",
 ]
 
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,29 @@ class TraceEntry:
     next: str
     duration_ms: float
     error: str = ""
+
+
+_new = object.__new__
+# The slots' descriptors set a field even on a frozen instance.
+_fields: Mapping[str, Any] = vars(TraceEntry)
+_set_node = _fields["node"].__set__
+_set_type = _fields["type"].__set__
+_set_next = _fields["next"].__set__
+_set_duration = _fields["duration_ms"].__set__
+_set_error = _fields["error"].__set__
+
+
+def trace_entry(node: str, type: str, next: str, duration_ms: float, error: str) -> TraceEntry:
+    """``TraceEntry(node, type, next, duration_ms, error)``, made several times faster: the
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, and the
+    engine makes one per node of every run (ten for a chain of ten js nodes)."""
+    entry: TraceEntry = _new(TraceEntry)
+    _set_node(entry, node)
+    _set_type(entry, type)
+    _set_next(entry, next)
+    _set_duration(entry, duration_ms)
+    _set_error(entry, error)
+    return entry
 
 
 @dataclass(slots=True)

@@ -34,8 +34,8 @@ from nflow.engine._results import (
     NodeInterceptor,
     StepObserver,
     StepResult,
-    TraceEntry,
     UnknownNodeType,
+    trace_entry,
 )
 from nflow.engine._services import EngineServices
 from nflow.engine._wasm import step_wasm
@@ -624,12 +624,8 @@ class _Run:
 
     def _trace(self, node: Node, next_out: str, started: float, error: str = "") -> None:
         self.execution.trace.append(
-            TraceEntry(
-                node=node.id,
-                type=node.type,
-                next=next_out,
-                duration_ms=(time.perf_counter() - started) * 1000.0,
-                error=error,
+            trace_entry(
+                node.id, node.type, next_out, (time.perf_counter() - started) * 1000.0, error
             )
         )
 

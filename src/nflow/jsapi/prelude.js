@@ -1096,28 +1096,36 @@
         if (now >= deadlineMs) return flowDone(result);
         // The loop updates the form session with each payload, and the next node gets the
         // payload plus what the session holds beyond it.
+        // shared: the output holds an object the session holds too.
         const keys = O.keys(output);
         const size = keys.length;
+        let shared = false;
         if (size) {
           if (delta === null) R.__delta = delta = O.create(null);
           for (let i = 0; i < size; i++) {
             const k = keys[i];
+            const v = output[k];
             if (!hasOwn.call(session, k)) sessionSize++;
-            put(session, k, output[k]);
-            put(delta, k, output[k]);
+            if (v !== null && typeof v === "object") shared = true;
+            put(session, k, v);
+            put(delta, k, v);
           }
         }
         let extra = false;
         if (sessionSize > size) {
           for (const k of O.keys(session)) {
             if (k === "break" || k === "nflow_journey" || hasOwn.call(output, k)) continue;
-            put(output, k, session[k]);
+            const v = session[k];
+            if (v !== null && typeof v === "object") shared = true;
+            put(output, k, v);
             extra = true;
           }
         }
-        // Each node gets a payload of its own, as when the engine hands it over as JSON.
-        const json = extra ? jsonStringify(output) : result[1];
-        input = jsonParse(json);
+        // Each node gets a payload of its own, as when the engine hands it over as JSON. The
+        // output parsed from the node's JSON is one when it shares nothing with the session
+        // (its values are strings, numbers, booleans or null): no second parse.
+        const json = extra && (shared || nodesRec !== null) ? jsonStringify(output) : result[1];
+        input = shared ? jsonParse(json) : output;
         if (nodesRec !== null) {
           inputJson = json;
           if (extra) R.__recChars += json.length;
