@@ -448,8 +448,9 @@ def test_session_secret_warning_only_where_it_matters(cfg: Path, tmp_path: Path)
 
 
 def test_serve_master_process_loads_no_runtime_libraries(tmp_path: Path) -> None:
-    """The master only starts and watches workers: the JS engine, the script analyzer and
-    the database layer are loaded by the workers, not by it."""
+    """The master only starts and watches workers: the JS engine and the database layer are
+    loaded by the workers, not by it; the script analyzer's parser by neither (the start-up
+    check hands the workers its verdicts)."""
     write(tmp_path, "hello.json", _hello("/hi"))
     srv = Server(tmp_path, "--app", "hello.json", "--workers", "1")
     try:
@@ -460,9 +461,11 @@ def test_serve_master_process_loads_no_runtime_libraries(tmp_path: Path) -> None
         worker = Path(f"/proc/{worker_pid.split()[0]}/maps").read_text()
     finally:
         srv.stop()
-    for library in ("jsbox", "tree_sitter", "sqlalchemy"):
+    for library in ("jsbox", "sqlalchemy"):
         assert library in worker
         assert library not in master
+    assert "tree_sitter" not in master
+    assert "tree_sitter" not in worker
 
 
 def test_a_worker_that_never_calls_redis_does_not_import_it(cfg: Path, tmp_path: Path) -> None:
