@@ -12,6 +12,8 @@ from __future__ import annotations
 
 __all__ = ["PgPath"]
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 # Due runs of one status: queued ones, waits that are due, or running ones whose lease lapsed
@@ -118,26 +120,26 @@ class PgPath:
     def _done(self, conn: Any) -> None:
         self._idle.append(conn)
 
-    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def _borrowed(self) -> AsyncIterator[Any]:
+        """An idle connection (else one from the pool), kept idle after a statement that
+        worked; after one that failed, the pool judges it (a broken connection is closed
+        there) and resets it."""
         conn = await self._conn()
         try:
-            rows = await conn.fetch(query, *args)
+            yield conn
         except BaseException:
-            # The pool judges it (a broken connection is closed there) and resets it.
             await self._pool.release(conn)
             raise
         self._done(conn)
-        return list(rows)
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self._borrowed() as conn:
+            return list(await conn.fetch(query, *args))
 
     async def _execute(self, query: str, *args: Any) -> str:
-        conn = await self._conn()
-        try:
-            status = await conn.execute(query, *args)
-        except BaseException:
-            await self._pool.release(conn)
-            raise
-        self._done(conn)
-        return str(status)
+        async with self._borrowed() as conn:
+            return str(await conn.execute(query, *args))
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
